@@ -1,0 +1,110 @@
+"""The ``synthsleep`` command: one subcommand per job, each with ``--help`` and examples.
+
+Subcommands live next to the code they drive; each module offers ``add_arguments(parser)`` and
+``run(args) -> int``. This file only wires them, imports them lazily (so ``synthsleep monitor``
+never imports torch) and turns user errors into one clear line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+from collections.abc import Sequence
+
+# name -> (module, one-line help, examples)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("synthsleep.demo", "replay a synthetic night live into the monitor with the bundled model",
+             "synthsleep demo\nsynthsleep demo --hours 2 --speed 120 --metrics 127.0.0.1:9109"),
+    "synth": ("synthsleep.psg.synthetic.cli", "write synthetic PSG nights (EDF+ with annotations)",
+              "synthsleep synth --nights 2 --hours 1 --seed 7 --out nights/"),
+    "prepare": ("synthsleep.offline_training.prepare", "EDF (+ annotations) folder -> Parquet epoch shards",
+                "synthsleep prepare --in nights/ --out shards/"),
+    "pretrain": ("synthsleep.offline_training.pretrain", "self-supervised pretraining (NeuroNet, SynthSleepNet)",
+                 "synthsleep pretrain unimodal --modality eeg --shards shards/ --out runs/eeg\n"
+                 "synthsleep pretrain multimodal --shards shards/ --out runs/mm"),
+    "probe": ("synthsleep.offline_training.finetune:probe", "linear probe on a frozen encoder",
+              "synthsleep probe --shards shards/ --init runs/mm --out runs/probe"),
+    "finetune": ("synthsleep.offline_training.finetune", "fine-tune staging / apnea / hypopnea over whole nights",
+                 "synthsleep finetune --task all --labels 1.0 --shards shards/ --init runs/mm --out runs/ft"),
+    "evaluate": ("synthsleep.offline_training.evaluate", "accuracy, F1, kappa, AUROC, AHI on a split",
+                 "synthsleep evaluate --model runs/ft/model.onnx --shards shards/ --out eval/"),
+    "export": ("synthsleep.export.onnx_export", "export a checkpoint to the ONNX step artifact",
+               "synthsleep export runs/ft/model --out model.onnx"),
+    "verify": ("synthsleep.export.verify", "check an artifact: ONNX checker, ORT vs PyTorch",
+               "synthsleep verify model.onnx --checkpoint runs/ft/model"),
+    "score": ("synthsleep.score", "score an EDF offline: hypnogram, events, EDF+ annotations, report",
+              "synthsleep score night.edf --out scored/"),
+    "replay": ("synthsleep.stream.player", "replay an EDF as a live LSL stream",
+               "synthsleep replay night.edf --speed 10 --name bed1"),
+    "monitor": ("synthsleep.monitor", "the realtime monitor: LSL beds -> stages, apnea alerts, metrics",
+                "synthsleep monitor --stream bed1 --bed 1 --events events.jsonl\n"
+                "synthsleep monitor --config beds.toml --metrics 127.0.0.1:9109"),
+}
+
+
+def _load(spec: str):
+    """Import ``module[:prefix]`` and return (add_arguments, run) — ``prefix`` selects
+    ``<prefix>_add_arguments`` / ``<prefix>_run`` when one module offers several commands."""
+    mod_name, _, prefix = spec.partition(":")
+    mod = importlib.import_module(mod_name)
+    pre = f"{prefix}_" if prefix else ""
+    return getattr(mod, f"{pre}add_arguments"), getattr(mod, f"{pre}run")
+
+
+def _available() -> dict[str, tuple[str, str, str]]:
+    """Commands whose module exists in this installation (nothing half-built is listed)."""
+    out = {}
+    for name, entry in COMMANDS.items():
+        if importlib.util.find_spec(entry[0].partition(":")[0]) is not None:
+            out[name] = entry
+    return out
+
+
+def build_parser(names: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="synthsleep",
+        description="Bedside sleep monitor: live PSG over LSL -> sleep stages and apnea alerts.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'synthsleep COMMAND --help' for a command's options and examples.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (spec, help_, examples) in _available().items():
+        p = sub.add_parser(name, help=help_, description=help_,
+                           epilog="examples:\n  " + examples.replace("\n", "\n  "),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        if names is None or name in names:
+            add_arguments, _ = _load(spec)
+            add_arguments(p)
+        p.set_defaults(_spec=spec)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wanted = [a for a in argv if a in COMMANDS][:1]
+    parser = build_parser(wanted or [])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    _, run = _load(args._spec)
+    try:
+        return int(run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        if args.verbose >= 2:
+            raise
+        print(f"synthsleep {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

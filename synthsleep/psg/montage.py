@@ -1,0 +1,181 @@
+"""The montage: which modalities the model knows and how real channel labels map onto them.
+
+Each modality is one channel in the model (SynthSleepNet's SHHS setup: one EEG derivation, one
+EOG, chin EMG, ECG, and the respiratory channels). Real recordings name their channels in many
+ways; ``resolve_channels`` maps them, in a documented order of preference.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+MODALITY_NAMES: tuple[str, ...] = ("eeg", "eog", "emg", "ecg", "airflow", "thorax", "abdomen", "spo2")
+CORE_MODALITIES: tuple[str, ...] = ("eeg", "eog", "emg", "ecg")
+RESPIRATORY_MODALITIES: tuple[str, ...] = ("airflow", "thorax", "abdomen", "spo2")
+
+
+class MontageError(ValueError):
+    """A recording's channels cannot be mapped onto the montage."""
+
+
+@dataclass(frozen=True)
+class Modality:
+    """One modality of the montage.
+
+    Attributes:
+        name: canonical name (``eeg`` ...).
+        lsl_type: LSL/EDF signal type (EEG, EOG, EMG, ECG, RESP, SPO2).
+        band: (low, high) band-pass in Hz applied at 100 Hz, or None (no filter).
+        unit: physical unit the samples must be in (``uV`` or ``%``).
+        optional: a recording may lack it (the model masks it).
+        norm: ``robust`` (causal running median/IQR) or ``fixed`` (``offset``/``scale``).
+        plausible: largest plausible robust amplitude (IQR) in ``unit``; above it the units
+            are probably wrong and the modality is flagged IMPLAUSIBLE.
+        flat: below this standard deviation (in ``unit``) the channel is FLAT.
+    """
+
+    name: str
+    lsl_type: str
+    band: tuple[float, float] | None
+    unit: str
+    optional: bool
+    norm: str = "robust"
+    offset: float = 0.0
+    scale: float = 1.0
+    plausible: float = 5000.0
+    flat: float = 0.1
+
+    @property
+    def min_rate(self) -> float:
+        """Lowest native rate (Hz) whose Nyquist frequency covers the band's low edge twice over."""
+        return 0.0 if self.band is None else 2.0 * self.band[0] * 1.25
+
+
+MODALITIES: dict[str, Modality] = {
+    "eeg": Modality("eeg", "EEG", (0.5, 40.0), "uV", False, plausible=2000.0, flat=0.5),
+    "eog": Modality("eog", "EOG", (0.5, 40.0), "uV", False, plausible=5000.0, flat=0.5),
+    "emg": Modality("emg", "EMG", (25.0, 49.0), "uV", False, plausible=5000.0, flat=0.05),
+    "ecg": Modality("ecg", "ECG", (3.0, 30.0), "uV", False, plausible=20000.0, flat=1.0),
+    "airflow": Modality("airflow", "RESP", (0.05, 1.0), "uV", True, plausible=1e7, flat=1e-6),
+    "thorax": Modality("thorax", "RESP", (0.05, 1.0), "uV", True, plausible=1e7, flat=1e-6),
+    "abdomen": Modality("abdomen", "RESP", (0.05, 1.0), "uV", True, plausible=1e7, flat=1e-6),
+    "spo2": Modality("spo2", "SPO2", None, "%", True, norm="fixed", offset=95.0, scale=5.0,
+                     plausible=100.0, flat=-1.0),
+}
+
+# Known labels per modality, most preferred first. Matching is case-insensitive and ignores
+# spaces, dashes, dots and underscores (see ``normalise_label``).
+LABELS: dict[str, tuple[str, ...]] = {
+    "eeg": (
+        "EEG C4-M1", "C4-M1", "EEG C4-A1", "C4-A1", "EEG", "EEG C3-M2", "C3-M2", "C3-A2",
+        "C3-A1",  # DREAMS
+        "EEG Fpz-Cz", "Fpz-Cz",  # Sleep-EDF
+        "EEG(sec)", "EEG2", "EEG 2", "EEG Pz-Oz", "Pz-Oz", "C4", "C3", "Cz", "CZ-A1", "Cz-A1",
+        "F4-M1", "F3-M2", "O2-M1", "O1-M2", "O1-A1", "FP1-A1", "Fp1",
+    ),
+    "eog": (
+        "EOG E1-M2", "E1-M2", "EOG(L)", "EOG L", "EOG LOC-A2", "LOC-A2", "LOC", "E1",
+        "EOG1-A1", "EOG1",  # DREAMS
+        "EOG horizontal",  # Sleep-EDF
+        "EOG E2-M2", "E2-M2", "EOG(R)", "EOG R", "EOG ROC-A1", "ROC-A1", "ROC", "E2", "EOG2-A1", "EOG2",
+    ),
+    "emg": (
+        "EMG Chin", "EMG", "EMG submental", "EMG1", "Chin", "Chin1-Chin2", "CHIN1", "EMG1-EMG2",
+        "Chin EMG", "EMG Chin1-Chin2", "Submental",
+    ),
+    "ecg": ("ECG II", "ECG", "EKG", "ECG1", "ECG L", "ECG I", "ECG1-ECG2", "EKG1-EKG2", "ECG2"),
+    "airflow": (
+        "Resp Airflow", "NEW AIR", "AIRFLOW", "Airflow", "NAF1", "Flow", "Nasal Pressure",
+        "NASAL PRES", "Resp oro-nasal", "Flow Patient", "Nasal", "Thermistor", "Resp nasal",
+    ),
+    "thorax": ("Resp Thorax", "THOR RES", "Thor", "Thorax", "VTH", "Chest", "RIP Thora",
+               "Effort THO", "Resp thoracic", "Thoracic"),
+    "abdomen": ("Resp Abdomen", "ABDO RES", "Abdo", "Abdomen", "VAB", "ABD", "RIP Abdom",
+                "Effort ABD", "Resp abdominal", "Abdominal"),
+    "spo2": ("SpO2", "SaO2", "SAO2", "SPO2", "Sa02", "SAT", "Saturation", "Oxygen saturation",
+             "OSAT", "SpO2 %"),
+}
+
+
+def normalise_label(label: str) -> str:
+    """Case-folded label without spaces, dashes, dots, underscores or a trailing unit suffix."""
+    return re.sub(r"[\s\-_.:/]+", "", label.strip()).casefold()
+
+
+_LOOKUP: dict[str, list[tuple[int, str]]] = {}
+for _mod, _labels in LABELS.items():
+    for _rank, _lab in enumerate(_labels):
+        _LOOKUP.setdefault(normalise_label(_lab), []).append((_rank, _mod))
+
+
+def modality_of(label: str) -> str | None:
+    """The modality a channel label names, or None when unknown."""
+    hits = _LOOKUP.get(normalise_label(label))
+    return min(hits)[1] if hits else None
+
+
+def resolve_channels(
+    labels: Sequence[str],
+    overrides: Mapping[str, str] | None = None,
+    required: Iterable[str] = ("eeg",),
+    wanted: Iterable[str] = MODALITY_NAMES,
+    source: str = "recording",
+) -> dict[str, str]:
+    """Map a recording's channel labels onto montage modalities.
+
+    Args:
+        labels: channel labels as the file/stream names them.
+        overrides: ``{modality: label}`` chosen by the user; wins over the built-in map.
+        required: modalities that must be found.
+        wanted: modalities to look for.
+        source: what the labels came from (file name, stream name), for error messages.
+
+    Returns:
+        ``{modality: label}`` for every wanted modality found (most preferred label first).
+
+    Raises:
+        MontageError: an override names a label that does not exist, a modality is unknown, or
+            a required modality is missing; the message lists what was found and what is needed.
+    """
+    labels = list(labels)
+    by_norm = {normalise_label(lab): lab for lab in reversed(labels)}
+    result: dict[str, str] = {}
+    for mod, lab in (overrides or {}).items():
+        if mod not in MODALITIES:
+            raise MontageError(f"{source}: unknown modality {mod!r} in channel overrides; "
+                               f"known modalities: {', '.join(MODALITY_NAMES)}")
+        real = by_norm.get(normalise_label(lab))
+        if real is None:
+            raise MontageError(f"{source}: channel override {mod}={lab!r} names no channel; "
+                               f"channels found: {', '.join(labels) or '(none)'}")
+        result[mod] = real
+    for mod in wanted:
+        if mod in result:
+            continue
+        for lab in LABELS[mod]:
+            real = by_norm.get(normalise_label(lab))
+            if real is not None and real not in result.values():
+                result[mod] = real
+                break
+    missing = [m for m in required if m not in result]
+    if missing:
+        raise MontageError(
+            f"{source}: no channel for required modality {', '.join(missing)}. "
+            f"Channels found: {', '.join(labels) or '(none)'}. "
+            + " ".join(f"{m} is looked for as one of: {', '.join(LABELS[m][:8])}, ..." for m in missing)
+            + " Map a channel explicitly with an override, e.g. --channel eeg=<label>."
+        )
+    return result
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, str]:
+    """Parse CLI ``modality=label`` pairs into an overrides mapping."""
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise MontageError(f"channel override {item!r} must look like modality=label, e.g. eeg='C3-A2'")
+        mod, lab = item.split("=", 1)
+        out[mod.strip().lower()] = lab.strip()
+    return out

@@ -1,0 +1,453 @@
+"""Epoch preprocessing: the ONE path from raw samples to model epochs, offline and live.
+
+Samples arrive per modality in chunks of any size with the time of their first sample; they are
+placed by time on one clock, so a gap never shifts later epochs. When an epoch is complete (or
+its data is late by ``max_delay`` on the live clock) it is processed on its own:
+
+1. quality checks on the raw samples (missing, gap, NaN/Inf, flat, clipped, implausible units);
+2. resampling to 100 Hz, polyphase (``scipy.signal.resample_poly``) for rational rate ratios;
+3. zero-phase band-pass *within the epoch* (SynthSleepNet's bands; the epoch is complete before
+   it is scored, so this is causal at epoch granularity);
+4. causal normalisation: running robust statistics (median, IQR) of the filtered epochs seen so
+   far, this one included. For the first ``norm_warmup`` present epochs the statistics are the
+   cumulative average (the warm-up: the first minutes of a night are normalised by fewer
+   epochs); after that an exponential average with a ``norm_horizon``-epoch time constant.
+   Absent epochs never update the statistics. Never whole-night statistics.
+
+Because every step depends only on the epoch's own samples and the statistics carried from
+earlier epochs, feeding a recording whole or in random chunk sizes gives identical epochs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from fractions import Fraction
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy import signal
+
+from .epoch import EPOCH_SAMPLES, EPOCH_SECONDS, TARGET_RATE, Epoch, Quality
+from .montage import MODALITIES, MODALITY_NAMES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .recording import Recording
+
+log = logging.getLogger(__name__)
+
+
+class PreprocessError(ValueError):
+    """A stream or recording cannot be preprocessed (e.g. a rate that cannot make 30-s epochs)."""
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    """Everything that decides what an epoch looks like; travels in shard manifests and artifacts.
+
+    Attributes:
+        modalities: modalities produced, in row order of ``Epoch.data``.
+        target_rate: output rate, Hz.
+        epoch_seconds: epoch length, s.
+        filter_order: Butterworth order of the band-pass (applied forward and backward).
+        norm_warmup: present epochs averaged cumulatively before the exponential average starts.
+        norm_horizon: time constant of the exponential average of the statistics, in epochs.
+        clip: normalised values are clipped to [-clip, clip].
+        max_bad_fraction: above this fraction of missing/non-finite samples a modality is absent.
+        clip_fraction: above this fraction of samples at the epoch's extremes, CLIPPED is set.
+        max_delay: live only: seconds after an epoch's end before it closes without late data.
+    """
+
+    modalities: tuple[str, ...] = MODALITY_NAMES
+    target_rate: float = TARGET_RATE
+    epoch_seconds: float = EPOCH_SECONDS
+    filter_order: int = 4
+    norm_warmup: int = 20
+    norm_horizon: int = 240
+    clip: float = 20.0
+    max_bad_fraction: float = 0.5
+    clip_fraction: float = 0.05
+    max_delay: float = 5.0
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.modalities if m not in MODALITIES]
+        if unknown:
+            raise PreprocessError(f"unknown modalities {unknown}; known: {', '.join(MODALITY_NAMES)}")
+        if self.target_rate * self.epoch_seconds != EPOCH_SAMPLES:
+            raise PreprocessError("the model expects 30-s epochs at 100 Hz (3000 samples)")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["modalities"] = list(self.modalities)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PreprocessParams:
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if "modalities" in kw:
+            kw["modalities"] = tuple(kw["modalities"])
+        return cls(**kw)
+
+
+# ----------------------------------------------------------------------------------------------
+# Normaliser: causal running robust statistics, explicit JSON-able state
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NormaliserState:
+    """Per-modality running statistics: ``count`` present epochs seen, ``center`` (running
+    median, in the modality's unit) and ``log_scale`` (running log of IQR/1.349)."""
+
+    count: dict[str, int] = field(default_factory=dict)
+    center: dict[str, float] = field(default_factory=dict)
+    log_scale: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": dict(self.count), "center": dict(self.center), "log_scale": dict(self.log_scale)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> NormaliserState:
+        return cls(dict(d.get("count", {})), dict(d.get("center", {})), dict(d.get("log_scale", {})))
+
+
+def _robust_stats(x: np.ndarray) -> tuple[float, float]:
+    """(median, IQR / 1.349) of a 1-D array: the robust mean and standard deviation."""
+    q25, q50, q75 = np.percentile(x, [25.0, 50.0, 75.0])
+    return float(q50), float(max(q75 - q25, 1e-12) / 1.349)
+
+
+def _update_normaliser(state: NormaliserState, mod: str, x: np.ndarray, params: PreprocessParams) -> None:
+    center, scale = _robust_stats(x)
+    n = state.count.get(mod, 0) + 1
+    alpha = 1.0 / n if n <= params.norm_warmup else 1.0 / params.norm_horizon
+    if n == 1:
+        state.center[mod], state.log_scale[mod] = center, math.log(scale)
+    else:
+        state.center[mod] += alpha * (center - state.center[mod])
+        state.log_scale[mod] += alpha * (math.log(scale) - state.log_scale[mod])
+    state.count[mod] = n
+
+
+# ----------------------------------------------------------------------------------------------
+# One epoch of one modality
+# ----------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=64)
+def _band_sos(low: float, high: float, rate: float, order: int) -> np.ndarray:
+    high = min(high, 0.499 * rate)
+    return signal.butter(order, [low, high], btype="bandpass", fs=rate, output="sos")
+
+
+@lru_cache(maxsize=64)
+def _rate_ratio(rate: float, target: float) -> tuple[int, int] | None:
+    """(up, down) for polyphase resampling, or None if the ratio is not a small rational."""
+    frac = Fraction(target / rate).limit_denominator(1000)
+    if abs(float(frac) * rate - target) > 1e-9 * target:
+        return None
+    return frac.numerator, frac.denominator
+
+
+def samples_per_epoch(rate: float, epoch_seconds: float = EPOCH_SECONDS) -> int:
+    """Samples of one epoch at ``rate`` Hz; PreprocessError if the rate can't make whole epochs."""
+    n = rate * epoch_seconds
+    if rate <= 0 or not math.isfinite(rate) or abs(n - round(n)) > 1e-6 * max(n, 1.0):
+        raise PreprocessError(
+            f"sampling rate {rate!r} Hz gives {n:g} samples per {epoch_seconds:g}-s epoch; "
+            "need a positive rate with a whole number of samples per epoch")
+    return int(round(n))
+
+
+def _resample(x: np.ndarray, rate: float, params: PreprocessParams) -> np.ndarray:
+    """[n] at ``rate`` Hz → float64 [3000] at the target rate."""
+    if rate == params.target_rate:
+        return x.astype(np.float64, copy=False)
+    ratio = _rate_ratio(rate, params.target_rate)
+    y = signal.resample_poly(x, *ratio) if ratio else signal.resample(x, EPOCH_SAMPLES)
+    if y.shape[0] != EPOCH_SAMPLES:  # rounding of odd lengths
+        y = np.pad(y, (0, max(0, EPOCH_SAMPLES - y.shape[0])), mode="edge")[:EPOCH_SAMPLES]
+    return y
+
+
+def _fill_bad(x: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """Linear interpolation over bad samples (edges held), so filters see no NaN."""
+    if good.all():
+        return x
+    idx = np.arange(x.shape[0])
+    return np.interp(idx, idx[good], x[good])
+
+
+def preprocess_modality(
+    mod: str,
+    raw: np.ndarray | None,
+    received: np.ndarray | None,
+    rate: float,
+    norm: NormaliserState,
+    params: PreprocessParams,
+) -> tuple[np.ndarray, int, bool]:
+    """Turn one modality's raw epoch into the model's input; updates ``norm`` in place.
+
+    Args:
+        mod: modality name.
+        raw: float [n] physical samples at ``rate`` Hz covering the epoch (None = no channel).
+        received: bool [n], sample arrived (False for stream gaps); None = all arrived.
+        rate: native sampling rate, Hz.
+        norm: running normaliser statistics (updated when the modality is present).
+        params: preprocessing parameters.
+
+    Returns:
+        (float32 [3000] normalised signal, Quality bits, present).
+    """
+    spec = MODALITIES[mod]
+    zeros = np.zeros(EPOCH_SAMPLES, np.float32)
+    if raw is None or raw.size == 0:
+        return zeros, int(Quality.MISSING), False
+    q = Quality.OK
+    if rate < spec.min_rate:
+        return zeros, int(Quality.LOW_RATE), False
+    raw = np.asarray(raw, dtype=np.float64)
+    got = np.ones(raw.shape[0], bool) if received is None else np.asarray(received, bool)
+    finite = np.isfinite(raw)
+    if not got.all():
+        q |= Quality.GAP
+    if not finite[got].all():
+        q |= Quality.NONFINITE
+    good = got & finite
+    if good.mean() <= 1.0 - params.max_bad_fraction:
+        return zeros, int(q | (Quality.MISSING if not got.any() else 0)), False
+    vals = raw[good]
+    if spec.flat >= 0 and float(np.std(vals)) < spec.flat:
+        return zeros, int(q | Quality.FLAT), False
+    lo, hi = float(vals.min()), float(vals.max())
+    if hi > lo:
+        tol = 1e-6 * (hi - lo)
+        at_edge = np.count_nonzero(vals >= hi - tol) + np.count_nonzero(vals <= lo + tol)
+        if at_edge > params.clip_fraction * vals.size and at_edge > 4:
+            q |= Quality.CLIPPED
+    x = _resample(_fill_bad(raw, good), rate, params)
+    if spec.band is not None:
+        x = signal.sosfiltfilt(_band_sos(*spec.band, params.target_rate, params.filter_order), x)
+    if spec.norm == "fixed":
+        if not (0.0 <= float(np.median(vals)) <= spec.plausible * 1.0001):
+            return zeros, int(q | Quality.IMPLAUSIBLE), False
+        y = (x - spec.offset) / spec.scale
+    else:
+        if _robust_stats(x)[1] * 1.349 > spec.plausible:
+            return zeros, int(q | Quality.IMPLAUSIBLE), False
+        _update_normaliser(norm, mod, x, params)
+        y = (x - norm.center[mod]) / math.exp(norm.log_scale[mod])
+    if not good.all():  # zero where nothing real was measured (after resampling to 100 Hz)
+        bad100 = _resample((~good).astype(np.float64), rate, params) > 0.5
+        y[bad100] = 0.0
+    y = np.clip(y, -params.clip, params.clip)
+    return y.astype(np.float32), int(q), True
+
+
+# ----------------------------------------------------------------------------------------------
+# Incremental assembly: chunks of any size in, epochs out
+# ----------------------------------------------------------------------------------------------
+
+
+class _ModalityBuffer:
+    """Per-modality sample placement by time: epoch index → (samples, received mask)."""
+
+    def __init__(self, rate: float, epoch_seconds: float) -> None:
+        self.rate = float(rate)
+        self.n = samples_per_epoch(rate, epoch_seconds)
+        self.epochs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.next_sample: int | None = None  # global index after the last sample placed
+        self.late_samples = 0
+        self.gaps = 0
+
+    def place(self, samples: np.ndarray, t0: float, origin: float, first_open_epoch: int) -> None:
+        k0 = int(round((t0 - origin) * self.rate))
+        if self.next_sample is not None:
+            tol = max(2, int(0.02 * self.rate))  # 20 ms of jitter is the same sample run
+            if abs(k0 - self.next_sample) <= tol:
+                k0 = self.next_sample
+            elif k0 > self.next_sample:
+                self.gaps += 1
+        if self.next_sample is not None and k0 < self.next_sample:  # overlap: keep what we had
+            skip = self.next_sample - k0
+            samples, k0 = samples[skip:], self.next_sample
+        if samples.size == 0:
+            return
+        first_allowed = first_open_epoch * self.n
+        if k0 < first_allowed:
+            skip = min(first_allowed - k0, samples.size)
+            self.late_samples += skip
+            samples, k0 = samples[skip:], k0 + skip
+        self.next_sample = max(self.next_sample or 0, k0 + samples.size)
+        pos = 0
+        while pos < samples.size:
+            k = k0 + pos
+            e, off = divmod(k, self.n)
+            take = min(self.n - off, samples.size - pos)
+            buf = self.epochs.get(e)
+            if buf is None:
+                buf = (np.full(self.n, np.nan), np.zeros(self.n, bool))
+                self.epochs[e] = buf
+            buf[0][off : off + take] = samples[pos : pos + take]
+            buf[1][off : off + take] = True
+            pos += take
+
+    def high_water(self, origin: float) -> float:
+        """Clock time just after the last sample placed (−inf before any)."""
+        return -math.inf if self.next_sample is None else origin + self.next_sample / self.rate
+
+
+class EpochAssembler:
+    """Chunks of samples per modality in, preprocessed ``Epoch`` objects out, in order.
+
+    Args:
+        rates: native rate (Hz) of each modality that has a channel; modalities of
+            ``params.modalities`` not in ``rates`` are always MISSING.
+        params: preprocessing parameters.
+        origin: clock time (s) of epoch 0's start.
+
+    Offline: ``push`` everything, collect ``pop()`` as you go, ``flush()`` at the end. Live: also
+    call ``advance(now)`` with the current stream clock so epochs whose data is late by more
+    than ``params.max_delay`` close anyway (their missing part flagged).
+    """
+
+    def __init__(self, rates: Mapping[str, float], params: PreprocessParams | None = None,
+                 origin: float = 0.0) -> None:
+        self.params = params or PreprocessParams()
+        unknown = [m for m in rates if m not in self.params.modalities]
+        if unknown:
+            raise PreprocessError(f"rates given for modalities not in the montage: {unknown}")
+        self.origin = float(origin)
+        self.buffers = {m: _ModalityBuffer(r, self.params.epoch_seconds) for m, r in rates.items()}
+        self.next_epoch = 0
+        self.clock = -math.inf
+        self.norm = NormaliserState()
+        self._ready: list[Epoch] = []
+
+    # -- input -----------------------------------------------------------------------------
+    def push(self, modality: str, samples: np.ndarray, t0: float) -> None:
+        """Add ``samples`` (float [n], physical units, contiguous at the modality's rate) whose
+        first sample is at clock time ``t0`` seconds."""
+        buf = self.buffers.get(modality)
+        if buf is None:
+            raise PreprocessError(f"no rate registered for modality {modality!r}")
+        buf.place(np.asarray(samples, dtype=np.float64).reshape(-1), float(t0), self.origin, self.next_epoch)
+        self._close(final=False)
+
+    def advance(self, now: float) -> None:
+        """Tell the assembler the live clock reads ``now`` seconds (closes late epochs)."""
+        self.clock = max(self.clock, float(now))
+        self._close(final=False)
+
+    # -- output ----------------------------------------------------------------------------
+    def pop(self) -> list[Epoch]:
+        """Epochs closed since the last call, in index order."""
+        out, self._ready = self._ready, []
+        return out
+
+    def flush(self) -> list[Epoch]:
+        """End of data: close every epoch that has any data (a trailing epoch with less than
+        half of its samples in every modality is dropped). Returns all epochs not yet popped."""
+        self._close(final=True)
+        return self.pop()
+
+    # -- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able state for resume: the next epoch to close and the normaliser statistics."""
+        return {"next_epoch": self.next_epoch, "origin": self.origin, "norm": self.norm.to_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.next_epoch = int(state["next_epoch"])
+        self.origin = float(state.get("origin", self.origin))
+        self.norm = NormaliserState.from_dict(state["norm"])
+        for buf in self.buffers.values():
+            buf.epochs = {e: b for e, b in buf.epochs.items() if e >= self.next_epoch}
+
+    @property
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per-modality counters: gaps seen and samples dropped as too late."""
+        return {m: {"gaps": b.gaps, "late_samples": b.late_samples} for m, b in self.buffers.items()}
+
+    # -- internals -------------------------------------------------------------------------
+    def _epoch_end(self, e: int) -> float:
+        return self.origin + (e + 1) * self.params.epoch_seconds
+
+    def _close(self, final: bool) -> None:
+        if final:
+            last = max((max(b.epochs) for b in self.buffers.values() if b.epochs), default=-1)
+        while True:
+            e = self.next_epoch
+            end = self._epoch_end(e)
+            complete = bool(self.buffers) and all(b.high_water(self.origin) >= end - 1e-9
+                                                   for b in self.buffers.values())
+            late = self.clock >= end + self.params.max_delay
+            if not (complete or late or (final and e <= last)):
+                return
+            if final and not complete and e == last and not self._has_half(e):
+                self._drop(e)
+                self.next_epoch += 1
+                return
+            self._ready.append(self._build(e))
+            self.next_epoch += 1
+
+    def _has_half(self, e: int) -> bool:
+        return any(b.epochs[e][1].mean() >= 0.5 for b in self.buffers.values() if e in b.epochs)
+
+    def _drop(self, e: int) -> None:
+        for b in self.buffers.values():
+            b.epochs.pop(e, None)
+
+    def _build(self, e: int) -> Epoch:
+        p = self.params
+        data = np.zeros((len(p.modalities), EPOCH_SAMPLES), np.float32)
+        quality = np.zeros(len(p.modalities), np.uint8)
+        present = np.zeros(len(p.modalities), bool)
+        for i, mod in enumerate(p.modalities):
+            buf = self.buffers.get(mod)
+            raw = received = None
+            rate = 0.0
+            if buf is not None:
+                rate = buf.rate
+                got = buf.epochs.pop(e, None)
+                if got is not None:
+                    raw, received = got
+            data[i], quality[i], present[i] = preprocess_modality(mod, raw, received, rate, self.norm, p)
+        return Epoch(e, self.origin + e * p.epoch_seconds, p.modalities, data, quality, present)
+
+
+# ----------------------------------------------------------------------------------------------
+# Offline: a whole recording
+# ----------------------------------------------------------------------------------------------
+
+
+def iter_recording_epochs(
+    recording: Recording,
+    channel_map: Mapping[str, str],
+    params: PreprocessParams | None = None,
+    chunk_seconds: float = 600.0,
+) -> Iterator[Epoch]:
+    """Epochs of a recording, read lazily ``chunk_seconds`` at a time.
+
+    Args:
+        recording: an open ``Recording``.
+        channel_map: ``{modality: channel label}`` (from ``montage.resolve_channels``).
+        params: preprocessing parameters.
+        chunk_seconds: read size; results do not depend on it.
+    """
+    params = params or PreprocessParams()
+    chans = {c.label: c for c in recording.channels}
+    used = {m: lab for m, lab in channel_map.items() if m in params.modalities}
+    asm = EpochAssembler({m: chans[lab].rate for m, lab in used.items()}, params)
+    t = 0.0
+    duration = float(recording.duration)
+    while t < duration:
+        stop = min(t + chunk_seconds, duration)
+        for mod, lab in used.items():
+            asm.push(mod, recording.read(lab, t, stop), t)
+        yield from asm.pop()
+        t = stop
+    yield from asm.flush()
