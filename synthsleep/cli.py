@@ -58,7 +58,11 @@ def _available() -> dict[str, tuple[str, str, str]]:
     """Commands whose module exists in this installation (nothing half-built is listed)."""
     out = {}
     for name, entry in COMMANDS.items():
-        if importlib.util.find_spec(entry[0].partition(":")[0]) is not None:
+        try:
+            found = importlib.util.find_spec(entry[0].partition(":")[0]) is not None
+        except ModuleNotFoundError:  # its parent package is not there either
+            found = False
+        if found:
             out[name] = entry
     return out
 

@@ -1,12 +1,11 @@
 """Shared building blocks: fixed sin-cos positions and a pre-norm transformer block.
 
-Attention is written with plain matmul/softmax (no fused kernels, no nested tensors) so that
-the eval graph exports to ONNX and a key padding mask behaves identically in training and export.
+Attention uses ``F.scaled_dot_product_attention`` with an explicit boolean key mask (no nested
+tensors, no fast-path branches), so the eval graph exports to ONNX and a key padding mask behaves
+identically in training and export.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -32,18 +31,16 @@ class Attention(nn.Module):
         self.head_dim = dim // heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.drop = nn.Dropout(dropout)
+        self.dropout = dropout
 
     def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
         b, s, d = x.shape
         qkv = self.qkv(x).reshape(b, s, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # [B, H, S, hd]
-        att = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
-        if key_mask is not None:
-            neg = torch.finfo(att.dtype).min
-            att = att.masked_fill(~key_mask[:, None, None, :], neg)
-        att = self.drop(F.softmax(att, dim=-1))
-        y = torch.matmul(att, v).transpose(1, 2).reshape(b, s, d)
+        mask = None if key_mask is None else key_mask[:, None, None, :]  # True = attend
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(b, s, d)
         return self.proj(y)
 
 

@@ -42,8 +42,9 @@ def masked_mse(pred: Tensor, target: Tensor, masked: Tensor) -> Tensor:
         no token is masked.
     """
     per_token = ((pred - target) ** 2).mean(dim=-1)  # [..., S]
-    w = masked.to(per_token.dtype)
-    return (per_token * w).sum() / w.sum().clamp_min(1.0)
+    # where(), not a product: an unscored token holding NaN/Inf must not poison the loss
+    per_token = torch.where(masked, per_token, torch.zeros_like(per_token))
+    return per_token.sum() / masked.sum().clamp_min(1).to(per_token.dtype)
 
 
 def class_weights(counts: Tensor | list[int], max_weight: float = 10.0) -> Tensor:

@@ -413,8 +413,8 @@ class EpochAssembler:
             if buf is not None:
                 rate = buf.rate
                 got = buf.epochs.pop(e, None)
-                if got is not None:
-                    raw, received = got
+                # a channel that exists but sent nothing in this epoch: a gap, not a missing sensor
+                raw, received = got if got is not None else (np.full(buf.n, np.nan), np.zeros(buf.n, bool))
             data[i], quality[i], present[i] = preprocess_modality(mod, raw, received, rate, self.norm, p)
         return Epoch(e, self.origin + e * p.epoch_seconds, p.modalities, data, quality, present)
 

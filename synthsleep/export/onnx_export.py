@@ -1,0 +1,254 @@
+"""Export ``SleepModel.step`` to the ONNX step artifact (build time: needs torch).
+
+The graph: inputs ``x`` float32 [B, M, 3000], ``present`` **bool** [B, M], ``conv_state`` float32
+[L, B, conv_dim, d_conv], ``ssm_state`` float32 [L, B, H, P, N]; outputs ``stage_prob`` [B, 5],
+``apnea_prob`` [B], ``hypopnea_prob`` [B], ``conv_state_out``, ``ssm_state_out`` (same shapes as
+the states). The batch axis (beds) is dynamic. The metadata is described in
+:mod:`synthsleep.export.artifact`.
+
+CLI: ``synthsleep export CHECKPOINT --out model.onnx`` (:func:`add_arguments` / :func:`run`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from synthsleep.export.artifact import (
+    FORMAT, INPUT_NAMES, OUTPUT_NAMES, SCHEMA_VERSION, ArtifactError, ArtifactInfo, StateSpec,
+    check_artifact, seal, set_metadata,
+)
+
+log = logging.getLogger(__name__)
+
+EXPORTERS = ("dynamo", "torchscript")
+DEFAULT_OPSET = 18
+DEFAULT_THRESHOLDS = {"apnea": 0.5, "hypopnea": 0.5}
+STAGE_NAMES = ("W", "N1", "N2", "N3", "REM")
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """The source tree's commit (``+dirty`` when modified), or ``unknown`` outside git."""
+    cwd = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _check_thresholds(thresholds: Mapping[str, Any]) -> dict[str, float]:
+    out = {**DEFAULT_THRESHOLDS}
+    for k, v in thresholds.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
+            raise ValueError(f"threshold {k}={v!r} must be a probability in [0, 1]")
+        out[k] = float(v)
+    return out
+
+
+def _preprocess_dict(preprocess_params: Any, modalities: tuple[str, ...]) -> dict[str, Any]:
+    if preprocess_params is None:
+        from synthsleep.psg.preprocess import PreprocessParams
+
+        return PreprocessParams(modalities=modalities).to_dict()
+    d = preprocess_params.to_dict() if hasattr(preprocess_params, "to_dict") else dict(preprocess_params)
+    have = tuple(d.get("modalities", modalities))
+    lacking = [m for m in modalities if m not in have]
+    if lacking:
+        raise ValueError(f"preprocess params produce modalities {list(have)} but the model reads "
+                         f"{list(modalities)} (lacking {lacking})")
+    return d
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
+
+
+def _export_graph(wrapper: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path,
+                  exporter: str, opset: int) -> None:
+    names_in, names_out = list(INPUT_NAMES), list(OUTPUT_NAMES)
+    if exporter == "dynamo":
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        torch.onnx.export(
+            wrapper, args, str(path), input_names=names_in, output_names=names_out,
+            opset_version=opset, dynamo=True, external_data=False, verbose=False,
+            dynamic_shapes={"x": {0: batch}, "present": {0: batch},
+                            "conv_state": {1: batch}, "ssm_state": {1: batch}})
+    elif exporter == "torchscript":
+        axes = {"x": {0: "batch"}, "present": {0: "batch"}, "conv_state": {1: "batch"},
+                "ssm_state": {1: "batch"}, "stage_prob": {0: "batch"}, "apnea_prob": {0: "batch"},
+                "hypopnea_prob": {0: "batch"}, "conv_state_out": {1: "batch"},
+                "ssm_state_out": {1: "batch"}}
+        torch.onnx.export(wrapper, args, str(path), input_names=names_in, output_names=names_out,
+                          opset_version=opset, dynamo=False, dynamic_axes=axes)
+    else:
+        raise ValueError(f"exporter {exporter!r} unknown; choose one of {EXPORTERS}")
+
+
+def export_step(model: torch.nn.Module, cfg: Any, out_path: str | Path, provenance: Mapping[str, Any],
+                preprocess_params: Any, thresholds: Mapping[str, float] | None = None, *,
+                exporter: str = "dynamo", opset: int = DEFAULT_OPSET) -> ArtifactInfo:
+    """Export ``model.step`` to ONE self-contained ``.onnx`` with metadata; check it; return its info.
+
+    Args:
+        model: a ``SleepModel`` (copied to CPU float32 eval mode; the caller's model is untouched).
+        cfg: its ``ModelConfig``.
+        out_path: the ``.onnx`` file to write (replaced atomically).
+        provenance: JSON-able training provenance (``data_fingerprint``, ``metrics``, ...); the
+            config and git commit are added when absent.
+        preprocess_params: ``PreprocessParams`` or its dict (None: defaults for cfg.modalities).
+        thresholds: decision thresholds (default apnea/hypopnea 0.5).
+        exporter: ``dynamo`` (torch.export, the default) or ``torchscript`` (legacy, faster).
+        opset: ONNX opset.
+
+    Raises:
+        ValueError: bad thresholds/preprocess params; ArtifactError: the written file fails checks.
+    """
+    from synthsleep.model import StepWrapper  # the model room's export wrapper
+
+    out_path = Path(out_path)
+    modalities = tuple(cfg.modalities)
+    thr = _check_thresholds(thresholds or {})
+    pre = _preprocess_dict(preprocess_params, modalities)
+    m = copy.deepcopy(model).to("cpu", torch.float32).eval()
+    wrapper = StepWrapper(m).eval()
+
+    batch = 2  # dynamo fixes a dim of size 1: export with 2 beds so the batch axis stays dynamic
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, len(modalities), cfg.epoch_samples, generator=gen)
+    present = torch.ones(batch, len(modalities), dtype=torch.bool)
+    present[1, -1] = False
+    conv, ssm = m.allocate_state(batch)
+    states = (StateSpec("conv_state", "conv_state", "conv_state_out",
+                        (conv.shape[0], -1, *conv.shape[2:]), "float32", 1),
+              StateSpec("ssm_state", "ssm_state", "ssm_state_out",
+                        (ssm.shape[0], -1, *ssm.shape[2:]), "float32", 1))
+    m_count = len(modalities)
+    io_inputs = {"x": {"dtype": "float32", "shape": [-1, m_count, cfg.epoch_samples]},
+                 "present": {"dtype": "bool", "shape": [-1, m_count]},
+                 "conv_state": {"dtype": "float32", "shape": list(states[0].shape)},
+                 "ssm_state": {"dtype": "float32", "shape": list(states[1].shape)}}
+    n_stages = int(getattr(cfg, "n_stages", 5))
+    io_outputs = {"stage_prob": {"dtype": "float32", "shape": [-1, n_stages]},
+                  "apnea_prob": {"dtype": "float32", "shape": [-1]},
+                  "hypopnea_prob": {"dtype": "float32", "shape": [-1]},
+                  "conv_state_out": {"dtype": "float32", "shape": list(states[0].shape)},
+                  "ssm_state_out": {"dtype": "float32", "shape": list(states[1].shape)}}
+    prov = dict(provenance)
+    prov.setdefault("config", cfg.to_dict())
+    prov.setdefault("git_commit", git_commit())
+    prov.setdefault("data_fingerprint", None)
+    prov.setdefault("metrics", {})
+    prov["exporter"] = {"name": exporter, "opset": opset, "torch": torch.__version__,
+                        "onnx": onnx.__version__}
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".export-") as tmp:
+        raw = Path(tmp) / "step.onnx"
+        with torch.no_grad():
+            _export_graph(wrapper, (x, present, conv, ssm), raw, exporter, opset)
+        extra = [p.name for p in Path(tmp).iterdir() if p.name != raw.name]
+        if extra:
+            raise ArtifactError(f"the exporter wrote external data files {extra}; the artifact must be "
+                                f"one self-contained file")
+        proto = onnx.load(str(raw))
+        set_metadata(proto, {
+            "format": FORMAT,
+            "schema_version": str(SCHEMA_VERSION),
+            "montage": _json(list(modalities)),
+            "preprocess": _json(pre),
+            "class_names": _json({"stage": list(STAGE_NAMES[:n_stages]), "apnea": ["no", "apnea"],
+                                  "hypopnea": ["no", "hypopnea"]}),
+            "inputs": _json(io_inputs),
+            "outputs": _json(io_outputs),
+            "states": _json([s.to_dict() for s in states]),
+            "thresholds": _json(thr),
+            "provenance": _json(prov),
+        })
+        proto.doc_string = (f"synthsleep SleepModel.step ({cfg.name}): one 30-s epoch per bed -> "
+                            f"stage/apnea/hypopnea probabilities; present is bool")
+        digest = seal(proto)
+        sealed = Path(tmp) / "sealed.onnx"
+        onnx.save(proto, str(sealed))
+        os.replace(sealed, out_path)
+    info = check_artifact(out_path)
+    log.info("exported %s (%s, %.1f MB, %s) in %.1f s", out_path, cfg.name,
+             out_path.stat().st_size / 1e6, digest[:19], time.perf_counter() - t0)
+    return info
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def _parse_thresholds(text: str | None) -> dict[str, float]:
+    if not text:
+        return {}
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        key, sep, val = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[key.strip()] = float(val)
+        except ValueError:
+            raise ValueError(f"--thresholds: {part!r} is not name=probability "
+                             f"(e.g. apnea=0.5,hypopnea=0.4)") from None
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``synthsleep export CHECKPOINT --out model.onnx``."""
+    parser.add_argument("checkpoint", help="model checkpoint: PATH(.safetensors|.json) pair written by save_model")
+    parser.add_argument("--out", required=True, type=Path, help="artifact to write (.onnx)")
+    parser.add_argument("--thresholds", default=None,
+                        help="decision thresholds, e.g. apnea=0.5,hypopnea=0.4 (default: the "
+                             "checkpoint's, else 0.5)")
+    parser.add_argument("--exporter", choices=EXPORTERS, default="dynamo",
+                        help="torch ONNX exporter (default dynamo)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the ORT vs PyTorch parity check after export")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the checkpoint, export, check, verify parity, print a summary."""
+    from synthsleep.model import load_config_json, load_model
+
+    torch.set_num_threads(1)
+    cfg, meta = load_config_json(args.checkpoint)
+    model, cfg = load_model(args.checkpoint)
+    thresholds = {**meta.get("thresholds", {}), **_parse_thresholds(args.thresholds)}
+    provenance = {k: meta[k] for k in ("data_fingerprint", "metrics", "git_commit", "train") if k in meta}
+    provenance["checkpoint"] = str(Path(args.checkpoint))
+    print(f"exporting {args.checkpoint} ({cfg.name}, modalities {list(cfg.modalities)}) "
+          f"with the {args.exporter} exporter ...", file=sys.stderr)
+    t0 = time.perf_counter()
+    info = export_step(model, cfg, args.out, provenance, meta.get("preprocess"), thresholds,
+                       exporter=args.exporter, opset=args.opset)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+    print(f"  content hash  {info.content_hash}")
+    print(f"  montage       {', '.join(info.modalities)}")
+    print(f"  thresholds    {info.thresholds}")
+    print("  states        " + ", ".join(f"{s.name}{list(s.shape)}" for s in info.states))
+    if args.no_verify:
+        return 0
+    from synthsleep.export.verify import verify_artifact
+
+    report = verify_artifact(args.out, model=model, steps=20)
+    print(report.summary())
+    return 0 if report.ok else 1

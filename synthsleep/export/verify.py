@@ -1,0 +1,208 @@
+"""Check an artifact: ``onnx.checker``, metadata and content hash, then ONNX Runtime vs PyTorch
+over a sequence of steps with the state carried (random epochs, and real ones from an EDF).
+
+CLI: ``synthsleep verify model.onnx [--checkpoint runs/ft/model] [--edf night.edf]``
+(:func:`add_arguments` / :func:`run`). Without a checkpoint only the artifact itself is checked
+(checker, hash, finite outputs, probabilities summing to 1). torch is imported only when a
+checkpoint or model is compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthsleep.export.artifact import ArtifactError, check_artifact
+from synthsleep.export.runtime import StepRuntime
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = ("stage_prob", "apnea_prob", "hypopnea_prob", "conv_state_out", "ssm_state_out")
+#: default tolerance: largest absolute difference allowed on any output over the whole sequence
+DEFAULT_ATOL = 1e-4
+
+
+@dataclass
+class VerifyReport:
+    """Result of :func:`verify_artifact`; ``max_abs_diff[output]`` over every step and bed."""
+
+    path: Path
+    content_hash: str
+    steps: int
+    batch: int
+    atol: float
+    compared: bool = False  # a PyTorch model was compared
+    max_abs_diff: dict[str, float] = field(default_factory=dict)
+    sanity_errors: list[str] = field(default_factory=list)
+    ort_step_seconds: float | None = None  # median per step, one thread
+    torch_step_seconds: float | None = None
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.sanity_errors and all(v <= self.atol for v in self.max_abs_diff.values())
+
+    def summary(self) -> str:
+        lines = [f"artifact {self.path}  {self.content_hash}",
+                 "  onnx.checker + metadata + content hash: ok",
+                 f"  {self.steps} steps x batch {self.batch}, state carried; inputs: {', '.join(self.sources)}"]
+        for err in self.sanity_errors:
+            lines.append(f"  FAIL {err}")
+        if self.compared:
+            lines.append(f"  ORT vs PyTorch, largest absolute difference (tolerance {self.atol:g}):")
+            for k, v in self.max_abs_diff.items():
+                lines.append(f"    {k:<15} {v:.3e}  {'ok' if v <= self.atol else 'FAIL'}")
+        else:
+            lines.append("  (no checkpoint given: ORT vs PyTorch parity not checked)")
+        if self.ort_step_seconds is not None:
+            t = f"  median step latency (1 thread, batch {self.batch}): ORT {self.ort_step_seconds * 1e3:.2f} ms"
+            if self.torch_step_seconds is not None:
+                t += f", PyTorch eager {self.torch_step_seconds * 1e3:.2f} ms"
+            lines.append(t)
+        lines.append("RESULT: " + ("ok" if self.ok else "FAILED"))
+        return "\n".join(lines)
+
+
+def random_epochs(n_modalities: int, steps: int, batch: int, seed: int = 0,
+                  n_samples: int = 3000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``steps`` random (x float32 [B, M, n_samples], present bool [B, M]); >= 1 modality present."""
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        x = rng.standard_normal((batch, n_modalities, n_samples)).astype(np.float32)
+        present = rng.random((batch, n_modalities)) > 0.2
+        present[np.arange(batch), rng.integers(0, n_modalities, batch)] = True
+        x[~present] = 0.0
+        yield x, present
+
+
+def edf_epochs(path: str | Path, rt: StepRuntime, steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first ``steps`` preprocessed epochs of an EDF, as batch-1 model inputs."""
+    from synthsleep.psg.montage import resolve_channels
+    from synthsleep.psg.preprocess import PreprocessParams, iter_recording_epochs
+    from synthsleep.psg.recording import open_recording
+
+    rec = open_recording(path)
+    params = PreprocessParams.from_dict(rt.preprocess_params)
+    cmap = resolve_channels([c.label for c in rec.channels])
+    out = []
+    for ep in iter_recording_epochs(rec, cmap, params):
+        out.append(rt.inputs_from_epochs([ep]))
+        if len(out) >= steps:
+            break
+    if not out:
+        raise ValueError(f"{path}: no complete 30-s epoch to verify with")
+    return out
+
+
+def _run_sequence(rt: StepRuntime, model: Any, seq: list[tuple[np.ndarray, np.ndarray]],
+                  report: VerifyReport) -> None:
+    batch = seq[0][0].shape[0]
+    state = rt.new_state(batch)
+    t_ort: list[float] = []
+    t_torch: list[float] = []
+    if model is not None:
+        import torch
+
+        tstate = tuple(torch.from_numpy(a.copy()) for a in (state.conv_state, state.ssm_state))
+    for x, present in seq:
+        t0 = time.perf_counter()
+        out, state = rt.step(x, present, state)
+        t_ort.append(time.perf_counter() - t0)
+        got = (out.stage_prob, out.apnea_prob, out.hypopnea_prob, state.conv_state, state.ssm_state)
+        for name, arr in zip(OUTPUTS, got):
+            if not np.isfinite(arr).all():
+                report.sanity_errors.append(f"{name} holds NaN/Inf")
+        sums = out.stage_prob.sum(axis=-1)
+        if not np.allclose(sums, 1.0, atol=1e-4):
+            report.sanity_errors.append(f"stage_prob rows sum to {sums.tolist()}, not 1")
+        if model is None:
+            continue
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            ref = model.step(torch.from_numpy(x), torch.from_numpy(present), *tstate)
+            t_torch.append(time.perf_counter() - t0)
+        tstate = (ref[3], ref[4])  # each side carries its own state
+        for name, a, b in zip(OUTPUTS, got, ref):
+            diff = float(np.abs(a - b.numpy()).max())
+            report.max_abs_diff[name] = max(report.max_abs_diff.get(name, 0.0), diff)
+    if len(t_ort) > 1:
+        report.ort_step_seconds = statistics.median(t_ort[1:])
+    if len(t_torch) > 1:
+        report.torch_step_seconds = statistics.median(t_torch[1:])
+
+
+def verify_artifact(path: str | Path, checkpoint: str | Path | None = None, model: Any = None,
+                    steps: int = 20, batch: int = 2, seed: int = 0, edf: str | Path | None = None,
+                    atol: float = DEFAULT_ATOL) -> VerifyReport:
+    """Check ``path`` and compare it with a PyTorch model over ``steps`` steps, state carried.
+
+    Args:
+        path: the artifact. checkpoint / model: the PyTorch side (either; none = no parity check).
+        steps, batch, seed: the random sequence. edf: also run the first ``steps`` real epochs.
+        atol: tolerance on the largest absolute difference of every output.
+
+    Raises:
+        ArtifactError: checker, metadata or hash failure; ValueError: model/artifact mismatch.
+    """
+    info = check_artifact(path)
+    if model is None and checkpoint is not None:
+        from synthsleep.model import load_model
+
+        model, _ = load_model(checkpoint)
+    if model is not None:
+        import torch
+
+        torch.set_num_threads(1)
+        model = model.to("cpu").eval()
+        if tuple(model.cfg.modalities) != info.modalities:
+            raise ValueError(f"checkpoint reads {list(model.cfg.modalities)} but {path} was exported for "
+                             f"{list(info.modalities)}")
+    rt = StepRuntime(path, providers="cpu", threads=1)
+    report = VerifyReport(Path(path), info.content_hash, steps, batch, atol, compared=model is not None)
+    seq = list(random_epochs(len(rt.modalities), steps, batch, seed, int(info.inputs["x"]["shape"][-1])))
+    report.sources.append("random")
+    _run_sequence(rt, model, seq, report)
+    if edf is not None:
+        report.sources.append(f"{edf} (batch 1)")
+        _run_sequence(rt, model, edf_epochs(edf, rt, steps), report)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``synthsleep verify model.onnx [--checkpoint CKPT] [--edf night.edf]``."""
+    parser.add_argument("artifact", type=Path, help="the .onnx step artifact")
+    parser.add_argument("--checkpoint", default=None,
+                        help="PyTorch checkpoint (save_model pair) to compare with; omit to check the artifact only")
+    parser.add_argument("--edf", type=Path, default=None, help="also compare on the first epochs of this EDF")
+    parser.add_argument("--steps", type=int, default=20, help="steps with the state carried (default 20)")
+    parser.add_argument("--batch", type=int, default=2, help="beds per step (default 2)")
+    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL,
+                        help="largest absolute difference allowed (default %(default)g)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.steps < 1 or args.batch < 1:
+        raise ValueError("--steps and --batch must be >= 1")
+    try:
+        report = verify_artifact(args.artifact, checkpoint=args.checkpoint, steps=args.steps,
+                                 batch=args.batch, seed=args.seed, edf=args.edf, atol=args.atol)
+    except ArtifactError as e:
+        print(f"synthsleep verify: {e}", file=sys.stderr)
+        print("RESULT: FAILED")
+        return 1
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+__all__ = ["VerifyReport", "verify_artifact", "random_epochs", "edf_epochs", "add_arguments", "run"]

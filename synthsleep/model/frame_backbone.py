@@ -1,0 +1,118 @@
+"""Frame backbone: 30-s epoch -> 27 overlapping 4-s frames -> one feature vector per frame.
+
+Shapes (defaults: 100 Hz, 3000-sample epoch, 400-sample frames, 100-sample step):
+    x [N, 3000] --frames--> [N, 27, 400] --reshape--> [N*27, 1, 400]
+    three SE-ResNet branches (kernels 3/5/7), each: stem conv (stride s) + BN + ELU + maxpool 2,
+        then one strided (2) SE residual block per further channel count (64->128->128->256),
+        global average pool -> [N*27, 256]
+    concat branches [N*27, 768] -> Linear -> ELU -> Linear -> [N, 27, frame_dim]
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ModelConfig
+
+
+def frame_index(epoch_samples: int, frame_samples: int, frame_step: int) -> Tensor:
+    """long [F, frame_samples]: sample indices of each frame (F = (E - W) // S + 1)."""
+    n = (epoch_samples - frame_samples) // frame_step + 1
+    return torch.arange(n)[:, None] * frame_step + torch.arange(frame_samples)[None, :]
+
+
+class SqueezeExcite(nn.Module):
+    """Channel attention: x [B, C, L] * sigmoid(MLP(mean_L x)) [B, C, 1]."""
+
+    def __init__(self, channels: int, reduction: int) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean(dim=-1)))))
+        return x * s[:, :, None]
+
+
+class SEResBlock(nn.Module):
+    """conv(k, stride)-BN-ELU-conv(k)-BN-SE + shortcut (1x1 conv, stride) -> ELU.
+
+    x [B, c_in, L] -> [B, c_out, ceil(L / stride)].
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, reduction: int) -> None:
+        super().__init__()
+        pad = kernel // 2
+        self.conv1 = nn.Conv1d(c_in, c_out, kernel, stride=stride, padding=pad, bias=False)
+        self.bn1 = nn.BatchNorm1d(c_out)
+        self.conv2 = nn.Conv1d(c_out, c_out, kernel, padding=pad, bias=False)
+        self.bn2 = nn.BatchNorm1d(c_out)
+        self.se = SqueezeExcite(c_out, reduction)
+        self.short = nn.Sequential(
+            nn.Conv1d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm1d(c_out)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.elu(self.bn1(self.conv1(x)))
+        y = self.se(self.bn2(self.conv2(y)))
+        return F.elu(y + self.short(x))
+
+
+class Branch(nn.Module):
+    """One kernel size: stem + SE residual blocks + global average pool. [B,1,W] -> [B, C_last]."""
+
+    def __init__(self, channels: tuple[int, ...], kernel: int, stem_stride: int,
+                 reduction: int) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv1d(1, channels[0], kernel, stride=stem_stride, padding=kernel // 2, bias=False),
+            nn.BatchNorm1d(channels[0]),
+            nn.ELU(),
+            nn.MaxPool1d(2, 2),
+        )
+        self.blocks = nn.Sequential(*(
+            SEResBlock(channels[i], channels[i + 1], kernel, 2, reduction)
+            for i in range(len(channels) - 1)
+        ))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.blocks(self.stem(x)).mean(dim=-1)
+
+
+class FrameBackbone(nn.Module):
+    """Multi-scale 1-D SE-ResNet over 4-s frames. x [N, 3000] -> features [N, F, frame_dim]."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer(
+            "frame_idx", frame_index(cfg.epoch_samples, cfg.frame_samples, cfg.frame_step),
+            persistent=False,
+        )
+        self.branches = nn.ModuleList(
+            Branch(cfg.backbone_channels, k, cfg.backbone_stem_stride, cfg.backbone_se_reduction)
+            for k in cfg.backbone_kernels
+        )
+        width = cfg.backbone_channels[-1] * len(cfg.backbone_kernels)
+        self.head = nn.Sequential(
+            nn.Linear(width, cfg.frame_dim), nn.ELU(), nn.Linear(cfg.frame_dim, cfg.frame_dim)
+        )
+
+    def frames(self, x: Tensor) -> Tensor:
+        """x [N, E] -> [N, F, W] overlapping frames (a gather; exports to ONNX)."""
+        if x.shape[-1] != self.cfg.epoch_samples:
+            raise ValueError(
+                f"frame backbone expects epochs of {self.cfg.epoch_samples} samples, "
+                f"got shape {tuple(x.shape)}"
+            )
+        return x[:, self.frame_idx]
+
+    def forward(self, x: Tensor) -> Tensor:
+        fr = self.frames(x)  # [N, F, W]
+        n, f, w = fr.shape
+        fr = fr.reshape(n * f, 1, w)  # [N*F, 1, W]
+        feats = torch.cat([br(fr) for br in self.branches], dim=1)  # [N*F, C_last * branches]
+        return self.head(feats).reshape(n, f, -1)  # [N, F, frame_dim]

@@ -1,0 +1,181 @@
+"""SleepModel: per-epoch multimodal encoder + stateful Mamba2 + stage/apnea/hypopnea heads.
+
+    x [B, T, M, 3000], present [B, T, M]
+      -> per modality NeuroNet (frame backbone + transformer) tokens [B*T, M, 27, nn_dim]
+      -> Fusion.embed -> epoch embedding e [B, T, d]          (absent modalities masked)
+      -> for each Mamba layer: h = h + Mamba2(BatchNorm(h))   (causal, state carried)
+      -> heads -> stage logits [B, T, 5], apnea / hypopnea logits [B, T]
+
+``forward`` scans a whole sequence (training; the state comes back for truncated BPTT),
+``step`` does one epoch per call (inference; probabilities and the new state as plain tensors).
+In eval mode ``forward`` over T epochs equals T calls of ``step``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .config import ModelConfig
+from .fusion import Fusion, drop_modalities
+from .heads import Heads
+from .mamba2 import Mamba2
+from .neuronet import NeuroNet
+
+log = logging.getLogger(__name__)
+
+State = tuple[Tensor, Tensor]  # (conv_state [L, B, conv_dim, d_conv], ssm_state [L, B, H, P, N])
+
+
+@dataclass
+class SleepOutputs:
+    """Per-epoch logits of ``SleepModel.forward``."""
+
+    stage_logits: Tensor  # [B, T, n_stages]
+    apnea_logit: Tensor  # [B, T]
+    hypopnea_logit: Tensor  # [B, T]
+
+
+class SleepModel(nn.Module):
+    """The whole model; see module docstring. ``cfg.modalities`` fixes M and its order."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoders = nn.ModuleDict({m: NeuroNet(cfg) for m in cfg.modalities})
+        self.fusion = Fusion(cfg)
+        d = cfg.fusion_dim
+        self.temporal_norm = nn.ModuleList(nn.BatchNorm1d(d) for _ in range(cfg.mamba_layers))
+        self.mamba = nn.ModuleList(
+            Mamba2(d, cfg.mamba_d_state, cfg.mamba_d_conv, cfg.mamba_expand, cfg.mamba_headdim,
+                   cfg.mamba_chunk_size, use_cuda_kernels=cfg.use_cuda_kernels)
+            for _ in range(cfg.mamba_layers)
+        )
+        self.heads = Heads(cfg)
+
+    # ------------------------------------------------------------------ checks
+    def _check_epochs(self, x: Tensor, present: Tensor, lead: tuple[int, ...], what: str) -> None:
+        cfg = self.cfg
+        want = (*lead, cfg.n_modalities, cfg.epoch_samples)
+        if x.dim() != len(want) or tuple(x.shape[len(lead):]) != want[len(lead):]:
+            names = ("B", "T")[: len(lead)] if len(lead) == 2 else ("N",)
+            raise ValueError(
+                f"{what}: x must be [{', '.join(names)}, {cfg.n_modalities}, {cfg.epoch_samples}] "
+                f"(modalities {list(cfg.modalities)}), got {tuple(x.shape)}")
+        if tuple(present.shape) != tuple(x.shape[:-1]) or present.dtype != torch.bool:
+            raise ValueError(f"{what}: present must be bool {tuple(x.shape[:-1])}, got "
+                             f"{present.dtype} {tuple(present.shape)}")
+
+    # ------------------------------------------------------------------ encoder
+    def neuronet_tokens(self, x: Tensor, present: Tensor) -> Tensor:
+        """x [N, M, 3000], present [N, M] -> NeuroNet tokens [N, M, S, nn_dim].
+
+        Absent modalities' samples are replaced by zeros (never NaN-propagating) before encoding;
+        in training mode only present rows go through each encoder (clean BatchNorm statistics),
+        absent rows get zero tokens.
+        """
+        n = x.shape[0]
+        x = torch.where(present[:, :, None], x, torch.zeros_like(x))
+        out = []
+        for i, m in enumerate(self.cfg.modalities):
+            enc = self.encoders[m]
+            if self.training:
+                idx = present[:, i].nonzero().squeeze(1)
+                tok = x.new_zeros(n, self.cfg.n_frames, self.cfg.nn_dim)
+                if idx.numel() > 0:  # (BatchNorm sees idx.numel() * 27 frames)
+                    tok = tok.index_copy(0, idx, enc.encode(x[:, i].index_select(0, idx))[0])
+            else:
+                tok = enc.encode(x[:, i])[0]
+            out.append(tok)
+        return torch.stack(out, dim=1)
+
+    def encode_epochs(self, x: Tensor, present: Tensor) -> Tensor:
+        """Fused per-epoch embedding: x [N, M, 3000], present bool [N, M] -> [N, fusion_dim]."""
+        self._check_epochs(x, present, (x.shape[0],), "encode_epochs")
+        return self.fusion.embed(self.neuronet_tokens(x, present), present)
+
+    # ------------------------------------------------------------------ temporal
+    def allocate_state(self, batch: int, device: torch.device | str | None = None) -> State:
+        """Zero state: conv [L, B, conv_dim, d_conv], ssm [L, B, nheads, headdim, d_state]."""
+        cfg = self.cfg
+        conv = torch.zeros(cfg.mamba_layers, batch, cfg.mamba_conv_dim, cfg.mamba_d_conv,
+                           device=device)
+        ssm = torch.zeros(cfg.mamba_layers, batch, cfg.mamba_nheads, cfg.mamba_headdim,
+                          cfg.mamba_d_state, device=device)
+        return conv, ssm
+
+    @staticmethod
+    def detach_state(state: State) -> State:
+        """Cut the graph between truncated-BPTT chunks."""
+        return state[0].detach(), state[1].detach()
+
+    def temporal(self, e: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """e [B, T, d] -> (h [B, T, d], new state). Gradients flow into the given state."""
+        b, t, d = e.shape
+        conv, ssm = state if state is not None else self.allocate_state(b, e.device)
+        h = e
+        convs, ssms = [], []
+        for layer, (norm, mamba) in enumerate(zip(self.temporal_norm, self.mamba)):
+            z = norm(h.reshape(b * t, d)).reshape(b, t, d)
+            y, c, s = mamba(z, conv[layer], ssm[layer])
+            h = h + y
+            convs.append(c)
+            ssms.append(s)
+        return h, (torch.stack(convs), torch.stack(ssms))
+
+    # ------------------------------------------------------------------ training
+    def forward(self, x: Tensor, present: Tensor, state: State | None = None
+                ) -> tuple[SleepOutputs, State]:
+        """x [B, T, M, 3000], present bool [B, T, M] -> (SleepOutputs, new state).
+
+        Training mode applies modality dropout (cfg.modality_dropout). Detach the returned state
+        (``detach_state``) before feeding it to the next chunk of a night.
+        """
+        self._check_epochs(x, present, tuple(x.shape[:2]), "SleepModel.forward")
+        b, t, m, s = x.shape
+        flat_present = present.reshape(b * t, m)
+        if self.training:
+            flat_present = drop_modalities(flat_present, self.cfg.modality_dropout)
+        e = self.fusion.embed(self.neuronet_tokens(x.reshape(b * t, m, s), flat_present),
+                              flat_present).reshape(b, t, -1)
+        h, new_state = self.temporal(e, state)
+        stage, apnea, hyp = self.heads(h.reshape(b * t, -1))
+        return SleepOutputs(stage.reshape(b, t, -1), apnea.reshape(b, t),
+                            hyp.reshape(b, t)), new_state
+
+    # ------------------------------------------------------------------ inference
+    def step(self, x: Tensor, present: Tensor, conv_state: Tensor, ssm_state: Tensor
+             ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """One epoch per bed: x [B, M, 3000], present bool [B, M], states from allocate_state.
+
+        Returns (stage_prob [B, 5], apnea_prob [B], hypopnea_prob [B], conv_state, ssm_state).
+        Call in eval mode. ONNX-exportable (inputs x, present, conv_state, ssm_state).
+        """
+        h = self.encode_epochs(x, present)  # [B, d]
+        convs, ssms = [], []
+        for layer, (norm, mamba) in enumerate(zip(self.temporal_norm, self.mamba)):
+            y, c, s = mamba.step(norm(h), conv_state[layer], ssm_state[layer])
+            h = h + y
+            convs.append(c)
+            ssms.append(s)
+        stage, apnea, hyp = self.heads(h)
+        return (torch.softmax(stage, dim=-1), torch.sigmoid(apnea), torch.sigmoid(hyp),
+                torch.stack(convs), torch.stack(ssms))
+
+
+class StepWrapper(nn.Module):
+    """``forward = SleepModel.step`` for ``torch.onnx.export`` (names per CONTRACTS.md)."""
+
+    input_names = ("x", "present", "conv_state", "ssm_state")
+    output_names = ("stage_prob", "apnea_prob", "hypopnea_prob", "conv_state_out", "ssm_state_out")
+
+    def __init__(self, model: SleepModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, present: Tensor, conv_state: Tensor, ssm_state: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return self.model.step(x, present, conv_state, ssm_state)

@@ -1,0 +1,434 @@
+"""The realtime monitor: beds' LSL streams → epochs → one batched model step → events, alerts.
+
+Many beds run in one process. Each round polls every bed (non-blocking), collects the epochs that
+closed, and runs ONE batched step for the beds that have an epoch ready (the artifact has a
+dynamic batch axis). After every step each bed's events are written (JSONL fsynced, LSL markers,
+Prometheus) and its state is saved atomically (model state, preprocessing statistics, event and
+alert state) so a monitor killed at any point and restarted resumes without losing an epoch's
+events or writing one twice (events of epochs already in the JSONL are not written again).
+
+This is live code: it imports no torch (ONNX Runtime only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .alerts.events import Event
+from .alerts.metrics import MonitorMetrics, start_metrics_server
+from .alerts.rules import load_rules
+from .alerts.sinks import JsonlSink, LslMarkerSink
+from .export.runtime import StepRuntime
+from .psg.epoch import STAGES, Epoch
+from .psg.montage import parse_overrides
+from .psg.preprocess import PreprocessParams
+from .scoring import BedSession, resolve_model_path
+from .stream.assembler import StreamEpochs
+from .stream.lsl_inlet import BedInlet, StreamNotFound
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+@dataclass
+class BedSpec:
+    """Where one bed's data comes from.
+
+    Attributes:
+        bed: bed identifier (metric label, event field).
+        stream: LSL stream name (every stream of that name belongs to the bed).
+        source_ids: or: exact LSL source_ids of the bed's streams.
+        channels: ``{modality: label}`` overrides of the channel map.
+    """
+
+    bed: str
+    stream: str | None = None
+    source_ids: list[str] = field(default_factory=list)
+    channels: dict[str, str] = field(default_factory=dict)
+
+
+def load_beds_config(path: str | Path) -> tuple[list[BedSpec], dict[str, Any]]:
+    """Read ``beds.toml``: ``[monitor]`` options and ``[[bed]]`` tables (id, stream or
+    source_ids, channels). Raises ValueError naming the file and the problem."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read beds config: {exc}") from None
+    beds = []
+    for i, t in enumerate(doc.get("bed", [])):
+        if "id" not in t or not (t.get("stream") or t.get("source_ids")):
+            raise ValueError(f"{path}: [[bed]] #{i + 1} needs an id and a stream (or source_ids)")
+        beds.append(BedSpec(str(t["id"]), t.get("stream"), list(t.get("source_ids", [])),
+                            dict(t.get("channels", {}))))
+    if not beds:
+        raise ValueError(f"{path}: no [[bed]] tables")
+    ids = [b.bed for b in beds]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: bed ids must be unique, got {ids}")
+    return beds, dict(doc.get("monitor", {}))
+
+
+def _atomic_write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _Bed:
+    """Everything the monitor holds for one bed."""
+
+    def __init__(self, spec: BedSpec, session: BedSession) -> None:
+        self.spec = spec
+        self.session = session
+        self.stream: StreamEpochs | None = None
+        self.pending: deque[tuple[Epoch, float]] = deque()  # (epoch, wall time it closed)
+        self.written_up_to = -1  # last epoch index already in the JSONL (resume)
+        self.next_resolve = 0.0
+        self.samples_seen = 0
+        self.gaps_seen = 0
+        self.last: dict[str, Any] = {}
+
+
+class Monitor:
+    """Beds → stream → preprocessing → batched step → events/alerts/sinks/metrics.
+
+    Args:
+        beds: the beds to monitor.
+        runtime: the loaded artifact.
+        events_path: JSONL event log (append-only).
+        state_dir: folder for per-bed resume state (None: no resume).
+        metrics: Prometheus metrics (None: none).
+        markers: publish events on an LSL marker stream per bed.
+        rules_path: alert rules TOML (None: shipped defaults).
+        resolve_timeout: seconds to wait for a bed's stream on each attempt.
+        max_buflen: seconds of data each LSL inlet buffers.
+    """
+
+    def __init__(self, beds: Sequence[BedSpec], runtime: StepRuntime, events_path: str | Path,
+                 state_dir: str | Path | None = None, metrics: MonitorMetrics | None = None,
+                 markers: bool = True, rules_path: str | Path | None = None,
+                 resolve_timeout: float = 5.0, max_buflen: int = 360) -> None:
+        self.runtime = runtime
+        self.params = PreprocessParams.from_dict(runtime.preprocess_params)
+        self.state_dir = Path(state_dir) if state_dir else None
+        if self.state_dir:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics = metrics
+        self.resolve_timeout = resolve_timeout
+        self.max_buflen = max_buflen
+        self.jsonl = JsonlSink(events_path)
+        self.markers = LslMarkerSink() if markers else None
+        rules = load_rules(rules_path)
+        written = self.jsonl.last_epoch_indices()
+        self.beds: dict[str, _Bed] = {}
+        for spec in beds:
+            session = BedSession(spec.bed, self.params.modalities, runtime.new_state(1),
+                                 runtime.model_hash, runtime.thresholds, rules)
+            session.keep_history = False
+            bed = _Bed(spec, session)
+            bed.written_up_to = written.get(spec.bed, -1)
+            self.beds[spec.bed] = bed
+            if self.markers:
+                self.markers.open_bed(spec.bed)
+        self.recent: deque[Event] = deque(maxlen=10)
+        self.epochs_done = 0
+        self.on_scored: list[Callable[[str, Epoch, Any], None]] = []
+
+    # -- resume ----------------------------------------------------------------------------------
+    def _state_path(self, bed: str) -> Path | None:
+        return self.state_dir / f"bed-{bed}.npz" if self.state_dir else None
+
+    def _load_state(self, bed: _Bed) -> dict[str, Any] | None:
+        path = self._state_path(bed.spec.bed)
+        if path is None or not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                if meta.get("version") != STATE_VERSION or meta.get("model_hash") != self.runtime.model_hash:
+                    log.warning("bed %s: saved state %s is from another model or version; starting fresh",
+                                bed.spec.bed, path)
+                    return None
+                bed.session.model_state = self.runtime.state_from_arrays(
+                    {k[6:]: z[k] for k in z.files if k.startswith("model_")})
+            bed.session.load_state_dict(meta["session"])
+            log.info("bed %s: resumed after epoch %s from %s", bed.spec.bed, meta["session"]["detector"].get("last_index"), path)
+            return meta["stream"]
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("bed %s: cannot read saved state %s (%s); starting fresh", bed.spec.bed, path, exc)
+            return None
+
+    def _save_state(self, bed: _Bed) -> None:
+        path = self._state_path(bed.spec.bed)
+        if path is None or bed.stream is None:
+            return
+        meta = {"version": STATE_VERSION, "model_hash": self.runtime.model_hash,
+                "session": bed.session.state_dict(), "stream": bed.stream.state_dict()}
+        arrays = {f"model_{k}": v for k, v in self.runtime.state_to_arrays(bed.session.model_state).items()}
+        _atomic_write_npz(path, {"meta": np.array(json.dumps(meta)), **arrays})
+
+    # -- connection ------------------------------------------------------------------------------
+    def _connect(self, bed: _Bed, now: float) -> None:
+        if bed.stream is not None or now < bed.next_resolve:
+            return
+        spec = bed.spec
+        try:
+            inlet = BedInlet.resolve(name=spec.stream, source_ids=spec.source_ids, timeout=self.resolve_timeout,
+                                     bed=spec.bed, overrides=spec.channels or None,
+                                     modalities=self.params.modalities, max_buflen=self.max_buflen)
+        except StreamNotFound as exc:
+            bed.next_resolve = now + 2.0
+            log.warning("bed %s: %s; retrying", spec.bed, exc)
+            return
+        saved = self._load_state(bed)
+        bed.stream = StreamEpochs(inlet, self.params, state=saved)
+        log.info("bed %s: connected (%s)", spec.bed, ", ".join(f"{m} {r:g} Hz" for m, r in inlet.rates.items()))
+
+    # -- one round -------------------------------------------------------------------------------
+    def poll_once(self) -> int:
+        """Poll every bed, score every closed epoch (batched across beds). Returns epochs scored."""
+        now = time.monotonic()
+        for bed in self.beds.values():
+            self._connect(bed, now)
+            if bed.stream is None:
+                continue
+            wall = time.perf_counter()
+            for ep in bed.stream.poll():
+                bed.pending.append((ep, wall))
+            self._stream_metrics(bed)
+        scored = 0
+        while True:
+            ready = [b for b in self.beds.values() if b.pending]
+            if not ready:
+                break
+            scored += self._step(ready)
+        for bed in self.beds.values():  # timers (no-output alerts)
+            evs = bed.session.alerts.tick()
+            if evs:
+                self._emit(bed, evs, None)
+        return scored
+
+    def _step(self, ready: list[_Bed]) -> int:
+        batch = [b.pending.popleft() for b in ready]
+        x = np.stack([ep.data for ep, _ in batch])
+        present = np.stack([ep.present for ep, _ in batch])
+        state = self.runtime.stack_states([b.session.model_state for b in ready])
+        t0 = time.perf_counter()
+        out, new_state = self.runtime.step(x, present, state)
+        step_seconds = time.perf_counter() - t0
+        for i, (bed, st) in enumerate(zip(ready, self.runtime.split_state(new_state))):
+            ep, closed_at = batch[i]
+            bed.session.model_state = st
+            probs = out.stage_prob[i]
+            events = bed.session.handle(ep, probs, float(out.apnea_prob[i]), float(out.hypopnea_prob[i]))
+            self._emit(bed, events, ep.index)
+            self._save_state(bed)
+            latency = time.perf_counter() - closed_at
+            code = int(np.argmax(probs)) if ep.any_present else -1
+            bed.last = {"epoch": ep.index, "onset": ep.start, "stage": STAGES[code] if code >= 0 else "—",
+                        "prob": probs, "apnea": float(out.apnea_prob[i]), "hypopnea": float(out.hypopnea_prob[i]),
+                        "ahi": bed.session.detector.ahi, "alerts": bed.session.alerts.active,
+                        "absent": [m for m, p in zip(ep.modalities, ep.present) if not p],
+                        "latency": latency}
+            if self.metrics:
+                self.metrics.observe_epoch(bed.spec.bed, probs, float(out.apnea_prob[i]),
+                                           float(out.hypopnea_prob[i]), code, step_seconds,
+                                           bed.session.detector.ahi)
+                self.metrics.set_alerts_active(bed.spec.bed, len(bed.session.alerts.active))
+            for cb in self.on_scored:
+                cb(bed.spec.bed, ep, (probs, float(out.apnea_prob[i]), float(out.hypopnea_prob[i])))
+        self.epochs_done += len(ready)
+        return len(ready)
+
+    def _emit(self, bed: _Bed, events: list[Event], epoch_index: int | None) -> None:
+        if epoch_index is not None and epoch_index <= bed.written_up_to:
+            return  # already in the JSONL before a restart: never written twice
+        if not events:
+            return
+        self.jsonl.write(events)
+        if self.markers:
+            self.markers.write(events)
+        if self.metrics:
+            self.metrics.write(events)
+        self.recent.extend(e for e in events if e.type != "stage")
+
+    def _stream_metrics(self, bed: _Bed) -> None:
+        if self.metrics is None or bed.stream is None:
+            return
+        streams = bed.stream.stats["streams"].values()
+        samples = sum(int(s["samples"]) for s in streams)
+        gaps = sum(int(s["gaps"]) for s in streams)
+        if samples > bed.samples_seen:
+            self.metrics.add_samples(bed.spec.bed, samples - bed.samples_seen)
+            bed.samples_seen = samples
+        if gaps > bed.gaps_seen:
+            self.metrics.add_gap(bed.spec.bed, gaps - bed.gaps_seen)
+            bed.gaps_seen = gaps
+        lags = [float(s["lag"]) for s in streams if np.isfinite(s["lag"])]
+        if lags:
+            self.metrics.set_lag(bed.spec.bed, max(lags))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def run(self, stop: threading.Event, idle_exit: float | None = None, poll_interval: float = 0.02,
+            on_round: Callable[[Monitor], None] | None = None) -> None:
+        """Poll until ``stop`` is set (or no epoch for ``idle_exit`` s once data flowed)."""
+        last_epoch = time.monotonic()
+        while not stop.is_set():
+            n = self.poll_once()
+            if n:
+                last_epoch = time.monotonic()
+            elif idle_exit is not None and self.epochs_done and time.monotonic() - last_epoch > idle_exit:
+                log.info("no epoch for %.0f s: stopping", idle_exit)
+                break
+            if on_round:
+                on_round(self)
+            if not n:
+                stop.wait(poll_interval)
+
+    def close(self, flush: bool = True) -> None:
+        """Score what is left (``flush``: the streams ended), close episodes, save, release."""
+        if flush:
+            for bed in self.beds.values():
+                if bed.stream is not None:
+                    wall = time.perf_counter()
+                    bed.pending.extend((ep, wall) for ep in bed.stream.flush())
+            while any(b.pending for b in self.beds.values()):
+                self._step([b for b in self.beds.values() if b.pending])
+            for bed in self.beds.values():
+                evs = bed.session.finish()
+                if evs:
+                    self._emit(bed, evs, None)
+                self._save_state(bed)
+        self.jsonl.close()
+        if self.markers:
+            self.markers.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# console view
+# ------------------------------------------------------------------------------------------------
+
+
+def render_console(monitor: Monitor):
+    """A rich renderable: one row per bed, then the latest events."""
+    from rich.console import Group
+    from rich.table import Table
+
+    table = Table(title=f"synthsleep monitor — model {monitor.runtime.model_hash[:12]}", expand=True)
+    for col in ("bed", "epoch", "time", "stage", *STAGES, "apnea", "hypop.", "AHI", "alerts", "signals"):
+        table.add_column(col, justify="right" if col not in ("bed", "stage", "alerts", "signals") else "left")
+    for name, bed in monitor.beds.items():
+        last = bed.last
+        if not last:
+            table.add_row(name, "—", "—", "connecting" if bed.stream is None else "waiting",
+                          *["" for _ in STAGES], "", "", "", "", "")
+            continue
+        h, rem = divmod(int(last["onset"] - (bed.stream.origin or 0.0) if bed.stream else 0), 3600)
+        table.add_row(name, str(last["epoch"]), f"{h:d}:{rem // 60:02d}", last["stage"],
+                      *[f"{p:.2f}" for p in last["prob"]], f"{last['apnea']:.2f}", f"{last['hypopnea']:.2f}",
+                      f"{last['ahi']:.1f}", ",".join(last["alerts"]) or "-",
+                      "ok" if not last["absent"] else "lost: " + ",".join(last["absent"]))
+    ev = Table(title="recent events", expand=True, show_header=True)
+    for col in ("bed", "type", "onset (s)", "value"):
+        ev.add_column(col)
+    for e in list(monitor.recent)[-8:]:
+        ev.add_row(e.bed, e.type, f"{e.onset:.0f}", json.dumps(e.value)[:90])
+    return Group(table, ev)
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------------
+
+
+def parse_hostport(text: str, default_port: int = 9109) -> tuple[str, int]:
+    """``HOST:PORT`` / ``PORT`` → (host, port); the host defaults to 127.0.0.1."""
+    host, _, port = text.rpartition(":")
+    try:
+        return host or "127.0.0.1", int(port or default_port)
+    except ValueError:
+        raise ValueError(f"--metrics expects HOST:PORT or PORT, got {text!r}") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--stream", help="LSL stream name of a single bed")
+    src.add_argument("--config", help="beds.toml: [monitor] options and [[bed]] id/stream/channels")
+    p.add_argument("--bed", default=None, help="bed id for --stream (default: the stream name)")
+    p.add_argument("--channel", action="append", default=[], metavar="MODALITY=LABEL",
+                   help="channel override for --stream, e.g. --channel eeg='C3-A2'")
+    p.add_argument("--model", default=None, help="ONNX artifact (default: the bundled model)")
+    p.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics (bound to 127.0.0.1 unless a host is given)")
+    p.add_argument("--events", default="events.jsonl", help="JSONL event log (append-only)")
+    p.add_argument("--state-dir", default=None, help="save per-bed state here after every epoch; resume from it")
+    p.add_argument("--rules", default=None, help="alert rules TOML (default: shipped rules)")
+    p.add_argument("--no-markers", action="store_true", help="do not publish events as LSL markers")
+    p.add_argument("--no-console", action="store_true", help="no live console view (log lines only)")
+    p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+                   help="stop when no epoch closed for this long (e.g. at the end of a replay)")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.config:
+        beds, opts = load_beds_config(args.config)
+    else:
+        beds, opts = [BedSpec(args.bed or args.stream, args.stream, channels=parse_overrides(args.channel))], {}
+    model = args.model or opts.get("model")
+    metrics_addr = args.metrics or opts.get("metrics")
+    runtime = StepRuntime(resolve_model_path(model), threads=args.threads)
+    metrics = MonitorMetrics()
+    server = None
+    if metrics_addr:
+        host, port = parse_hostport(str(metrics_addr))
+        server = start_metrics_server(metrics, port=port, host=host)
+        print(f"metrics at {server.url}")
+    mon = Monitor(beds, runtime, opts.get("events", args.events), args.state_dir or opts.get("state_dir"),
+                  metrics, markers=not args.no_markers, rules_path=args.rules or opts.get("rules"))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    t0 = time.monotonic()
+    try:
+        if args.no_console:
+            mon.run(stop, idle_exit=args.idle_exit)
+        else:
+            from rich.live import Live
+
+            with Live(render_console(mon), refresh_per_second=4) as live:
+                mon.run(stop, idle_exit=args.idle_exit, on_round=lambda m: live.update(render_console(m)))
+    finally:
+        mon.close(flush=not stop.is_set())
+        if server:
+            server.stop()
+    print(f"monitored {len(beds)} bed(s) for {time.monotonic() - t0:.0f} s: {mon.epochs_done} epochs scored; "
+          f"events in {opts.get('events', args.events)}")
+    return 0

@@ -1,0 +1,119 @@
+"""Per-stage feature strengths: which AASM features an epoch shows, and how strongly.
+
+Each 30-s epoch gets a vector of feature weights from its stage (``STAGE_FEATURES``), jittered
+per epoch; N1 epochs are mixed with their neighbours' look (N1 is ambiguous in real scoring),
+N2 and N3 get a continuous depth. The weights are then expanded to 1 Hz and smoothed, so stage
+features bleed a few seconds into the neighbouring epochs, and arousals / movements are added on
+the same 1-Hz grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from synthsleep.psg.synthetic.events import EPOCH_S, NightPlan
+from synthsleep.psg.synthetic.subject import SubjectParams
+from synthsleep.psg.synthetic.util import slow_modulation, smooth
+
+FEATURES = ("bg", "alpha", "beta", "theta", "delta", "spindle", "kcomplex", "vertex", "sawtooth",
+            "emg", "blink", "saccade", "sem", "rem")
+#                       bg    alpha beta  theta delta spind kc    vert  saw   emg   blink sacc  sem   rem
+STAGE_FEATURES = np.array([
+    [0.85, 1.00, 1.00, 0.35, 0.15, 0.00, 0.00, 0.00, 0.00, 1.00, 1.00, 1.00, 0.05, 0.00],  # W
+    [0.90, 0.30, 0.55, 1.00, 0.28, 0.05, 0.05, 1.00, 0.00, 0.60, 0.10, 0.10, 1.00, 0.00],  # N1
+    [1.00, 0.08, 0.30, 0.70, 0.45, 1.00, 1.00, 0.10, 0.00, 0.45, 0.00, 0.00, 0.15, 0.00],  # N2
+    [1.05, 0.05, 0.20, 0.60, 1.00, 0.30, 0.30, 0.00, 0.00, 0.40, 0.00, 0.00, 0.00, 0.00],  # N3
+    [0.75, 0.25, 0.55, 0.85, 0.20, 0.02, 0.02, 0.00, 1.00, 0.12, 0.00, 0.05, 0.10, 1.00],  # REM
+])
+_IDX = {f: i for i, f in enumerate(FEATURES)}
+_RATE_FEATURES = ("spindle", "kcomplex", "vertex", "sawtooth", "blink", "saccade", "rem")
+
+
+@dataclass
+class FeatureTrack:
+    """1-Hz tracks of every feature weight plus arousal and movement intensity.
+
+    Attributes:
+        values: name -> float64 [n_seconds] weight (stage-table units, ~0..1.5).
+        arousal: float64 [n_seconds], 0..~1.2 arousal strength.
+        movement: float64 [n_seconds], movement-burst strength (0 = none).
+    """
+
+    values: dict[str, np.ndarray]
+    arousal: np.ndarray
+    movement: np.ndarray
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.values[name]
+
+    @property
+    def n_seconds(self) -> int:
+        return self.arousal.size
+
+
+def epoch_features(rng: np.random.Generator, stages: np.ndarray, subject: SubjectParams) -> np.ndarray:
+    """Per-epoch feature weights.
+
+    Returns:
+        float64 [n_epochs, len(FEATURES)].
+    """
+    n = stages.size
+    w = STAGE_FEATURES[stages].copy()
+    w *= rng.lognormal(0.0, 0.22, size=w.shape)  # epoch-to-epoch variability
+    # N1: a mix towards the neighbouring look (wake-like or N2-like), strength per subject
+    n1 = np.flatnonzero(stages == 1)
+    if n1.size:
+        m = rng.uniform(0.0, subject.n1_ambiguity, size=n1.size)
+        towards = np.where(rng.random(n1.size) < 0.5, 0, 2)
+        prev = stages[np.maximum(n1 - 1, 0)]
+        towards = np.where(np.isin(prev, (0, 2)), np.where(rng.random(n1.size) < 0.7, prev, towards), towards)
+        w[n1] = (1 - m)[:, None] * w[n1] + m[:, None] * STAGE_FEATURES[towards] * rng.lognormal(0, 0.2, (n1.size, 1))
+    # depth: N2 delta from light to near-N3, N3 from threshold to deep
+    n2 = stages == 2
+    w[n2, _IDX["delta"]] = rng.uniform(0.25, 0.68, n2.sum())
+    n3 = stages == 3
+    w[n3, _IDX["delta"]] = rng.uniform(0.78, 1.45, n3.sum())
+    # REM: tonic (no eye movements, fewer sawtooth) vs phasic epochs
+    rem = np.flatnonzero(stages == 4)
+    if rem.size:
+        phasic = rng.gamma(1.2, 1.0, rem.size)
+        phasic[rng.random(rem.size) < 0.3] = 0.0
+        w[rem, _IDX["rem"]] = phasic
+        w[rem, _IDX["sawtooth"]] *= 0.3 + 0.7 * np.minimum(phasic, 1.5)
+    # wake: eyes open/closed changes alpha vs blinks
+    wk = np.flatnonzero(stages == 0)
+    if wk.size:
+        closed = rng.uniform(0.2, 1.0, wk.size)
+        w[wk, _IDX["alpha"]] *= closed
+        w[wk, _IDX["blink"]] *= 1.3 - closed
+        w[wk, _IDX["saccade"]] *= 1.3 - closed
+    return np.clip(w, 0.0, None)
+
+
+def feature_track(rng: np.random.Generator, stages: np.ndarray, subject: SubjectParams, plan: NightPlan,
+                  bleed_s: int = 14) -> FeatureTrack:
+    """Expand epoch weights to 1 Hz, smooth over ``bleed_s`` seconds, add slow wobble, arousals, movements."""
+    w = epoch_features(rng, stages, subject)
+    n_sec = stages.size * EPOCH_S
+    # a random offset per night so that stage changes do not fall exactly on epoch borders
+    shift = int(rng.integers(-4, 5))
+    values: dict[str, np.ndarray] = {}
+    for i, name in enumerate(FEATURES):
+        x = np.repeat(w[:, i], EPOCH_S)
+        x = np.roll(x, shift)
+        x = smooth(x, bleed_s)
+        if name not in _RATE_FEATURES:
+            x = x * slow_modulation(rng, n_sec, 0.2, corr_s=15.0)
+        values[name] = x
+    arousal = np.zeros(n_sec)
+    for on, dur, strength in plan.arousals:
+        i0, i1 = int(on), min(n_sec, int(on + dur) + 1)
+        arousal[i0:i1] = np.maximum(arousal[i0:i1], strength)
+    arousal = smooth(arousal, 3)
+    movement = np.zeros(n_sec)
+    for on, dur, strength in plan.movements:
+        i0, i1 = int(on), min(n_sec, int(on + dur) + 1)
+        movement[i0:i1] = np.maximum(movement[i0:i1], strength)
+    return FeatureTrack(values, arousal, movement)

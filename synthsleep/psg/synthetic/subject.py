@@ -1,0 +1,113 @@
+"""Per-subject parameters of the synthetic generator (what makes one sleeper differ from another)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+# Event-severity classes (AHI, events/h) and how often each is drawn when no range is given:
+# roughly a sleep-clinic population rather than the general one.
+_AHI_CLASSES = ((0.0, 5.0, 0.35), (5.0, 15.0, 0.25), (15.0, 30.0, 0.2), (30.0, 60.0, 0.2))
+
+
+@dataclass(frozen=True)
+class SubjectParams:
+    """Everything that is constant for one synthetic subject across nights.
+
+    Amplitudes are in uV (RMS unless said otherwise), frequencies in Hz, rates per minute or hour.
+    """
+
+    eeg_gain: float = 1.0  # overall EEG amplitude (age, skull, impedance)
+    background_uv: float = 14.0  # RMS of the 1/f background
+    alpha_hz: float = 10.0
+    alpha_uv: float = 9.0  # RMS of wake alpha at C4 (eyes closed)
+    beta_uv: float = 3.0
+    theta_uv: float = 8.0  # RMS of N1 theta
+    delta_n3_uv: float = 30.0  # RMS of 0.5-2 Hz delta in (average) N3
+    spindle_hz: float = 13.0
+    spindle_uv: float = 22.0  # peak amplitude
+    spindle_per_min: float = 4.0  # N2 spindle density
+    kcomplex_per_min: float = 1.0
+    emg_tone_uv: float = 8.0  # chin EMG RMS in quiet wake
+    eog_uv: float = 90.0  # typical eye-movement amplitude
+    noise_uv: float = 2.0  # amplifier / environment white noise
+    line_hz: float = 50.0
+    line_uv: float = 1.5
+    hr_bpm: float = 62.0  # resting heart rate in N2
+    ecg_mv: float = 1.2  # R-wave amplitude in mV
+    breath_per_min: float = 15.0
+    spo2_base: float = 96.0
+    ahi: float = 5.0  # target apnea-hypopnea index (events / h of sleep)
+    frac_obstructive: float = 0.35
+    frac_central: float = 0.1
+    frac_mixed: float = 0.05  # the rest are hypopneas
+    arousal_per_h: float = 10.0  # spontaneous arousals
+    artifact_rate: float = 1.0  # multiplies movement/pop/drift/lead-off rates
+    n1_ambiguity: float = 0.5  # 0: N1 clear-cut, 1: N1 often looks like W or N2
+
+    def to_dict(self) -> dict[str, float]:
+        """JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SubjectParams:
+        """Inverse of ``to_dict``; unknown keys are an error naming them."""
+        names = {f.name for f in fields(cls)}
+        extra = set(d) - names
+        if extra:
+            raise ValueError(f"SubjectParams: unknown field(s) {sorted(extra)}")
+        return cls(**{k: float(v) for k, v in d.items()})
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, ahi_range: tuple[float, float] | None = None) -> SubjectParams:
+        """Draw a random subject.
+
+        Args:
+            rng: the generator (seeded by the caller for determinism).
+            ahi_range: (low, high) AHI in events/h; default: a clinic-like mixture of
+                healthy, mild, moderate and severe sleepers (0 to 60).
+        """
+        if ahi_range is None:
+            probs = np.array([c[2] for c in _AHI_CLASSES])
+            k = int(rng.choice(len(_AHI_CLASSES), p=probs / probs.sum()))
+            lo, hi = _AHI_CLASSES[k][:2]
+        else:
+            lo, hi = float(ahi_range[0]), float(ahi_range[1])
+            if not (0 <= lo <= hi):
+                raise ValueError(f"ahi_range must satisfy 0 <= low <= high, got {ahi_range}")
+        ahi = float(rng.uniform(lo, hi))
+        ln = rng.lognormal
+        gain = float(ln(0.0, 0.25))
+        fo = float(rng.uniform(0.2, 0.6))
+        fc = float(rng.uniform(0.0, 0.2))
+        fm = float(rng.uniform(0.0, 0.1))
+        return cls(
+            eeg_gain=gain,
+            background_uv=float(14.0 * ln(0.0, 0.2)),
+            alpha_hz=float(np.clip(rng.normal(10.0, 0.8), 8.2, 12.0)),
+            alpha_uv=float(9.0 * ln(0.0, 0.5)),  # some people have hardly any alpha
+            beta_uv=float(3.0 * ln(0.0, 0.3)),
+            theta_uv=float(8.0 * ln(0.0, 0.25)),
+            delta_n3_uv=float(30.0 * ln(0.0, 0.15)),
+            spindle_hz=float(np.clip(rng.normal(13.0, 0.8), 11.5, 15.0)),
+            spindle_uv=float(22.0 * ln(0.0, 0.3)),
+            spindle_per_min=float(np.clip(rng.normal(4.0, 1.5), 1.0, 8.0)),
+            kcomplex_per_min=float(np.clip(rng.normal(1.0, 0.4), 0.2, 2.5)),
+            emg_tone_uv=float(8.0 * ln(0.0, 0.4)),
+            eog_uv=float(90.0 * ln(0.0, 0.3)),
+            noise_uv=float(2.0 * ln(0.0, 0.5)),
+            line_hz=float(rng.choice([50.0, 60.0])),
+            line_uv=float(1.5 * ln(0.0, 0.8)),
+            hr_bpm=float(np.clip(rng.normal(62.0, 8.0), 45.0, 85.0)),
+            ecg_mv=float(np.clip(rng.normal(1.2, 0.3), 0.5, 2.0)),
+            breath_per_min=float(np.clip(rng.normal(15.0, 2.0), 10.0, 22.0)),
+            spo2_base=float(np.clip(rng.normal(96.0, 1.2) - 0.03 * ahi, 91.0, 99.0)),
+            ahi=ahi,
+            frac_obstructive=fo,
+            frac_central=fc,
+            frac_mixed=fm,
+            arousal_per_h=float(np.clip(rng.normal(10.0, 4.0), 2.0, 25.0)),
+            artifact_rate=float(ln(0.0, 0.5)),
+            n1_ambiguity=float(rng.uniform(0.3, 0.8)),
+        )

@@ -1,0 +1,143 @@
+"""``synthsleep score``: the live pipeline run offline over an EDF file.
+
+Same artifact, same preprocessing (``psg.preprocess``), same state sequence and same event logic
+(``scoring.BedSession``) as the monitor, so its output is what the monitor would have said live.
+Writes into the output folder: ``hypnogram.csv``, ``events.jsonl``, ``annotations.edf`` (EDF+
+annotations, Sleep-EDF convention), ``report.json`` and ``hypnogram.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .alerts.rules import load_rules
+from .alerts.sinks import JsonlSink
+from .export.runtime import StepRuntime
+from .psg.montage import parse_overrides, resolve_channels
+from .psg.preprocess import PreprocessParams, iter_recording_epochs
+from .psg.recording import open_recording
+from .report import format_statistics, sleep_statistics, write_report
+from .scoring import BedSession, ScoredEpoch, resolve_model_path, write_hypnogram_csv
+
+log = logging.getLogger(__name__)
+
+
+def score_recording(edf: str | Path, runtime: StepRuntime, overrides: dict[str, str] | None = None,
+                    bed: str | None = None, rules_path: str | None = None,
+                    progress: bool = False) -> tuple[list[ScoredEpoch], list[Any], Any]:
+    """Score one recording with the artifact; returns (scored epochs, events, recording).
+
+    Raises:
+        RecordingError / MontageError / PreprocessError (all ValueError) for bad input.
+    """
+    rec = open_recording(edf)
+    params = PreprocessParams.from_dict(runtime.preprocess_params)
+    channel_map = resolve_channels([c.label for c in rec.channels], overrides, required=("eeg",),
+                                   wanted=params.modalities, source=str(edf))
+    log.info("%s: channels %s", edf, channel_map)
+    session = BedSession(bed or Path(edf).stem, params.modalities, runtime.new_state(1),
+                         runtime.model_hash, runtime.thresholds, load_rules(rules_path))
+    events: list[Any] = []
+    n_total = int(rec.duration // params.epoch_seconds)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_total, unit="epoch", desc=f"scoring {Path(edf).name}")
+    for epoch in iter_recording_epochs(rec, channel_map, params):
+        out, session.model_state = runtime.step(epoch.data[None], epoch.present[None], session.model_state)
+        events += session.handle(epoch, out.stage_prob[0], float(out.apnea_prob[0]),
+                                 float(out.hypopnea_prob[0]))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    events += session.finish()
+    return session.scored, events, rec
+
+
+def _reference_stages(edf: Path, rec: Any, n_epochs: int) -> tuple[np.ndarray | None, float | None]:
+    """The recording's own stages per epoch and true AHI, when it has a scoring."""
+    try:
+        from .psg.annotations import epoch_labels, find_scoring_for, load_scoring
+
+        src = find_scoring_for(edf)
+        if src is None:
+            return None, None
+        scoring = load_scoring(src, recording=rec, n_epochs=n_epochs)
+        stages, _, _ = epoch_labels(scoring, n_epochs)
+        if not (stages >= 0).any():
+            return None, None
+        n_resp = sum(1 for e in scoring.events if e.type in ("obstructive_apnea", "central_apnea",
+                                                             "mixed_apnea", "hypopnea"))
+        tst_h = float((stages > 0).sum()) * 30.0 / 3600.0
+        true_ahi = n_resp / tst_h if tst_h > 0 and scoring.events is not None else None
+        return stages, true_ahi
+    except (ValueError, OSError) as exc:
+        log.warning("%s: its own annotations could not be read (%s); no agreement reported", edf, exc)
+        return None, None
+
+
+def write_annotations_edf(path: Path, scored: list[ScoredEpoch], events: list[Any]) -> None:
+    """EDF+ file of our scoring: stages in Sleep-EDF convention and respiratory episodes."""
+    from .psg.recording import write_edf
+
+    names = {0: "Sleep stage W", 1: "Sleep stage N1", 2: "Sleep stage N2", 3: "Sleep stage N3",
+             4: "Sleep stage R", -1: "Sleep stage ?"}
+    ann = [(s.onset, 30.0, names[s.stage]) for s in scored]
+    for e in events:
+        if e.type == "apnea":
+            ann.append((e.onset, e.duration, "Apnea"))
+        elif e.type == "hypopnea":
+            ann.append((e.onset, e.duration, "Hypopnea"))
+    ann.sort(key=lambda a: a[0])
+    write_edf(path, [], ann)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("edf", help="recording to score (EDF, EDF+, BDF)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--model", default=None, help="ONNX artifact (default: the bundled model)")
+    p.add_argument("--channel", action="append", default=[], metavar="MODALITY=LABEL",
+                   help="map a channel explicitly, e.g. --channel eeg='C3-A2' (repeatable)")
+    p.add_argument("--rules", default=None, help="alert rules TOML (default: the shipped rules)")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    runtime = StepRuntime(resolve_model_path(args.model), threads=args.threads)
+    scored, events, rec = score_recording(args.edf, runtime, parse_overrides(args.channel),
+                                          rules_path=args.rules, progress=True)
+    elapsed = time.perf_counter() - t0
+    write_hypnogram_csv(out / "hypnogram.csv", scored)
+    events_path = out / "events.jsonl"
+    events_path.unlink(missing_ok=True)
+    sink = JsonlSink(events_path)
+    sink.write(events)
+    sink.close()
+    write_annotations_edf(out / "annotations.edf", scored, events)
+    stages = [s.stage for s in scored]
+    reference, true_ahi = _reference_stages(Path(args.edf), rec, len(scored))
+    report = write_report(out, stages, np.stack([s.stage_prob for s in scored]) if scored else None,
+                          [e.to_dict() for e in events], reference,
+                          meta={"recording": str(args.edf), "model": runtime.model_hash,
+                                "true_ahi": true_ahi, "seconds": elapsed},
+                          title=f"{Path(args.edf).name} — synthsleep {runtime.model_hash[:12]}")
+    print(f"scored {len(scored)} epochs of {args.edf} in {elapsed:.1f} s")
+    print(format_statistics(sleep_statistics(stages, [e.to_dict() for e in events])))
+    agree = report.get("agreement")
+    if agree:
+        print(f"agreement with the file's own scoring: accuracy {agree['accuracy']:.3f}, "
+              f"kappa {agree['kappa']:.3f} over {agree['epochs']} epochs"
+              + (f"; true AHI {true_ahi:.1f}/h" if true_ahi is not None else ""))
+    print(f"wrote {out}/hypnogram.csv, events.jsonl, annotations.edf, report.json, hypnogram.png")
+    return 0

@@ -1,0 +1,617 @@
+"""LSL inlet for one bed: resolve its streams, read their channel descriptions, poll samples.
+
+A bed is one or more LSL streams (e.g. EEG/EOG/EMG at 256 Hz, ECG at 512 Hz, SpO2 at 1 Hz).
+``BedInlet.poll()`` never blocks: it drains every stream with ``pull_chunk(timeout=0.0)`` and
+returns ``(modality, samples, t0)`` runs ready for ``psg.preprocess.EpochAssembler.push``.
+
+Timestamps:
+
+* **Clock correction.** Each stream's timestamps are mapped to this machine's ``local_clock``
+  with ``StreamInlet.time_correction``, always called with a timeout (without one it hangs
+  forever once the outlet is gone). The first estimate is requested with ``timeout=0`` on every
+  poll until liblsl has it (its background thread keeps working); a stream's data stays queued
+  in the inlet until then (or until ``clock_wait`` seconds passed, then offset 0 is assumed and
+  logged). Later refreshes every ``clock_refresh`` s are instantaneous.
+* **Dejittering.** A chunk's timestamps are fitted to the nominal rate (least squares, slope
+  fixed to ``1/rate``). A run that continues the previous one within the gap tolerance
+  (``max(2.5 samples, 20 ms)``) is placed exactly after it (slewed by at most 0.1 sample per
+  chunk towards the fit, so a slowly drifting device clock is followed, never jumped). A jump
+  forward larger than the tolerance is a **gap**: it is counted and kept (the data after it is
+  placed at its own time), never smoothed over. A jump backwards (a restarted source whose clock
+  went back) is counted as a reset and the new data is placed at its own time.
+
+Recovery: inlets are opened with ``recover=False`` so a vanished outlet raises ``LostError``
+at once; the stream is then marked lost and a ``ContinuousResolver`` looks for it again (same
+``source_id``, or same name when the source has none). When it reappears (or when a different
+stream with the same identity appears while the old one sent nothing for ``reconnect_after``
+seconds) a new inlet is opened, checked (same channels, rate and labels) and polled; its data
+is placed by its own timestamps, the hole in between shows as a gap.
+
+Stream clock (``BedInlet.now``): the time up to which the bed's data should have arrived, for
+``EpochAssembler.advance``. It is the *minimum* of the newest timestamps of the streams that
+delivered data in the last ``stale_after`` wall seconds, so a replay faster than real time
+(whose timestamps run ahead of ``local_clock``) never closes epochs early; when every stream is
+silent it runs on in wall-clock time from the newest sample, so late data closes epochs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pylsl
+from pylsl.util import LostError
+from pylsl.util import TimeoutError as LSLTimeoutError
+
+from synthsleep.psg.montage import MODALITIES, MODALITY_NAMES, MontageError, resolve_channels
+from synthsleep.psg.preprocess import PreprocessError, samples_per_epoch
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BedInlet", "StreamNotFound", "StreamError", "resolve_stream", "describe_stream",
+    "visible_streams", "unit_factor", "ChannelRoute",
+]
+
+# Voltage unit texts (lower case) → factor to µV. XDF's convention is "microvolts".
+_VOLT_TO_UV: dict[str, float] = {
+    "v": 1e6, "volt": 1e6, "volts": 1e6,
+    "mv": 1e3, "millivolt": 1e3, "millivolts": 1e3,
+    "uv": 1.0, "µv": 1.0, "μv": 1.0, "microvolt": 1.0, "microvolts": 1.0,
+    "nv": 1e-3, "nanovolt": 1e-3, "nanovolts": 1e-3,
+}
+_VOLTAGE_MODALITIES = ("eeg", "eog", "emg", "ecg")
+
+
+class StreamNotFound(LookupError):
+    """No LSL stream matched; the message lists the streams that are visible."""
+
+
+class StreamError(ValueError):
+    """A stream cannot be used as described (format, units, changed channels); names the stream."""
+
+
+def describe_stream(info: pylsl.StreamInfo) -> str:
+    """One line for logs and errors: ``name (type, source_id, N ch @ R Hz, host)``."""
+    return (f"{info.name()!r} (type {info.type() or '-'}, source_id {info.source_id() or '-'}, "
+            f"{info.channel_count()} ch @ {info.nominal_srate():g} Hz, host {info.hostname()})")
+
+
+def visible_streams(wait: float = 0.5) -> list[str]:
+    """Descriptions of the LSL streams visible within ``wait`` seconds (for error messages)."""
+    try:
+        return sorted(describe_stream(i) for i in pylsl.resolve_streams(wait_time=wait))
+    except Exception as exc:  # noqa: BLE001 - only used to enrich an error message
+        return [f"(could not list streams: {exc})"]
+
+
+def resolve_stream(
+    name: str | None = None,
+    type: str | None = None,  # noqa: A002 - LSL's own property name
+    source_id: str | None = None,
+    timeout: float = 10.0,
+    minimum: int = 1,
+    retry_interval: float = 0.5,
+) -> list[pylsl.StreamInfo]:
+    """Find LSL streams matching every given property, retrying until ``timeout``.
+
+    The most specific property given (source_id, then name, then type) is asked for with
+    ``resolve_byprop``; the others filter the answers. Retries accumulate answers (a single
+    sweep can miss streams when many are on the network).
+
+    Args:
+        name, type, source_id: properties that must match (at least one).
+        timeout: seconds to keep trying.
+        minimum: return as soon as this many distinct streams are found.
+        retry_interval: seconds per ``resolve_byprop`` attempt.
+
+    Returns:
+        Matching ``StreamInfo`` objects (short descriptions: no ``desc``), at least ``minimum``.
+
+    Raises:
+        StreamNotFound: fewer than ``minimum`` found in time; lists what is visible.
+        ValueError: no property given.
+    """
+    props = [(p, v) for p, v in (("source_id", source_id), ("name", name), ("type", type)) if v]
+    if not props:
+        raise ValueError("resolve_stream needs a name, type or source_id")
+    prop, value = props[0]
+    found: dict[str, pylsl.StreamInfo] = {}
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        left = deadline - time.monotonic()
+        attempt = max(0.05, min(retry_interval, left))
+        for info in pylsl.resolve_byprop(prop, value, minimum=minimum, timeout=attempt):
+            if all(getattr(info, p)() == v for p, v in props[1:]):
+                found.setdefault(info.uid(), info)
+        if len(found) >= minimum or time.monotonic() >= deadline:
+            break
+    if len(found) < minimum:
+        wanted = ", ".join(f"{p}={v!r}" for p, v in props)
+        visible = visible_streams()
+        raise StreamNotFound(
+            f"no LSL stream with {wanted} found within {timeout:g} s (found {len(found)}, need {minimum}). "
+            f"Visible streams: {'; '.join(visible) if visible else '(none)'}")
+    return sorted(found.values(), key=lambda i: (i.source_id(), i.uid()))
+
+
+def unit_factor(modality: str, unit: str, where: str) -> float:
+    """Factor turning a channel's samples into the modality's unit (µV for voltages).
+
+    An empty unit is taken as already right (logged). Voltage modalities (EEG/EOG/EMG/ECG) need
+    a voltage unit; respiratory channels in a voltage unit are converted to µV, in any other
+    unit (arbitrary effort/flow units) they pass unchanged. SpO2 is taken in %.
+
+    Raises:
+        StreamError: a voltage modality in a non-voltage unit (``where`` names stream/channel).
+    """
+    key = unit.strip().lower().replace(" ", "")
+    if not key:
+        log.info("%s: no unit in the stream description; assuming %s", where, MODALITIES[modality].unit)
+        return 1.0
+    if key in _VOLT_TO_UV and MODALITIES[modality].unit == "uV":
+        return _VOLT_TO_UV[key]
+    if modality in _VOLTAGE_MODALITIES:
+        raise StreamError(f"{where}: unit {unit!r} is not a voltage; {modality} needs V, mV, uV or "
+                          "microvolts")
+    if modality == "spo2" and key not in ("%", "percent", "pct"):
+        log.warning("%s: SpO2 unit %r is not %%; values passed unchanged", where, unit)
+    return 1.0
+
+
+@dataclass(frozen=True)
+class ChannelRoute:
+    """Where one modality comes from: stream, channel index, label, unit and µV factor."""
+
+    modality: str
+    stream: str
+    index: int
+    label: str
+    unit: str
+    type: str
+    factor: float
+
+
+@dataclass
+class _Desc:
+    labels: list[str]
+    units: list[str]
+    types: list[str]
+
+
+def _read_desc(info: pylsl.StreamInfo) -> _Desc:
+    """Channel labels/units/types from ``desc/channels/channel``; missing labels → ``ch<i>``."""
+    n = info.channel_count()
+    labels, units, types = [f"ch{i}" for i in range(n)], [""] * n, [""] * n
+    ch = info.desc().child("channels").child("channel")
+    i = 0
+    while not ch.empty() and i < n:
+        labels[i] = ch.child_value("label").strip() or labels[i]
+        units[i] = ch.child_value("unit").strip()
+        types[i] = ch.child_value("type").strip()
+        ch = ch.next_sibling("channel")
+        i += 1
+    return _Desc(labels, units, types)
+
+
+@dataclass
+class _Counters:
+    samples: int = 0
+    chunks: int = 0
+    gaps: int = 0
+    gap_seconds: float = 0.0
+    resets: int = 0
+    reconnects: int = 0
+    losses: int = 0
+
+
+@dataclass
+class _Link:
+    """One LSL stream of the bed and its inlet, clock and dejitter state."""
+
+    info: pylsl.StreamInfo
+    desc: _Desc
+    routes: list[ChannelRoute]
+    inlet: pylsl.StreamInlet | None
+    rate: float
+    opened_wall: float
+    offset: float = 0.0
+    offset_ok: bool = False
+    offset_wall: float = -math.inf
+    next_t: float | None = None  # dejittered time of the next expected sample
+    newest: float = -math.inf  # corrected timestamp of the newest sample
+    last_data_wall: float = -math.inf
+    lost: bool = False
+    resolver: pylsl.ContinuousResolver | None = None
+    retry_wall: float = -math.inf
+    counters: _Counters = field(default_factory=_Counters)
+
+    @property
+    def name(self) -> str:
+        return self.info.name()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Identity used to find the stream again: its source_id, else its name."""
+        sid = self.info.source_id()
+        return ("source_id", sid) if sid else ("name", self.info.name())
+
+
+class BedInlet:
+    """All LSL streams of one bed, mapped onto montage modalities; non-blocking ``poll``.
+
+    Args:
+        infos: the bed's streams (from ``resolve_stream``; short or full descriptions).
+        bed: bed name for logs and errors.
+        overrides: ``{modality: label}`` channel choices (``montage.resolve_channels``).
+        required: modalities that must be present.
+        modalities: modalities to look for (default: all of the montage).
+        max_buflen: seconds each inlet buffers (a replay at maximum speed needs the whole
+            recording's length here, or data is dropped by liblsl).
+        stale_after: wall seconds without data after which a stream no longer holds back ``now``.
+        reconnect_after: wall seconds without data after which a newer stream with the same
+            identity is taken instead.
+        clock_wait: wall seconds to wait for the first clock-correction estimate.
+        open_timeout: seconds for opening an inlet and reading its full description.
+
+    Raises:
+        MontageError: the labels map to no required modality (names the streams and labels).
+        PreprocessError: a stream's rate is irregular or gives no whole number of samples per
+            30-s epoch (names the stream and rate).
+        StreamError: a string stream, a non-voltage unit on a voltage channel, or a stream
+            whose description cannot be read.
+    """
+
+    def __init__(
+        self,
+        infos: Sequence[pylsl.StreamInfo],
+        bed: str = "bed",
+        overrides: Mapping[str, str] | None = None,
+        required: Iterable[str] = ("eeg",),
+        modalities: Iterable[str] = MODALITY_NAMES,
+        max_buflen: int = 360,
+        stale_after: float = 2.0,
+        reconnect_after: float = 10.0,
+        clock_wait: float = 5.0,
+        open_timeout: float = 5.0,
+        clock_refresh: float = 5.0,
+    ) -> None:
+        if not infos:
+            raise StreamError(f"bed {bed!r}: no streams given")
+        self.bed = bed
+        self.max_buflen = int(max_buflen)
+        self.stale_after = float(stale_after)
+        self.reconnect_after = float(reconnect_after)
+        self.clock_wait = float(clock_wait)
+        self.open_timeout = float(open_timeout)
+        self.clock_refresh = float(clock_refresh)
+        self._links: list[_Link] = []
+        opened: list[tuple[pylsl.StreamInfo, pylsl.StreamInlet, _Desc]] = []
+        try:
+            for info in infos:
+                inlet, full = self._open(info)
+                opened.append((full, inlet, _read_desc(full)))
+            self._routes_by_stream = self._map_channels(opened, overrides, required, modalities)
+        except BaseException:
+            for _, inlet, _ in opened:
+                inlet.close_stream()
+            raise
+        now = time.monotonic()
+        for full, inlet, desc in opened:
+            routes = self._routes_by_stream.get(full.uid(), [])
+            if not routes:
+                log.info("bed %s: stream %s carries no montage channel; not polled", bed, describe_stream(full))
+                inlet.close_stream()
+                continue
+            self._links.append(_Link(full, desc, routes, inlet, float(full.nominal_srate()), now))
+        for link in self._links:
+            self._validate_rate(link.info)
+        log.info("bed %s: %s", bed, "; ".join(
+            f"{r.modality}={r.label!r} ({r.stream}, {l.rate:g} Hz, x{r.factor:g})"
+            for l in self._links for r in l.routes))
+
+    # -- construction helpers ------------------------------------------------------------------
+    @classmethod
+    def resolve(
+        cls,
+        name: str | None = None,
+        source_ids: Sequence[str] = (),
+        type: str | None = None,  # noqa: A002
+        timeout: float = 10.0,
+        bed: str | None = None,
+        **kwargs: Any,
+    ) -> BedInlet:
+        """Resolve a bed's streams and open them.
+
+        With ``name``: every stream of that name; a stream written by ``ReplayPlayer`` lists its
+        siblings' source_ids in ``desc/synthsleep/streams``, and those are resolved one by one
+        (by source_id, with retry) so none is missed. With ``source_ids``: exactly those.
+        """
+        infos: dict[str, pylsl.StreamInfo] = {}
+        deadline = time.monotonic() + timeout
+        if name or type:
+            for i in resolve_stream(name=name, type=type, timeout=timeout):
+                infos.setdefault(i.source_id() or i.uid(), i)
+        wanted = list(source_ids)
+        if name and not wanted:
+            wanted = cls._siblings(next(iter(infos.values())), timeout=min(timeout, 5.0))
+        for sid in wanted:
+            if sid not in infos:
+                left = max(0.5, deadline - time.monotonic())
+                infos[sid] = resolve_stream(source_id=sid, name=name, timeout=left)[0]
+        return cls(list(infos.values()), bed=bed or name or ",".join(source_ids), **kwargs)
+
+    @staticmethod
+    def _siblings(info: pylsl.StreamInfo, timeout: float) -> list[str]:
+        inlet = pylsl.StreamInlet(info, max_buflen=1, recover=False)
+        try:
+            full = inlet.info(timeout=timeout)
+        except (LSLTimeoutError, LostError):
+            return []
+        finally:
+            inlet.close_stream()
+        text = full.desc().child("synthsleep").child_value("streams")
+        return [s for s in (t.strip() for t in text.split(",")) if s]
+
+    def _open(self, info: pylsl.StreamInfo) -> tuple[pylsl.StreamInlet, pylsl.StreamInfo]:
+        if info.channel_format() == pylsl.cf_string:
+            raise StreamError(f"bed {self.bed}: stream {describe_stream(info)} carries strings, not samples")
+        inlet = pylsl.StreamInlet(info, max_buflen=self.max_buflen, recover=False)
+        try:
+            full = inlet.info(timeout=self.open_timeout)
+            inlet.open_stream(timeout=self.open_timeout)
+        except (LSLTimeoutError, LostError) as exc:
+            inlet.close_stream()
+            raise StreamError(f"bed {self.bed}: cannot open stream {describe_stream(info)}: {exc}") from None
+        return inlet, full
+
+    def _map_channels(self, opened, overrides, required, modalities) -> dict[str, list[ChannelRoute]]:
+        labels: list[str] = []
+        where: dict[str, tuple[pylsl.StreamInfo, _Desc, int]] = {}
+        for full, _, desc in opened:
+            for i, lab in enumerate(desc.labels):
+                if lab not in where:  # a label repeated across streams: the first stream wins
+                    where[lab] = (full, desc, i)
+                    labels.append(lab)
+        source = f"bed {self.bed} (LSL streams {', '.join(repr(f.name()) for f, _, _ in opened)})"
+        try:
+            mapping = resolve_channels(labels, overrides, required=required, wanted=modalities, source=source)
+        except MontageError as exc:
+            raise MontageError(
+                f"{exc} Labels are read from each stream's desc/channels/channel/label.") from None
+        routes: dict[str, list[ChannelRoute]] = {}
+        for mod, lab in mapping.items():
+            full, desc, i = where[lab]
+            factor = unit_factor(mod, desc.units[i], f"bed {self.bed}, stream {full.name()!r}, channel {lab!r}")
+            routes.setdefault(full.uid(), []).append(
+                ChannelRoute(mod, full.name(), i, lab, desc.units[i], desc.types[i], factor))
+        return routes
+
+    def _validate_rate(self, info: pylsl.StreamInfo) -> None:
+        rate = info.nominal_srate()
+        if rate <= 0:
+            raise PreprocessError(f"bed {self.bed}: stream {describe_stream(info)} has an irregular "
+                                  "sampling rate; the monitor needs a regular nominal rate")
+        try:
+            samples_per_epoch(rate)
+        except PreprocessError as exc:
+            raise PreprocessError(f"bed {self.bed}: stream {describe_stream(info)}: {exc}") from None
+
+    # -- public read-only views --------------------------------------------------------------------
+    @property
+    def rates(self) -> dict[str, float]:
+        """``{modality: native rate Hz}`` of the mapped channels."""
+        return {r.modality: l.rate for l in self._links for r in l.routes}
+
+    @property
+    def routes(self) -> list[ChannelRoute]:
+        """Where each mapped modality comes from."""
+        return [r for l in self._links for r in l.routes]
+
+    @property
+    def lost(self) -> bool:
+        """True while any stream of the bed is lost (its outlet vanished)."""
+        return any(l.lost for l in self._links)
+
+    @property
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per stream (by name@source_id): samples, chunks, gaps, gap_seconds, resets, reconnects,
+        losses, lost, lag (s, ``local_clock() - newest timestamp``; negative when a replay runs
+        ahead of real time; NaN before data), clock offset (s)."""
+        now = pylsl.local_clock()
+        out = {}
+        for l in self._links:
+            c = l.counters
+            out[f"{l.name}@{l.info.source_id() or '-'}"] = {
+                "samples": c.samples, "chunks": c.chunks, "gaps": c.gaps, "gap_seconds": c.gap_seconds,
+                "resets": c.resets, "reconnects": c.reconnects, "losses": c.losses, "lost": l.lost,
+                "lag": (now - l.newest) if math.isfinite(l.newest) else math.nan, "offset": l.offset,
+            }
+        return out
+
+    def now(self) -> float:
+        """Stream clock (s, local_clock domain) up to which data should have arrived; −inf
+        before any data. See the module docstring."""
+        wall = time.monotonic()
+        have = [l for l in self._links if math.isfinite(l.newest)]
+        if not have:
+            return -math.inf
+        fresh = [l.newest for l in have if wall - l.last_data_wall <= self.stale_after]
+        if fresh:
+            return min(fresh)
+        last = max(have, key=lambda l: l.last_data_wall)
+        return max(l.newest for l in have) + (wall - last.last_data_wall)
+
+    # -- polling -----------------------------------------------------------------------------------
+    def poll(self, max_seconds: float = 60.0) -> list[tuple[str, np.ndarray, float]]:
+        """Drain what has arrived, without blocking.
+
+        Args:
+            max_seconds: at most this much signal per stream per call (keeps one call short when
+                a backlog built up).
+
+        Returns:
+            ``[(modality, float64 samples [n] in µV (or %), t0 seconds)]`` in arrival order; each
+            entry is a contiguous run at the modality's rate whose first sample is at ``t0`` on
+            the dejittered, clock-corrected local clock. A gap splits runs.
+        """
+        out: list[tuple[str, np.ndarray, float]] = []
+        for link in self._links:
+            if link.lost or link.inlet is None:
+                self._try_recover(link)
+                if link.lost:
+                    continue
+            elif time.monotonic() - link.last_data_wall > self.reconnect_after:
+                self._try_replace(link)
+            try:
+                if not self._clock(link):
+                    continue
+                self._pull(link, max_seconds, out)
+            except LostError:
+                self._mark_lost(link)
+        return out
+
+    def _clock(self, link: _Link) -> bool:
+        """Refresh the clock offset; False while the first estimate is not there yet."""
+        wall = time.monotonic()
+        if link.offset_ok and wall - link.offset_wall < self.clock_refresh:
+            return True
+        try:
+            link.offset = float(link.inlet.time_correction(timeout=0.0))
+            link.offset_ok, link.offset_wall = True, wall
+        except LSLTimeoutError:
+            if not link.offset_ok and wall - link.opened_wall > self.clock_wait:
+                log.warning("bed %s: no clock correction for stream %r after %.1f s; assuming offset 0",
+                            self.bed, link.name, self.clock_wait)
+                link.offset, link.offset_ok, link.offset_wall = 0.0, True, wall
+        return link.offset_ok
+
+    def _pull(self, link: _Link, max_seconds: float, out: list[tuple[str, np.ndarray, float]]) -> None:
+        budget = max(1, int(max_seconds * link.rate))
+        pieces: list[np.ndarray] = []
+        stamps: list[np.ndarray] = []
+        got = 0
+        while got < budget:
+            data, ts = link.inlet.pull_chunk(timeout=0.0, max_samples=min(budget - got, 65536), as_numpy=True)
+            if ts is None or len(ts) == 0:
+                break
+            pieces.append(np.asarray(data))
+            stamps.append(np.asarray(ts, dtype=np.float64))
+            got += len(ts)
+        if not got:
+            return
+        data = np.concatenate(pieces).astype(np.float64, copy=False)
+        ts = np.concatenate(stamps) + link.offset
+        link.counters.samples += got
+        link.counters.chunks += 1
+        link.last_data_wall = time.monotonic()
+        link.newest = float(ts[-1])
+        for a, b, t0 in self._dejitter(link, ts):
+            for r in link.routes:
+                x = data[a:b, r.index]
+                out.append((r.modality, x * r.factor if r.factor != 1.0 else x.copy(), t0))
+
+    def _dejitter(self, link: _Link, ts: np.ndarray) -> list[tuple[int, int, float]]:
+        """Split ``ts`` at jumps and give each run a dejittered start time: [(a, b, t0)]."""
+        rate = link.rate
+        tol = max(2.5 / rate, 0.02)
+        d = np.diff(ts)
+        cuts = np.nonzero(np.abs(d - 1.0 / rate) > tol)[0] + 1
+        bounds = [0, *cuts.tolist(), len(ts)]
+        runs = []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            fit = float(np.mean(ts[a:b] - np.arange(b - a) / rate))
+            if link.next_t is None:
+                t0 = fit
+            else:
+                jump = fit - link.next_t
+                if abs(jump) <= tol:
+                    t0 = link.next_t + float(np.clip(0.1 * jump, -0.1 / rate, 0.1 / rate))
+                elif jump > 0:
+                    link.counters.gaps += 1
+                    link.counters.gap_seconds += jump
+                    log.info("bed %s: stream %r gap of %.3f s at t=%.3f", self.bed, link.name, jump, link.next_t)
+                    t0 = fit
+                else:
+                    link.counters.resets += 1
+                    log.warning("bed %s: stream %r timestamps went back by %.3f s; placing new data at its "
+                                "own time", self.bed, link.name, -jump)
+                    t0 = fit
+            link.next_t = t0 + (b - a) / rate
+            runs.append((a, b, t0))
+        return runs
+
+    # -- loss and recovery -------------------------------------------------------------------------
+    def _mark_lost(self, link: _Link) -> None:
+        if not link.lost:
+            log.warning("bed %s: stream %s lost; waiting for it to come back", self.bed, describe_stream(link.info))
+            link.counters.losses += 1
+        link.lost = True
+        if link.inlet is not None:
+            link.inlet.close_stream()
+            link.inlet = None
+        self._ensure_resolver(link)
+
+    def _ensure_resolver(self, link: _Link) -> None:
+        if link.resolver is None:
+            prop, value = link.key
+            link.resolver = pylsl.ContinuousResolver(prop=prop, value=value, forget_after=2.0)
+
+    def _try_replace(self, link: _Link) -> None:
+        """A silent stream: switch to a newer one with the same identity if one appeared."""
+        self._ensure_resolver(link)
+        self._try_recover(link, silent=True)
+
+    def _try_recover(self, link: _Link, silent: bool = False) -> None:
+        wall = time.monotonic()
+        if wall < link.retry_wall:
+            return
+        link.retry_wall = wall + 0.2
+        self._ensure_resolver(link)
+        for info in link.resolver.results():
+            if info.uid() == link.info.uid() and not link.lost:
+                continue
+            if link.lost and info.uid() == link.info.uid():
+                continue  # the old outlet is still being reported (forget_after); wait for a new one
+            if info.channel_count() != link.info.channel_count() or info.nominal_srate() != link.rate:
+                log.error("bed %s: stream %s came back with a different layout (%s); ignored",
+                          self.bed, describe_stream(link.info), describe_stream(info))
+                continue
+            try:
+                inlet, full = self._open(info)
+            except StreamError as exc:
+                log.warning("%s", exc)
+                continue
+            desc = _read_desc(full)
+            if [desc.labels[r.index] for r in link.routes] != [r.label for r in link.routes]:
+                inlet.close_stream()
+                log.error("bed %s: stream %r came back with other channel labels %s; ignored",
+                          self.bed, link.name, desc.labels)
+                continue
+            if link.inlet is not None:
+                link.inlet.close_stream()
+            log.info("bed %s: stream %r %s", self.bed, link.name, "replaced" if silent else "reconnected")
+            link.info, link.inlet, link.desc = full, inlet, desc
+            link.lost, link.offset_ok, link.opened_wall = False, False, wall
+            link.counters.reconnects += 1
+            link.resolver = None
+            return
+
+    def close(self) -> None:
+        """Close every inlet (idempotent)."""
+        for link in self._links:
+            if link.inlet is not None:
+                link.inlet.close_stream()
+                link.inlet = None
+            link.resolver = None
+
+    def __enter__(self) -> BedInlet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,95 @@
+"""Sinks: JSONL append/fsync/resume index/torn line; LSL markers over real loopback LSL."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import pylsl
+import pytest
+
+from synthsleep.alerts.events import Event
+from synthsleep.alerts.sinks import JsonlSink, LslMarkerSink, MultiSink, Sink, SinkError, read_events
+
+
+def ev(bed: str, i: int, type_: str = "stage") -> Event:
+    return Event(bed, type_, 30.0 * i, 30.0, {"stage": "N2"}, i, "hash")
+
+
+def test_jsonl_append_resume_index(tmp_path):
+    path = tmp_path / "ev" / "events.jsonl"
+    with JsonlSink(path) as sink:
+        assert isinstance(sink, Sink)
+        assert sink.last_epoch_index("1") is None
+        sink.write([ev("1", 0), ev("1", 0, "stage_change")])
+        sink.write([ev("1", 1), ev("2", 0)])
+        sink.write([])
+        # fsync'ed: another reader sees every line already
+        assert len(path.read_text().splitlines()) == 4
+    # reopen: append, do not truncate, report what is recorded
+    sink = JsonlSink(path)
+    assert sink.last_epoch_indices == {"1": 1, "2": 0}
+    assert sink.event_count("1") == 3
+    sink.write([ev("2", 1)])
+    sink.close()
+    evs = read_events(path)
+    assert [(e.bed, e.epoch_index, e.type) for e in evs] == [
+        ("1", 0, "stage"), ("1", 0, "stage_change"), ("1", 1, "stage"), ("2", 0, "stage"), ("2", 1, "stage")]
+    assert evs[0] == ev("1", 0)
+    with pytest.raises(SinkError, match="closed"):
+        sink.write([ev("1", 9)])
+
+
+def test_jsonl_torn_last_line_is_cut(tmp_path):
+    path = tmp_path / "events.jsonl"
+    with JsonlSink(path) as sink:
+        sink.write([ev("1", 0), ev("1", 1)])
+    with path.open("ab") as f:  # a crash in the middle of a write
+        f.write(ev("1", 2).to_json().encode()[:25])
+    sink = JsonlSink(path)
+    assert sink.last_epoch_index("1") == 1
+    sink.write([ev("1", 2)])
+    sink.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and all(json.loads(x)["bed"] == "1" for x in lines)
+
+
+def test_jsonl_refuses_foreign_file(tmp_path):
+    path = tmp_path / "notes.jsonl"
+    path.write_text("hello world\n")
+    with pytest.raises(SinkError, match="notes.jsonl:1"):
+        JsonlSink(path)
+    os.chmod(tmp_path, 0o500)
+    try:
+        if os.geteuid() != 0:  # root ignores permissions
+            with pytest.raises(SinkError, match="cannot open"):
+                JsonlSink(tmp_path / "sub" / "x.jsonl")
+    finally:
+        os.chmod(tmp_path, 0o700)
+
+
+def test_lsl_marker_outlet_on_loopback(tmp_path):
+    prefix = f"synthsleep-test-{uuid.uuid4().hex[:8]}"
+    lsl = LslMarkerSink(prefix=prefix)
+    jsonl = JsonlSink(tmp_path / "e.jsonl")
+    sink = MultiSink([jsonl, lsl])
+    name = lsl.open_bed("bed-a")
+    assert name == f"{prefix}-bed-a"
+    found = pylsl.resolve_byprop("name", name, minimum=1, timeout=10.0)
+    assert found, f"marker stream {name} not found on loopback"
+    info = found[0]
+    assert info.type() == "Markers" and info.channel_count() == 1
+    assert info.channel_format() == pylsl.cf_string and info.nominal_srate() == pylsl.IRREGULAR_RATE
+    inlet = pylsl.StreamInlet(info)
+    inlet.open_stream(timeout=10.0)
+    sent = [ev("bed-a", 4, "apnea"), ev("bed-a", 4)]
+    sink.write(sent)
+    got = []
+    for _ in sent:
+        sample, ts = inlet.pull_sample(timeout=10.0)
+        assert sample is not None, "marker not received within 10 s"
+        got.append(Event.from_json(sample[0]))
+    assert got == sent
+    inlet.close_stream()
+    sink.close()

@@ -1,0 +1,187 @@
+import numpy as np
+import pytest
+
+from synthsleep.psg.epoch import EPOCH_SAMPLES, Quality
+from synthsleep.psg.preprocess import (EpochAssembler, PreprocessError, PreprocessParams,
+                                       preprocess_modality, NormaliserState)
+
+RATES = {"eeg": 256.0, "eog": 256.0, "emg": 512.0, "ecg": 512.0, "airflow": 32.0, "thorax": 32.0,
+         "abdomen": 32.0, "spo2": 1.0}
+
+
+def _signals(seconds: float, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for m, r in RATES.items():
+        n = int(seconds * r)
+        t = np.arange(n) / r
+        out[m] = rng.normal(0, 20, n) + 40 * np.sin(2 * np.pi * (0.3 if r < 100 else 10) * t)
+    out["spo2"] = 96 + rng.normal(0, 0.5, int(seconds))
+    return out
+
+
+def _feed(sig, chunker, rates=RATES, params=None):
+    asm = EpochAssembler(rates, params)
+    out = []
+    for m, x in sig.items():
+        pos = 0
+        for c in chunker(len(x)):
+            asm.push(m, x[pos:pos + c], pos / rates[m])
+            pos += c
+            out += asm.pop()
+    return out + asm.flush()
+
+
+def test_whole_and_random_chunks_identical():
+    sig = _signals(300)
+    rng = np.random.default_rng(1)
+
+    def random_chunks(n):
+        sizes, s = [], 0
+        while s < n:
+            c = int(rng.integers(1, 3000))
+            sizes.append(min(c, n - s))
+            s += c
+        return sizes
+
+    whole = _feed(sig, lambda n: [n])
+    chunked = _feed(sig, random_chunks)
+    assert len(whole) == len(chunked) == 10
+    for a, b in zip(whole, chunked):
+        assert a.index == b.index and a.start == b.start
+        np.testing.assert_array_equal(a.data, b.data)
+        np.testing.assert_array_equal(a.quality, b.quality)
+    e = whole[5]
+    assert e.data.shape == (8, EPOCH_SAMPLES) and e.data.dtype == np.float32 and e.present.all()
+    # normalised robust scale near 1 after warm-up for noise-like modalities
+    assert 0.5 < np.std(e["eeg"]) < 2.0
+
+
+def test_interleaved_pushes_equal_sequential():
+    """Live-like interleaving of modalities gives the same epochs as per-modality feeding."""
+    sig = _signals(120, seed=3)
+    seq = _feed(sig, lambda n: [n])
+    asm = EpochAssembler(RATES)
+    live = []
+    for sec in range(0, 120, 2):
+        for m, x in sig.items():
+            r = RATES[m]
+            asm.push(m, x[int(sec * r):int((sec + 2) * r)], sec)
+        live += asm.pop()
+    live += asm.flush()
+    assert [e.index for e in live] == [e.index for e in seq]
+    for a, b in zip(live, seq):
+        np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_normalisation_is_causal():
+    """Changing the future never changes past epochs."""
+    sig = _signals(300)
+    a = _feed(sig, lambda n: [n])
+    sig2 = {m: x.copy() for m, x in sig.items()}
+    for m, r in RATES.items():
+        sig2[m][int(150 * r):] *= 5.0  # epochs 5.. become louder
+    b = _feed(sig2, lambda n: [n])
+    for i in range(5):
+        np.testing.assert_array_equal(a[i].data, b[i].data)
+    assert not np.array_equal(a[6].data, b[6].data)
+
+
+def test_gap_never_shifts_later_epochs():
+    sig = _signals(600)
+    full = _feed(sig, lambda n: [n])
+    asm = EpochAssembler(RATES)
+    out = []
+    for m, x in sig.items():
+        r = RATES[m]
+        asm.push(m, x[: int(95 * r)], 0.0)          # 0 .. 95 s
+        asm.push(m, x[int(215 * r):], 215.0)         # gap 95 .. 215 s (2 min)
+        out += asm.pop()
+    out += asm.flush()
+    assert [e.index for e in out] == list(range(20))
+    assert [e.start for e in out] == [30.0 * i for i in range(20)]
+    # epochs 4..6 (120..210 s) are fully inside the gap: absent and flagged
+    for i in (4, 5, 6):
+        assert not out[i].present.any()
+        assert all(q & Quality.GAP for q in out[i].quality)
+    # epoch 3 (90..120 s) has 5 s of data: absent; epoch 7 (210..240 s) has 25 s: present, GAP flagged
+    assert not out[3].present.any() and all(q & Quality.GAP for q in out[3].quality)
+    assert out[7].present.all() and all(q & Quality.GAP for q in out[7].quality)
+    # far from the gap, once statistics settle, data are identical in shape (same clock)
+    assert out[19].start == full[19].start
+
+
+def test_flat_nan_clipped_implausible_flags():
+    params = PreprocessParams()
+    rng = np.random.default_rng(0)
+    norm = NormaliserState()
+    n = 256 * 30
+    flat = np.full(n, 3.0)
+    y, q, present = preprocess_modality("eeg", flat, None, 256.0, norm, params)
+    assert q & Quality.FLAT and not present and not y.any()
+    x = rng.normal(0, 30, n)
+    x[:2000] = np.nan
+    y, q, present = preprocess_modality("eeg", x, None, 256.0, norm, params)
+    assert q & Quality.NONFINITE and present and np.isfinite(y).all()
+    assert np.all(y[:700] == 0.0)
+    x = rng.normal(0, 100, n)
+    x = np.clip(x, -80, 80)
+    y, q, present = preprocess_modality("eeg", x, None, 256.0, norm, params)
+    assert q & Quality.CLIPPED and present
+    volts_as_uv = rng.normal(0, 30e6, n)  # a reader that took uV for V
+    _, q, present = preprocess_modality("eeg", volts_as_uv, None, 256.0, NormaliserState(), params)
+    assert q & Quality.IMPLAUSIBLE and not present
+    _, q, present = preprocess_modality("emg", rng.normal(0, 5, 50 * 30), None, 50.0, NormaliserState(), params)
+    assert q & Quality.LOW_RATE and not present
+    _, q, present = preprocess_modality("eeg", None, None, 256.0, NormaliserState(), params)
+    assert q == Quality.MISSING and not present
+
+
+def test_absent_epochs_do_not_update_statistics():
+    params = PreprocessParams()
+    norm = NormaliserState()
+    rng = np.random.default_rng(0)
+    preprocess_modality("eeg", rng.normal(0, 30, 7680), None, 256.0, norm, params)
+    before = norm.to_dict()
+    preprocess_modality("eeg", np.zeros(7680), None, 256.0, norm, params)  # flat
+    assert norm.to_dict() == before
+
+
+def test_state_dict_resume_gives_identical_epochs():
+    sig = _signals(300)
+    ref = _feed(sig, lambda n: [n])
+    a = EpochAssembler(RATES)
+    for m, x in sig.items():
+        a.push(m, x[: int(150 * RATES[m])], 0.0)
+    first = a.pop()
+    assert len(first) == 5
+    b = EpochAssembler(RATES)
+    b.load_state_dict(a.state_dict())
+    for m, x in sig.items():
+        r = RATES[m]
+        b.push(m, x[int(150 * r):], 150.0)
+    rest = b.flush()
+    for x, y in zip(first + rest, ref):
+        assert x.index == y.index
+        np.testing.assert_array_equal(x.data, y.data)
+
+
+def test_live_clock_closes_late_epochs():
+    asm = EpochAssembler({"eeg": 256.0, "ecg": 512.0})
+    rng = np.random.default_rng(0)
+    asm.push("eeg", rng.normal(0, 30, 256 * 60), 0.0)
+    assert asm.pop() == []                    # ECG has not arrived: wait
+    asm.advance(36.0)                         # 1 s past epoch 0's end + max_delay
+    out = asm.pop()
+    assert [e.index for e in out] == [0]
+    i = out[0].modalities.index("ecg")
+    assert not out[0].present[i] and out[0].quality[i] & Quality.MISSING
+
+
+def test_bad_rates_and_modalities():
+    with pytest.raises(PreprocessError, match="samples per"):
+        EpochAssembler({"eeg": 100.0 / 3.0 + 0.001})
+    with pytest.raises(PreprocessError, match="not in the montage"):
+        EpochAssembler({"brainwaves": 100.0})
+    with pytest.raises(PreprocessError, match="no rate registered"):
+        EpochAssembler({"eeg": 100.0}).push("ecg", np.zeros(10), 0.0)

@@ -1,0 +1,212 @@
+"""BedInlet and StreamEpochs with real LSL outlets on loopback."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pylsl
+import pytest
+
+from synthsleep.psg.epoch import Quality
+from synthsleep.psg.montage import MontageError
+from synthsleep.psg.preprocess import PreprocessError
+from synthsleep.stream import BedInlet, StreamEpochs, StreamError, StreamNotFound, resolve_stream
+
+from .conftest import assert_same_epochs, direct_epochs, make_outlet, poll_until, push
+
+LABELS_256 = ["EEG C4-M1", "EOG E1-M2", "EMG Chin"]
+
+
+def _sig(seconds: float, rate: float, nch: int, seed: int, amp: float = 30.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * rate))
+    t = np.arange(n) / rate
+    x = rng.normal(0, amp, (n, nch)) + amp * np.sin(2 * np.pi * 7.0 * t)[:, None]
+    return x.astype(np.float32)
+
+
+def _bed(name: str, **kw) -> BedInlet:
+    infos = resolve_stream(name=name, timeout=5.0)
+    return BedInlet(infos, bed=name, **kw)
+
+
+def test_multirate_equals_direct_assembler(uname):
+    """EEG/EOG/EMG @256 Hz (uV), ECG @512 Hz in mV, SpO2 @1 Hz: epochs equal the direct path."""
+    o256 = make_outlet(uname, 256, LABELS_256)
+    o512 = make_outlet(uname, 512, ["ECG II"], ["mV"])
+    o1 = make_outlet(uname, 1, ["SpO2"], ["%"])
+    infos = resolve_stream(name=uname, minimum=3, timeout=5.0)
+    bed = BedInlet(infos, bed="b1")
+    assert bed.rates == {"eeg": 256.0, "eog": 256.0, "emg": 256.0, "ecg": 512.0, "spo2": 1.0}
+    live = StreamEpochs(bed)
+    secs = 90.0
+    x256, x512 = _sig(secs, 256, 3, 1), _sig(secs, 512, 1, 2, amp=0.5)  # ECG in mV
+    x1 = (96 + np.random.default_rng(3).normal(0, 0.5, (int(secs), 1))).astype(np.float32)
+    start = pylsl.local_clock()
+    got = []
+    for k in range(3):  # interleave pushes with polls, like a live bed
+        sl = slice(k * 30, (k + 1) * 30)
+        push(o256, x256[sl.start * 256:sl.stop * 256], start + sl.start, 256)
+        push(o512, x512[sl.start * 512:sl.stop * 512], start + sl.start, 512)
+        push(o1, x1[sl], start + sl.start, 1)
+        got += live.poll()
+    got += poll_until(live.poll, lambda g: len(g) >= 3, timeout=10)
+    assert live.origin == pytest.approx(start, abs=1e-4)
+    pushes = [(m, x256[:, i], start) for i, m in enumerate(("eeg", "eog", "emg"))]
+    pushes += [("ecg", x512[:, 0].astype(np.float64) * 1000.0, start), ("spo2", x1[:, 0], start)]
+    want = direct_epochs(bed.rates, pushes, origin=live.origin)
+    assert len(want) == 3
+    assert_same_epochs(got, want)
+    assert all(e.present[[e.modalities.index(m) for m in bed.rates]].all() for e in got)
+    st = bed.stats
+    assert sum(s["samples"] for s in st.values()) == int(secs) * (256 + 512 + 1)
+    assert all(s["gaps"] == 0 for s in st.values())
+    lags = [s["lag"] for s in st.values()]
+    assert all(np.isfinite(lags)) and max(lags) < 60.0
+    bed.close()
+    del o256, o512, o1
+
+
+def test_gaps_never_shift_later_epochs(uname):
+    """A 60-s and a 10-min hole in the timestamps: later epochs stay on the grid, holes flagged."""
+    o = make_outlet(uname, 256, LABELS_256)
+    o1 = make_outlet(uname, 1, ["SpO2"], ["%"])
+    bed = BedInlet(resolve_stream(name=uname, minimum=2, timeout=5.0), bed="gap")
+    live = StreamEpochs(bed)
+    start = pylsl.local_clock()
+    pieces = [(0.0, 60.0), (120.0, 60.0), (780.0, 60.0)]  # [t, t+60) with holes of 60 s and 600 s
+    pushes = []
+    for k, (t, d) in enumerate(pieces):
+        x = _sig(d, 256, 3, 10 + k)
+        s = (96 + np.random.default_rng(k).normal(0, 0.5, (int(d), 1))).astype(np.float32)
+        push(o, x, start + t, 256)
+        push(o1, s, start + t, 1)
+        pushes += [(m, x[:, i], start + t) for i, m in enumerate(("eeg", "eog", "emg"))]
+        pushes.append(("spo2", s[:, 0], start + t))
+    got = poll_until(live.poll, lambda g: len(g) >= 28, timeout=15)
+    assert [e.index for e in got] == list(range(28))
+    assert [e.start - live.origin for e in got] == pytest.approx([30.0 * i for i in range(28)], abs=1e-6)
+    want = direct_epochs(bed.rates, pushes, origin=live.origin)
+    assert_same_epochs(got, want)
+    hole = set(range(2, 4)) | set(range(6, 26))
+    eeg = got[0].modalities.index("eeg")
+    for e in got:
+        if e.index in hole:
+            assert not e.present[eeg] and Quality(int(e.quality[eeg])) & (Quality.GAP | Quality.MISSING)
+            assert not e.any_present
+        else:
+            assert e.present[eeg] and e.quality[eeg] == 0
+    for s in bed.stats.values():
+        assert s["gaps"] == 2
+        assert s["gap_seconds"] == pytest.approx(660.0, abs=0.05)
+
+
+def test_outlet_vanishes_and_comes_back(uname):
+    """The outlet is destroyed and re-created (same source_id): the inlet reconnects and places
+    the new data by its timestamps; the hole in between is flagged."""
+    sid = f"{uname}-256Hz"
+    o = make_outlet(uname, 256, LABELS_256, source_id=sid)
+    bed = BedInlet(resolve_stream(source_id=sid, timeout=5.0), bed="rec")
+    live = StreamEpochs(bed, origin_wait=0.0)
+    start = pylsl.local_clock()
+    x1, x2 = _sig(40, 256, 3, 21), _sig(50, 256, 3, 22)
+    push(o, x1, start, 256)
+    got = poll_until(live.poll, lambda g: len(g) >= 1, timeout=10)
+    del o  # the outlet vanishes
+    poll_until(live.poll, lambda g: bed.lost, timeout=5)
+    assert bed.lost
+    o = make_outlet(uname, 256, LABELS_256, source_id=sid)  # a new outlet, same identity
+    poll_until(live.poll, lambda g: not bed.lost, timeout=10)
+    assert not bed.lost
+    t_back = start + 70.0
+    push(o, x2, t_back, 256)
+    got += poll_until(live.poll, lambda g: len(g) >= 3, timeout=10)
+    assert [e.index for e in got] == [0, 1, 2, 3]
+    pushes = [(m, x1[:, i], start) for i, m in enumerate(("eeg", "eog", "emg"))]
+    pushes += [(m, x2[:, i], t_back) for i, m in enumerate(("eeg", "eog", "emg"))]
+    assert_same_epochs(got, direct_epochs(bed.rates, pushes, origin=start))
+    eeg = got[0].modalities.index("eeg")
+    assert not got[1].present[eeg] and got[1].quality[eeg] & Quality.GAP  # 10 s of 30
+    assert got[2].present[eeg] and got[2].quality[eeg] & Quality.GAP  # 20 s of 30
+    assert got[3].quality[eeg] == 0
+    (s,) = bed.stats.values()
+    assert s["losses"] == 1 and s["reconnects"] == 1 and s["gaps"] == 1
+    bed.close()
+
+
+def test_nan_burst_and_flat_channel_flagged(uname):
+    o = make_outlet(uname, 256, LABELS_256)
+    live = StreamEpochs(_bed(uname), origin_wait=0.0)
+    x = _sig(60, 256, 3, 5)
+    x[256 * 5: 256 * 9, 0] = np.nan  # 4 s NaN in epoch 0: flagged, still present
+    x[256 * 32: 256 * 55, 0] = np.nan  # 23 s NaN in epoch 1: absent
+    x[:, 1] = 12.5  # EOG flat (electrode off)
+    push(o, x, pylsl.local_clock(), 256)
+    got = poll_until(live.poll, lambda g: len(g) >= 2, timeout=10)
+    assert len(got) == 2
+    mods = got[0].modalities
+    eeg, eog, emg = (mods.index(m) for m in ("eeg", "eog", "emg"))
+    assert got[0].quality[eeg] & Quality.NONFINITE and got[0].present[eeg]
+    assert np.isfinite(got[0].data).all()
+    assert got[1].quality[eeg] & Quality.NONFINITE and not got[1].present[eeg]
+    for e in got:
+        assert e.quality[eog] & Quality.FLAT and not e.present[eog]
+        assert e.present[emg]
+        assert e.quality[mods.index("ecg")] & Quality.MISSING  # no ECG channel in this bed
+
+
+def test_unknown_labels_named_in_error(uname):
+    o = make_outlet(uname, 256, ["Fz-Xy", "Weird 2"])
+    with pytest.raises(MontageError) as err:
+        _bed(uname)
+    msg = str(err.value)
+    assert uname in msg and "Fz-Xy" in msg and "eeg" in msg
+    del o
+
+
+@pytest.mark.parametrize("rate, words", [(33.3333, "samples per"), (0.0, "irregular")])
+def test_unusable_rate_clear_error(uname, rate, words):
+    o = make_outlet(uname, rate, ["EEG C4-M1"])
+    with pytest.raises(PreprocessError) as err:
+        _bed(uname)
+    assert uname in str(err.value) and words in str(err.value)
+    del o
+
+
+def test_units_converted_and_wrong_unit_refused(uname):
+    o = make_outlet(uname, 100, ["EEG C4-M1", "EOG E1-M2"], ["V", "microvolts"])
+    bed = _bed(uname)
+    factors = {r.modality: r.factor for r in bed.routes}
+    assert factors == {"eeg": 1e6, "eog": 1.0}
+    x = np.full((100, 2), 1e-5, np.float32)
+    push(o, x, pylsl.local_clock(), 100)
+    got = poll_until(bed.poll, lambda g: sum(len(c[1]) for c in g if c[0] == "eeg") >= 100, timeout=5)
+    eeg = np.concatenate([c[1] for c in got if c[0] == "eeg"])
+    assert eeg == pytest.approx(np.full(100, 10.0), rel=1e-6)  # 1e-5 V = 10 uV
+    bed.close()
+    other = uname + "-b"
+    o2 = make_outlet(other, 100, ["EEG C4-M1"], ["mmHg"])
+    with pytest.raises(StreamError, match="mmHg"):
+        _bed(other)
+    del o, o2
+
+
+def test_stream_not_found_lists_visible(uname):
+    o = make_outlet(uname, 100, ["EEG C4-M1"])
+    with pytest.raises(StreamNotFound) as err:
+        resolve_stream(name=uname + "-absent", timeout=0.5)
+    assert uname + "-absent" in str(err.value)
+    assert uname in str(err.value).split("Visible streams:")[1]
+    del o
+
+
+def test_poll_does_not_block(uname):
+    o = make_outlet(uname, 256, LABELS_256)
+    bed = _bed(uname)
+    t = time.perf_counter()
+    for _ in range(100):
+        assert bed.poll() == [] or True
+    assert (time.perf_counter() - t) / 100 < 0.01
+    bed.close()
+    del o
