@@ -6,7 +6,7 @@
 - :mod:`~synthsleep.alerts.metrics`: ``MonitorMetrics``, ``start_metrics_server``
 """
 
-from synthsleep.alerts.events import EVENT_TYPES, Event, EventDetector, EventError, EpochSummary
+from synthsleep.alerts.events import EVENT_TYPES, EpochSummary, Event, EventDetector, EventError
 from synthsleep.alerts.rules import AlertEngine, Rule, RuleError, load_rules
 from synthsleep.alerts.sinks import JsonlSink, LslMarkerSink, MultiSink, Sink, SinkError, read_events
 

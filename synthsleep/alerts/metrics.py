@@ -74,10 +74,15 @@ class MonitorMetrics:
         self.alerts_active = Gauge("synthsleep_alerts_active", "Alerts currently active", ["bed"], registry=r)
 
     def observe_epoch(self, bed: str | int, stage_prob: Sequence[float], apnea_prob: float,
-                      hypopnea_prob: float, stage_code: int, latency_seconds: float | None = None,
-                      ahi: float | None = None) -> None:
-        """Record one scored epoch of ``bed`` (probabilities in [0, 1], latency in s)."""
+                      hypopnea_prob: float, stage_code: int | None = None,
+                      latency_seconds: float | None = None, ahi: float | None = None) -> None:
+        """Record one scored epoch of ``bed`` (probabilities in [0, 1], latency in s).
+
+        ``stage_code``: 0..4, or -1 for an unscored epoch; None = the most probable stage.
+        """
         bed = str(bed)
+        if stage_code is None:
+            stage_code = max(range(len(self.stage_names)), key=lambda i: float(stage_prob[i]))
         self.epochs.labels(bed).inc()
         for name, p in zip(self.stage_names, stage_prob):
             self.stage_prob.labels(bed, name).set(float(p))

@@ -52,11 +52,27 @@ class JsonlSink:
         self._counts: dict[str, int] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._scan_and_repair()
             self._f = self.path.open("a", encoding="utf-8")
         except OSError as e:
             raise SinkError(f"cannot open event file {self.path}: {e.strerror or e}") from None
+        try:
+            self._lock()
+            self._scan_and_repair()
+        except BaseException:
+            self._f.close()
+            raise
         log.info("event file %s opened (%d beds already recorded)", self.path, len(self._last))
+
+    def _lock(self) -> None:
+        """Exclusive advisory lock: two monitors appending to one file would interleave events."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        try:
+            fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise SinkError(f"event file {self.path} is in use by another writer (locked)") from None
 
     def _scan_and_repair(self) -> None:
         if not self.path.exists():

@@ -202,6 +202,8 @@ def read_artifact(path: str | Path, verify_hash: bool = True) -> ArtifactInfo:
 
 def check_artifact(path: str | Path) -> ArtifactInfo:
     """``onnx.checker`` (full) plus metadata and hash validation; raises ArtifactError."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"artifact {path} not found")
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as e:

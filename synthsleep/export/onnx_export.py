@@ -12,6 +12,7 @@ CLI: ``synthsleep export CHECKPOINT --out model.onnx`` (:func:`add_arguments` / 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import logging
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,8 +30,16 @@ import onnx
 import torch
 
 from synthsleep.export.artifact import (
-    FORMAT, INPUT_NAMES, OUTPUT_NAMES, SCHEMA_VERSION, ArtifactError, ArtifactInfo, StateSpec,
-    check_artifact, seal, set_metadata,
+    FORMAT,
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    SCHEMA_VERSION,
+    ArtifactError,
+    ArtifactInfo,
+    StateSpec,
+    check_artifact,
+    seal,
+    set_metadata,
 )
 
 log = logging.getLogger(__name__)
@@ -78,6 +88,19 @@ def _preprocess_dict(preprocess_params: Any, modalities: tuple[str, ...]) -> dic
 
 def _json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
+
+
+def _strip_node_metadata(graph: onnx.GraphProto) -> None:
+    """Drop per-node stack traces/doc strings the exporter records (they hold build-machine paths
+    and triple the file size); the graph itself is unchanged."""
+    for node in graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                _strip_node_metadata(attr.g)
+            for sub in attr.graphs:
+                _strip_node_metadata(sub)
 
 
 def _export_graph(wrapper: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path,
@@ -162,13 +185,18 @@ def export_step(model: torch.nn.Module, cfg: Any, out_path: str | Path, provenan
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".export-") as tmp:
         raw = Path(tmp) / "step.onnx"
-        with torch.no_grad():
+        # the exporters print progress on stdout and warn about traced shape checks: keep the
+        # CLI's stdout for its summary, and the (expected) tracer warnings out of the user's way
+        with torch.no_grad(), contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
             _export_graph(wrapper, (x, present, conv, ssm), raw, exporter, opset)
         extra = [p.name for p in Path(tmp).iterdir() if p.name != raw.name]
         if extra:
             raise ArtifactError(f"the exporter wrote external data files {extra}; the artifact must be "
                                 f"one self-contained file")
         proto = onnx.load(str(raw))
+        _strip_node_metadata(proto.graph)
         set_metadata(proto, {
             "format": FORMAT,
             "schema_version": str(SCHEMA_VERSION),
@@ -229,10 +257,11 @@ def run(args: argparse.Namespace) -> int:
     """Load the checkpoint, export, check, verify parity, print a summary."""
     from synthsleep.model import load_config_json, load_model
 
+    cli_thresholds = _parse_thresholds(args.thresholds)  # user errors first, before loading anything
     torch.set_num_threads(1)
     cfg, meta = load_config_json(args.checkpoint)
     model, cfg = load_model(args.checkpoint)
-    thresholds = {**meta.get("thresholds", {}), **_parse_thresholds(args.thresholds)}
+    thresholds = {**meta.get("thresholds", {}), **cli_thresholds}
     provenance = {k: meta[k] for k in ("data_fingerprint", "metrics", "git_commit", "train") if k in meta}
     provenance["checkpoint"] = str(Path(args.checkpoint))
     print(f"exporting {args.checkpoint} ({cfg.name}, modalities {list(cfg.modalities)}) "

@@ -234,6 +234,8 @@ class StepRuntime:
         if bad.any():
             b, i = map(int, np.argwhere(bad)[0])
             raise RuntimeInputError(f"x[{b}] modality {self.modalities[i]!r} is present but holds NaN/Inf")
+        if not present.all():  # absent rows are masked explicitly, whatever they hold
+            x = np.where(present[:, :, None], x, np.float32(0.0))
         for name, arr in (("conv_state", state.conv_state), ("ssm_state", state.ssm_state)):
             want = self._states[name].shape_for(x.shape[0])
             if tuple(arr.shape) != want:

@@ -134,9 +134,9 @@ def _run_sequence(rt: StepRuntime, model: Any, seq: list[tuple[np.ndarray, np.nd
         for name, a, b in zip(OUTPUTS, got, ref):
             diff = float(np.abs(a - b.numpy()).max())
             report.max_abs_diff[name] = max(report.max_abs_diff.get(name, 0.0), diff)
-    if len(t_ort) > 1:
+    if len(t_ort) > 1 and report.ort_step_seconds is None:  # latency of the random batch run
         report.ort_step_seconds = statistics.median(t_ort[1:])
-    if len(t_torch) > 1:
+    if len(t_torch) > 1 and report.torch_step_seconds is None:
         report.torch_step_seconds = statistics.median(t_torch[1:])
 
 

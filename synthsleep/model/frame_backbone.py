@@ -103,7 +103,7 @@ class FrameBackbone(nn.Module):
 
     def frames(self, x: Tensor) -> Tensor:
         """x [N, E] -> [N, F, W] overlapping frames (a gather; exports to ONNX)."""
-        if x.shape[-1] != self.cfg.epoch_samples:
+        if not torch.onnx.is_in_onnx_export() and x.shape[-1] != self.cfg.epoch_samples:
             raise ValueError(
                 f"frame backbone expects epochs of {self.cfg.epoch_samples} samples, "
                 f"got shape {tuple(x.shape)}"

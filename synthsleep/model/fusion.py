@@ -99,6 +99,8 @@ class Fusion(nn.Module):
     def _check(self, tokens: Tensor | Sequence[Tensor], present: Tensor) -> Tensor:
         if not isinstance(tokens, Tensor):
             tokens = torch.stack(list(tokens), dim=1)
+        if torch.onnx.is_in_onnx_export():
+            return tokens
         n, m, s, d = tokens.shape
         cfg = self.cfg
         if (m, s, d) != (cfg.n_modalities, cfg.n_frames, cfg.nn_dim):

@@ -72,10 +72,16 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu"
         raise FileNotFoundError(f"model weights {st} not found")
     tensors = load_file(str(st), device=str(map_location))
     model = SleepModel(cfg)
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise ConfigError(f"{st}: weights do not match config {cfg.name!r}: "
-                          f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                          f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    missing = sorted(set(want) - set(got))
+    unexpected = sorted(set(got) - set(want))
+    wrong = sorted(f"{k}: {got[k]} != {want[k]}" for k in set(want) & set(got) if want[k] != got[k])
+    if missing or unexpected or wrong:
+        raise ConfigError(
+            f"{st}: weights do not match config {cfg.name!r}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}"
+            f"{' (lists truncated)' if max(len(missing), len(unexpected), len(wrong)) > 5 else ''}")
+    model.load_state_dict(tensors, strict=True)
     model.to(map_location).eval()
     return model, cfg

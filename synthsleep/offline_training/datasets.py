@@ -358,25 +358,42 @@ class EpochDataset(Dataset):
 
 class BlockShuffleSampler(Sampler[int]):
     """Shuffled epoch order with locality: row groups in random order, epochs shuffled within
-    each window of ``window`` consecutive row groups. Call ``set_epoch(e)`` each pass."""
+    each window of ``window`` consecutive row groups. Call ``set_epoch(e)`` each pass.
 
-    def __init__(self, dataset: EpochDataset, seed: int = 0, window: int = 4) -> None:
+    For DDP give ``rank``/``world_size``: windows go to the ranks round-robin and every rank
+    yields exactly ``ceil(n / world_size)`` indices (its own list wrapped or cut), so all ranks
+    run the same number of batches.
+    """
+
+    def __init__(self, dataset: EpochDataset, seed: int = 0, window: int = 4, rank: int = 0,
+                 world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         self.groups = dataset.row_groups()
-        self.seed, self.window, self.epoch = seed, window, 0
+        self.seed, self.window, self.epoch = seed, max(1, int(window)), 0
+        self.rank, self.world_size = rank, world_size
         self.n = sum(len(g) for g in self.groups)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        return -(-self.n // self.world_size)
 
     def __iter__(self) -> Iterator[int]:
         rng = np.random.default_rng((self.seed, self.epoch))
         order = rng.permutation(len(self.groups))
-        for w in range(0, len(order), self.window):
+        mine: list[np.ndarray] = []
+        for k, w in enumerate(range(0, len(order), self.window)):
             idx = np.concatenate([self.groups[g] for g in order[w:w + self.window]])
-            yield from (int(i) for i in rng.permutation(idx))
+            perm = rng.permutation(idx)  # drawn on every rank: the same stream everywhere
+            if k % self.world_size == self.rank:
+                mine.append(perm)
+        flat = np.concatenate(mine) if mine else np.zeros(0, np.int64)
+        want = len(self)
+        if flat.size and flat.size < want:
+            flat = np.resize(flat, want)
+        yield from (int(i) for i in flat[:want])
 
 
 # ----------------------------------------------------------------------------------------------

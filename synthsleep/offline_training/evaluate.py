@@ -81,8 +81,11 @@ def _nan_to_none(obj: Any) -> Any:
 
 def evaluate_predictions(predictions: Iterable[NightPredictions] | Mapping[str, NightPredictions],
                          truth: Iterable[NightTruth] | Mapping[str, NightTruth],
-                         threshold: float = 0.5) -> dict[str, Any]:
+                         threshold: float | Mapping[str, float] = 0.5) -> dict[str, Any]:
     """Metrics of ``predictions`` against ``truth`` (matched by night id).
+
+    ``threshold``: probability at or above which an epoch counts as apnea / hypopnea (one value,
+    or ``{"apnea": a, "hypopnea": h}``); used for F1 and the predicted AHI.
 
     Returns a JSON-able dict: ``nights``, ``epochs``, ``staging`` (see
     ``metrics.staging_metrics``), ``apnea`` and ``hypopnea`` (``metrics.binary_metrics``),
@@ -93,6 +96,7 @@ def evaluate_predictions(predictions: Iterable[NightPredictions] | Mapping[str, 
         ValueError: a night has no truth, or lengths differ (message names the night).
     """
     preds, truths = _by_night(predictions), _by_night(truth)
+    thr = _thresholds(threshold)
     missing = [n for n in preds if n not in truths]
     if missing:
         raise ValueError(f"no truth for predicted nights {missing[:5]}")
@@ -112,7 +116,7 @@ def evaluate_predictions(predictions: Iterable[NightPredictions] | Mapping[str, 
         hy_t.append(np.asarray(t.hypopnea))
         hy_p.append(np.asarray(p.hypopnea_prob))
         ahi_t = true_ahi(t.events, t.stage) if np.any(np.asarray(t.stage) >= 0) else math.nan
-        ahi_p = predicted_ahi(p.apnea_prob >= threshold, p.hypopnea_prob >= threshold, p.stage)
+        ahi_p = predicted_ahi(p.apnea_prob >= thr["apnea"], p.hypopnea_prob >= thr["hypopnea"], p.stage)
         st = staging_metrics(t.stage, p.stage)
         per_night.append({"night": name, "subject": t.subject, "epochs": n, "accuracy": st["accuracy"],
                           "kappa": st["kappa"], "ahi_true": ahi_t, "ahi_pred": ahi_p})
@@ -121,12 +125,23 @@ def evaluate_predictions(predictions: Iterable[NightPredictions] | Mapping[str, 
         "nights": len(preds),
         "epochs": int(sum(len(x) for x in st_t)),
         "staging": staging_metrics(cat(st_t).astype(np.int64), cat(st_p).astype(np.int64)),
-        "apnea": binary_metrics(cat(ap_t), cat(ap_p), threshold),
-        "hypopnea": binary_metrics(cat(hy_t), cat(hy_p), threshold),
+        "apnea": binary_metrics(cat(ap_t), cat(ap_p), thr["apnea"]),
+        "hypopnea": binary_metrics(cat(hy_t), cat(hy_p), thr["hypopnea"]),
     }
     report["ahi"] = {**ahi_agreement([r["ahi_true"] for r in per_night], [r["ahi_pred"] for r in per_night]),
                      "per_night": per_night}
     return report
+
+
+def _thresholds(threshold: float | Mapping[str, float]) -> dict[str, float]:
+    if isinstance(threshold, Mapping):
+        out = {k: float(threshold.get(k, 0.5)) for k in ("apnea", "hypopnea")}
+    else:
+        out = {"apnea": float(threshold), "hypopnea": float(threshold)}
+    for k, v in out.items():
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{k} threshold must be a probability in [0, 1], got {v}")
+    return out
 
 
 # alias named in the brief: ``evaluate(predictions, truth) -> dict``
@@ -300,6 +315,7 @@ class OnnxPredictor:
         if not mods:
             raise ValueError(f"{path}: the artifact does not say which modalities it reads")
         self.modalities = tuple(mods)
+        self.thresholds = dict(getattr(self.rt, "thresholds", None) or {})
 
     def _zero_state(self, batch: int) -> Any:
         for name in ("zero_state", "initial_state", "allocate_state", "new_state"):
@@ -341,12 +357,17 @@ class OnnxPredictor:
 
 
 def load_predictor(path: Path | str) -> Predictor:
-    """``.onnx`` → ``OnnxPredictor``; otherwise a checkpoint (``.safetensors``/``.json``/base path)."""
+    """``.onnx`` → ``OnnxPredictor``; otherwise a checkpoint (``.safetensors``/``.json``/base path,
+    or a run folder holding ``model.safetensors``)."""
     p = Path(path)
     if p.suffix.lower() == ".onnx":
         if not p.is_file():
             raise FileNotFoundError(f"ONNX artifact {p} not found")
         return OnnxPredictor(p)
+    if p.is_dir():  # a run folder: its checkpoint runs/x/model.{safetensors,json}
+        if (p / "model.safetensors").is_file():
+            return TorchPredictor(p / "model")
+        raise FileNotFoundError(f"{p} is a folder without model.safetensors; pass a checkpoint or an .onnx file")
     return TorchPredictor(p)
 
 
@@ -383,13 +404,17 @@ def run_split(predictor: Predictor, shard_dir: Path | str, split: str = "test", 
 
 
 def evaluate_model(model: Path | str, shard_dir: Path | str, out_dir: Path | str, split: str = "test",
-                   window: int = 20, threshold: float = 0.5, max_nights: int | None = None,
-                   progress: bool = False) -> dict[str, Any]:
+                   window: int = 20, threshold: float | Mapping[str, float] | None = None,
+                   max_nights: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Evaluate a checkpoint/artifact on a split in both modes; writes ``report.json``,
     ``confusion_carried.png``, ``confusion_windows.png`` and ``hypnogram_<night>.png`` (first
-    night) into ``out_dir``; returns the report."""
+    night) into ``out_dir``; returns the report. ``threshold`` None: the artifact's thresholds
+    (ONNX metadata), else 0.5."""
     t0 = time.perf_counter()
     pred = load_predictor(model)
+    if threshold is None:
+        threshold = dict(getattr(pred, "thresholds", None) or {}) or 0.5
+    threshold = _thresholds(threshold)
     truth, carried, windows = run_split(pred, shard_dir, split, window, max_nights, progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -423,7 +448,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="split (default test)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (report.json, PNGs)")
     parser.add_argument("--window", type=int, default=20, help="zero-state window length, epochs (default 20)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="apnea/hypopnea probability threshold")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="apnea/hypopnea probability threshold (default: the artifact's, else 0.5)")
     parser.add_argument("--max-nights", type=int, default=None, help="evaluate only the first N nights")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

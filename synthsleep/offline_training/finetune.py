@@ -142,7 +142,14 @@ def night_ahi(stage: np.ndarray, n_events: int) -> float | None:
 # ======================================================================================= losses
 @dataclass
 class TaskLoss:
-    """Weighted multi-task loss; -1 labels are ignored by every term."""
+    """Weighted multi-task loss; -1 labels are ignored by every term.
+
+    Each term is a sum over the valid epochs divided by the GLOBAL normaliser (number of valid
+    labels, or the sum of the class weights of the valid targets for weighted CE, as in
+    ``F.cross_entropy``): under DDP the normalisers are all-reduced and the loss is multiplied by
+    the world size, so DDP's gradient average equals the single-process gradient exactly even
+    when ranks hold different numbers of valid labels.
+    """
 
     stage_weight: Tensor | None
     apnea_pos_weight: Tensor | None
@@ -150,18 +157,37 @@ class TaskLoss:
     w_stage: float = 1.0
     w_apnea: float = 1.0
     w_hypopnea: float = 1.0
+    world: int = 1  # > 1: normalisers are all-reduced over the process group
 
     def __call__(self, stage_logits: Tensor, apnea_logit: Tensor, hypopnea_logit: Tensor,
                  stage: Tensor, apnea: Tensor, hypopnea: Tensor) -> dict[str, Tensor]:
-        """logits [N, 5], [N], [N]; labels long [N] with -1 = ignore -> {loss, stage, apnea, hypopnea}."""
-        from synthsleep.model import masked_bce, weighted_ce
+        """logits [N, 5], [N], [N]; labels long [N] with -1 = ignore -> {loss, loss_stage, ...}."""
+        import torch.nn.functional as F
 
-        ls = weighted_ce(stage_logits, stage, self.stage_weight)
-        la = masked_bce(apnea_logit, apnea, self.apnea_pos_weight)
-        lh = masked_bce(hypopnea_logit, hypopnea, self.hypopnea_pos_weight)
-        total = self.w_stage * ls + self.w_apnea * la + self.w_hypopnea * lh
-        return {"loss": total, "loss_stage": ls.detach(), "loss_apnea": la.detach(),
-                "loss_hypopnea": lh.detach()}
+        lg, tg = stage_logits.reshape(-1, stage_logits.shape[-1]).float(), stage.reshape(-1).long()
+        vs = tg >= 0
+        w = self.stage_weight.to(lg.device) if self.stage_weight is not None else None
+        num_s = F.cross_entropy(lg[vs], tg[vs], weight=w, reduction="sum") if vs.any() else lg.sum() * 0
+        den_s = (w[tg[vs]].sum() if w is not None else vs.sum()).float()
+        nums, dens = [num_s], [den_s]
+        for logit, y, pw in ((apnea_logit, apnea, self.apnea_pos_weight),
+                             (hypopnea_logit, hypopnea, self.hypopnea_pos_weight)):
+            lo, yy = logit.reshape(-1).float(), y.reshape(-1)
+            v = yy >= 0
+            pwt = pw.to(lo.device) if pw is not None else None
+            nums.append(F.binary_cross_entropy_with_logits(lo[v], yy[v].float(), pos_weight=pwt,
+                                                           reduction="sum") if v.any() else lo.sum() * 0)
+            dens.append(v.sum().float())
+        den = torch.stack(dens).detach()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(den)
+        terms = [n / d.clamp_min(1.0) * self.world for n, d in zip(nums, den)]
+        total = self.w_stage * terms[0] + self.w_apnea * terms[1] + self.w_hypopnea * terms[2]
+        return {"loss": total, "loss_stage": terms[0].detach() / self.world,
+                "loss_apnea": terms[1].detach() / self.world,
+                "loss_hypopnea": terms[2].detach() / self.world}
 
 
 def task_weights(task: str, fcfg: dict[str, Any]) -> dict[str, float]:
@@ -461,7 +487,7 @@ class NightTrainer:
             n_ep += sum(min(self.chunk, len(self.nights[self.labelled[i]]) - s) for i, s in items if i >= 0)
             if step % int(self.fcfg["log_every"]) == 0:
                 metrics.log({"phase": "night", "pass": p, "step": step,
-                             **{kk: float(v) for kk, v in out.items()},
+                             **{kk: float(v.detach()) for kk, v in out.items()},
                              "lr": optimizer.param_groups[0]["lr"]})
         secs = time.monotonic() - t0
         return step - step0, n_ep * self.di.world / max(secs, 1e-9)
@@ -493,6 +519,7 @@ def finetune(shard_dir: str | Path, out_dir: str | Path, run_cfg: dict[str, Any]
     if not val:
         raise ValueError(f"{shard_dir}: the validation split is empty; model selection needs it")
     loss = build_task_loss(lab_train, task, fcfg)
+    loss.world = di.world
     weights = task_weights(task, fcfg)
     timings: dict[str, float] = {"load_s": time.monotonic() - t_load}
     summary: dict[str, Any] = {"task": task, "labels": labels, "init": str(init) if init else None,
@@ -607,7 +634,8 @@ def finetune(shard_dir: str | Path, out_dir: str | Path, run_cfg: dict[str, Any]
     for q in model.parameters():
         q.requires_grad_(True)
     # the final validation metrics of the selected model (thresholds tuned on val)
-    val_m = evaluate_embedded(model, embed_nights(model, val, device), val, "carried", tune=True)
+    val_m = evaluate_embedded(model, embeds_val if frozen else embed_nights(model, val, device), val,
+                              "carried", tune=True)
     summary.update({"val": val_m, "thresholds": val_m["thresholds"], "history": history,
                     "night_epochs_per_s": float(np.mean(eps)) if eps else None,
                     "timings_s": timings, "frozen_encoder_cached": frozen, "chunk": nt.chunk,

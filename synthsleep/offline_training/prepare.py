@@ -400,7 +400,7 @@ def prepare_file(cand: Candidate, shard_path: Path, params: PreprocessParams,
         if str(cand.path.name) not in msg:
             msg = f"{cand.path.name}: {msg}"
         entry["error"] = f"{type(exc).__name__}: {msg}"
-        log.warning("skipping %s: %s", cand.path, entry["error"])
+        log.info("skipping %s: %s", cand.path, entry["error"])
     entry["seconds"] = round(time.perf_counter() - t0, 3)
     return entry
 
@@ -578,7 +578,7 @@ def prepare(
     bad = [m for m in (overrides or {}) if m not in MODALITIES]
     if bad:
         raise ValueError(f"channel overrides name unknown modalities {bad}; known: {', '.join(MODALITY_NAMES)}")
-    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    in_dir, out_dir = Path(in_dir).resolve(), Path(out_dir)
     shard_dir = out_dir / SHARD_DIR
     shard_dir.mkdir(parents=True, exist_ok=True)
     _cleanup_tmp(shard_dir)
@@ -591,10 +591,11 @@ def prepare(
     previous: dict[str, dict[str, Any]] = {}
     try:
         old = load_manifest(out_dir)
-        if old.params == params.to_dict():
+        if old.params == params.to_dict() and old.extra.get("overrides", {}) == dict(overrides or {}):
             previous = {f["path"]: f for f in old.files}
         else:
-            log.info("preprocessing parameters changed since the last run: every file is redone")
+            log.info("preprocessing parameters or channel overrides changed since the last run: "
+                     "every file is redone")
     except FileNotFoundError:
         pass
     except ValueError as exc:
@@ -640,23 +641,31 @@ def prepare(
             stale = shard_dir / f"{f['night']}.parquet"
             if stale.exists():
                 stale.unlink()
-    skipped = sum(1 for f in files if f.pop("skipped", False))
+    skipped_nights = {f["night"] for f in files if f.pop("skipped", False)}
+    skipped = len(skipped_nights)
     ok = [f for f in files if f["status"] == "ok"]
+    n_done = sum(int(f["n_epochs"]) for f in ok if f["night"] not in skipped_nights)
     splits = split_subjects([f["subject"] for f in ok], split, seed)
     seconds = time.perf_counter() - t0
     n_epochs = sum(int(f["n_epochs"]) for f in ok)
     summary = {
         "files": len(files), "ok": len(ok), "failed": len(files) - len(ok), "skipped": skipped,
-        "epochs": n_epochs, "seconds": round(seconds, 3),
-        "epochs_per_second": round(n_epochs / seconds, 2) if seconds > 0 else None,
+        "epochs": n_epochs, "epochs_processed": n_done, "seconds": round(seconds, 3),
+        "epochs_per_second": round(n_done / seconds, 2) if seconds > 0 else None,
         "subjects": {k: len(v) for k, v in splits.items()},
         "nights": {k: sum(1 for f in ok if f["subject"] in set(v)) for k, v in splits.items()},
     }
     manifest = Manifest(params=params.to_dict(), modalities=list(params.modalities), files=files,
                         split=splits, seed=seed, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        extra={"split_fractions": list(split), "summary": summary})
+                        extra={"split_fractions": list(split), "overrides": dict(overrides or {}),
+                               "summary": summary})
     write_json_atomic(out_dir / MANIFEST_NAME, manifest.to_dict())
-    log.info("prepared %d/%d files, %d epochs in %.1f s", len(ok), len(files), n_epochs, seconds)
+    failed = [f for f in files if f["status"] != "ok"]
+    if failed:
+        log.warning("%d of %d files failed and were skipped (reasons in %s): %s", len(failed), len(files),
+                    out_dir / MANIFEST_NAME, ", ".join(Path(f["path"]).name for f in failed[:10]))
+    log.info("prepared %d/%d files (%d unchanged), %d epochs in %.1f s", len(ok), len(files), skipped,
+             n_epochs, seconds)
     return manifest
 
 
@@ -715,7 +724,7 @@ def run(args: argparse.Namespace) -> int:
     con.print(f"files: {s['files']} ({s['ok']} ok, {s['failed']} failed, {s['skipped']} unchanged and skipped)  "
               f"epochs: {s['epochs']}  subjects train/val/test: {s['subjects']['train']}/"
               f"{s['subjects']['val']}/{s['subjects']['test']}  time: {s['seconds']:.1f} s  "
-              f"({s['epochs_per_second'] or 0:.1f} epochs/s)")
+              f"({s['epochs_processed']} epochs processed, {s['epochs_per_second'] or 0:.1f} epochs/s)")
     if s["files"] == 0:
         con.print(f"[yellow]no EDF/BDF recordings found under {args.in_dir}[/yellow]")
         return 1

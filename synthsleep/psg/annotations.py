@@ -360,7 +360,9 @@ def scoring_from_annotations(
         n_epochs = int(math.floor(duration / EPOCH_SECONDS + 1e-9))
     stages, clipped = _stages_from_intervals(stage_iv, n_epochs, source)
     # respiratory scoring present iff any apnea/hypopnea event is annotated (arousals alone: no)
-    resp = any(e.type in APNEA_TYPES or e.type in ("hypopnea", "unspecified") for e in events)
+    # or the file says so explicitly (a night scored for breathing with no event at all)
+    resp = any(e.type in APNEA_TYPES or e.type in ("hypopnea", "unspecified") for e in events) or any(
+        t.strip().lower() == RESP_SCORED_TEXT.lower() for _, _, t in anns)
     return _finish(stages, events, source, n_epochs, duration, resp, clipped)
 
 
@@ -805,6 +807,10 @@ def epoch_labels(scoring: Scoring, n_epochs: int) -> tuple[np.ndarray, np.ndarra
     return stage, apnea, hyp
 
 
+#: EDF+ annotation saying respiratory events were scored (so a night without any event gets
+#: apnea/hypopnea labels 0, not unknown)
+RESP_SCORED_TEXT = "Respiratory events scored"
+
 _STAGE_TEXT = {W: "Sleep stage W", N1: "Sleep stage N1", N2: "Sleep stage N2", N3: "Sleep stage N3",
                REM: "Sleep stage R", UNKNOWN: "Sleep stage ?"}
 _EVENT_TEXT = {"obstructive_apnea": "Obstructive apnea", "central_apnea": "Central apnea",
@@ -828,5 +834,7 @@ def write_scoring_annotations(scoring: Scoring) -> list[tuple[float, float, str]
         out.append((i * es, (j - i + 1) * es, _STAGE_TEXT.get(int(st[i]), "Sleep stage ?")))
         i = j + 1
     out.extend((e.onset, e.duration, _EVENT_TEXT[e.type]) for e in scoring.events)
+    if scoring.has_resp:
+        out.append((0.0, 0.0, RESP_SCORED_TEXT))
     out.sort(key=lambda x: (x[0], not x[2].startswith("Sleep stage")))
     return out

@@ -145,6 +145,35 @@ def _band_sos(low: float, high: float, rate: float, order: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
+def _poly_fir(up: int, down: int) -> np.ndarray:
+    """The anti-aliasing FIR ``resample_poly`` would design (cached: designing it per epoch
+    cost more than the resampling itself)."""
+    m = max(up, down)
+    h = signal.firwin(2 * 10 * m + 1, 1.0 / m, window=("kaiser", 5.0))
+    h.setflags(write=False)
+    return h
+
+
+@lru_cache(maxsize=64)
+def _sos_zi(sos_key: bytes, n_sections: int) -> np.ndarray:
+    sos = np.frombuffer(sos_key).reshape(n_sections, 6)
+    return signal.sosfilt_zi(sos)
+
+
+def _sosfiltfilt(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``scipy.signal.sosfiltfilt`` (odd extension, default pad length) with the filter's
+    initial conditions cached instead of recomputed per call."""
+    zi = _sos_zi(sos.tobytes(), sos.shape[0])
+    ntaps = 2 * sos.shape[0] + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
+    edge = min(3 * ntaps, x.shape[0] - 1)
+    ext = np.concatenate([2 * x[0] - x[edge:0:-1], x, 2 * x[-1] - x[-2:-edge - 2:-1]])
+    y, _ = signal.sosfilt(sos, ext, zi=zi * ext[0])
+    y = y[::-1]
+    y, _ = signal.sosfilt(sos, y, zi=zi * y[0])
+    return y[::-1][edge:-edge]
+
+
+@lru_cache(maxsize=64)
 def _rate_ratio(rate: float, target: float) -> tuple[int, int] | None:
     """(up, down) for polyphase resampling, or None if the ratio is not a small rational."""
     frac = Fraction(target / rate).limit_denominator(1000)
@@ -168,7 +197,7 @@ def _resample(x: np.ndarray, rate: float, params: PreprocessParams) -> np.ndarra
     if rate == params.target_rate:
         return x.astype(np.float64, copy=False)
     ratio = _rate_ratio(rate, params.target_rate)
-    y = signal.resample_poly(x, *ratio) if ratio else signal.resample(x, EPOCH_SAMPLES)
+    y = signal.resample_poly(x, *ratio, window=_poly_fir(*ratio)) if ratio else signal.resample(x, EPOCH_SAMPLES)
     if y.shape[0] != EPOCH_SAMPLES:  # rounding of odd lengths
         y = np.pad(y, (0, max(0, EPOCH_SAMPLES - y.shape[0])), mode="edge")[:EPOCH_SAMPLES]
     return y
@@ -231,7 +260,7 @@ def preprocess_modality(
             q |= Quality.CLIPPED
     x = _resample(_fill_bad(raw, good), rate, params)
     if spec.band is not None:
-        x = signal.sosfiltfilt(_band_sos(*spec.band, params.target_rate, params.filter_order), x)
+        x = _sosfiltfilt(_band_sos(*spec.band, params.target_rate, params.filter_order), x)
     if spec.norm == "fixed":
         if not (0.0 <= float(np.median(vals)) <= spec.plausible * 1.0001):
             return zeros, int(q | Quality.IMPLAUSIBLE), False

@@ -258,8 +258,13 @@ class Recording:
         n_rec = raw.n_records
         for sig in edf.signals:
             label = sig.label.strip()
-            if label in self._signals:
-                raise RecordingError(path, f"duplicate channel label {label!r}")
+            if label in self._signals:  # keep both readable: "EEG", "EEG#2"
+                k = 2
+                while f"{label}#{k}" in self._signals:
+                    k += 1
+                log.warning("%s: duplicate channel label %r; the later one is read as %r", path, label,
+                            f"{label}#{k}")
+                label = f"{label}#{k}"
             unit, factor = parse_unit(sig.physical_dimension)
             if not sig.physical_dimension.strip() and _looks_voltage(label):
                 log.warning("%s: channel %r has no physical unit; its values are left as written "
@@ -332,6 +337,8 @@ class Recording:
 
     def _calibrated(self, label: str, i0: int, i1: int) -> np.ndarray:
         """Samples [i0, i1) of the file's concatenated records, physical × unit factor."""
+        if self._edf is None:
+            raise RecordingError(self.path, "recording is closed")
         sig = self._signals[label]
         rate = self.channel(label).rate
         if i1 <= i0:
@@ -374,16 +381,47 @@ class Recording:
             return out
         return self._read_discontinuous(label, info, k0, k1)
 
+    def recorded(self, label: str, start: float = 0.0, stop: float | None = None) -> np.ndarray:
+        """bool [n] aligned with ``read(label, start, stop)``: True where a data record holds
+        the sample, False in EDF+D gaps and outside the recording (where ``read`` gives NaN)."""
+        info = self.channel(label)
+        rate = info.rate
+        stop = self.duration if stop is None else float(stop)
+        k0, k1 = int(round(float(start) * rate)), int(round(stop * rate))
+        mask = np.zeros(max(k1 - k0, 0), bool)
+        spr = int(round(rate * self.record_duration))
+        rec_k = np.round(self.record_onsets * rate).astype(np.int64)
+        for r in np.nonzero((rec_k < k1) & (rec_k + spr > k0))[0]:
+            a, b = max(k0, int(rec_k[r])), min(k1, int(rec_k[r]) + spr)
+            mask[a - k0 : b - k0] = True
+        return mask
+
     def _read_discontinuous(self, label: str, info: ChannelInfo, k0: int, k1: int) -> np.ndarray:
         rate, spr = info.rate, int(round(info.rate * self.record_duration))
         out = np.full(k1 - k0, np.nan)
         rec_k = np.round(self.record_onsets * rate).astype(np.int64)  # first sample (clock) of each record
         hit = np.nonzero((rec_k < k1) & (rec_k + spr > k0))[0]
-        for r in hit:  # contiguous runs of records could be batched; EDF+D files are rare and short
-            a, b = max(k0, rec_k[r]), min(k1, rec_k[r] + spr)
-            src = r * spr + (a - rec_k[r])
+        if hit.size == 0:
+            return out
+        # runs of records that follow each other without a gap are read in one go
+        breaks = np.nonzero(np.diff(rec_k[hit]) != spr)[0] + 1
+        for run in np.split(hit, breaks):
+            first, last = int(run[0]), int(run[-1])
+            a, b = max(k0, int(rec_k[first])), min(k1, int(rec_k[last]) + spr)
+            src = first * spr + (a - int(rec_k[first]))
             out[a - k0 : b - k0] = self._calibrated(label, src, src + (b - a))
         return out
+
+    def close(self) -> None:
+        """Release the file (memory map). Reading after ``close`` raises RecordingError."""
+        self._signals = {}
+        self._edf = None
+
+    def __enter__(self) -> Recording:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return (f"Recording({str(self.path)!r}, {len(self.channels)} channels, {self.duration:g} s, "
@@ -516,16 +554,18 @@ def write_edf(
     import edfio
 
     out = Path(path)
-    if not signals:
-        raise RecordingError(out, "no signals to write")
+    annotations = list(annotations)
+    if not signals and not annotations:
+        raise RecordingError(out, "no signals and no annotations to write")
     rates = [float(s.rate) for s in signals]
     try:
-        rec_len = _record_length(rates)
+        # no signals: an annotation-only EDF+ (like Sleep-EDF's *-Hypnogram.edf)
+        rec_len = _record_length(rates) if rates else 0.0
     except ValueError as exc:
         raise RecordingError(out, str(exc)) from None
     spr = [int(round(r * rec_len)) for r in rates]
     durations = [len(s.data) / r for s, r in zip(signals, rates)]
-    n_rec = max(1, math.ceil(max(durations) / rec_len - 1e-9))
+    n_rec = max(1, math.ceil(max(durations) / rec_len - 1e-9)) if signals else 0
     edf_signals = []
     for s, n_per in zip(signals, spr):
         data = np.asarray(s.data, dtype=np.float64).ravel()
@@ -557,7 +597,7 @@ def write_edf(
             patient=edfio.Patient(code=_edf_text(code, "patient", out)),
             recording=edfio.Recording(startdate=start.date()),
             starttime=start.time().replace(microsecond=0),
-            data_record_duration=rec_len,
+            **({"data_record_duration": rec_len} if signals else {}),
             annotations=anns,
         )
         out.parent.mkdir(parents=True, exist_ok=True)

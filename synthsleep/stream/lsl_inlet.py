@@ -294,8 +294,22 @@ class BedInlet:
         opened: list[tuple[pylsl.StreamInfo, pylsl.StreamInlet, _Desc]] = []
         try:
             for info in infos:
-                inlet, full = self._open(info)
+                inlet, full = self._open(info, subscribe=False)
                 opened.append((full, inlet, _read_desc(full)))
+            # first clock estimates (they run in parallel), then subscribe: data pushed from now on
+            # arrives with a clock correction ready
+            deadline = time.monotonic() + self.clock_wait
+            for _, inlet, _ in opened:
+                try:
+                    inlet.time_correction(timeout=max(0.0, deadline - time.monotonic()))
+                except LSLTimeoutError:
+                    pass  # poll() keeps asking without blocking
+            for full, inlet, _ in opened:
+                try:
+                    inlet.open_stream(timeout=self.open_timeout)
+                except (LSLTimeoutError, LostError) as exc:
+                    raise StreamError(f"bed {bed}: cannot subscribe to stream {describe_stream(full)}: "
+                                      f"{exc}") from None
             self._routes_by_stream = self._map_channels(opened, overrides, required, modalities)
         except BaseException:
             for _, inlet, _ in opened:
@@ -358,13 +372,21 @@ class BedInlet:
         text = full.desc().child("synthsleep").child_value("streams")
         return [s for s in (t.strip() for t in text.split(",")) if s]
 
-    def _open(self, info: pylsl.StreamInfo) -> tuple[pylsl.StreamInlet, pylsl.StreamInfo]:
+    def _open(self, info: pylsl.StreamInfo, subscribe: bool = True
+              ) -> tuple[pylsl.StreamInlet, pylsl.StreamInfo]:
+        """Open an inlet, read the full description and start the clock-correction estimate
+        (without waiting for it); subscribe to the data unless ``subscribe`` is False."""
         if info.channel_format() == pylsl.cf_string:
             raise StreamError(f"bed {self.bed}: stream {describe_stream(info)} carries strings, not samples")
         inlet = pylsl.StreamInlet(info, max_buflen=self.max_buflen, recover=False)
         try:
             full = inlet.info(timeout=self.open_timeout)
-            inlet.open_stream(timeout=self.open_timeout)
+            try:
+                inlet.time_correction(timeout=0.0)  # starts liblsl's estimate in the background
+            except LSLTimeoutError:
+                pass
+            if subscribe:
+                inlet.open_stream(timeout=self.open_timeout)
         except (LSLTimeoutError, LostError) as exc:
             inlet.close_stream()
             raise StreamError(f"bed {self.bed}: cannot open stream {describe_stream(info)}: {exc}") from None
@@ -422,15 +444,18 @@ class BedInlet:
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per stream (by name@source_id): samples, chunks, gaps, gap_seconds, resets, reconnects,
         losses, lost, lag (s, ``local_clock() - newest timestamp``; negative when a replay runs
-        ahead of real time; NaN before data), clock offset (s)."""
+        ahead of real time; NaN before data), silent (wall s since the last data, or since the
+        stream was opened), clock offset (s)."""
         now = pylsl.local_clock()
+        wall = time.monotonic()
         out = {}
         for l in self._links:
             c = l.counters
             out[f"{l.name}@{l.info.source_id() or '-'}"] = {
                 "samples": c.samples, "chunks": c.chunks, "gaps": c.gaps, "gap_seconds": c.gap_seconds,
                 "resets": c.resets, "reconnects": c.reconnects, "losses": c.losses, "lost": l.lost,
-                "lag": (now - l.newest) if math.isfinite(l.newest) else math.nan, "offset": l.offset,
+                "lag": (now - l.newest) if math.isfinite(l.newest) else math.nan,
+                "silent": wall - max(l.last_data_wall, l.opened_wall), "offset": l.offset,
             }
         return out
 
@@ -466,7 +491,7 @@ class BedInlet:
                 self._try_recover(link)
                 if link.lost:
                     continue
-            elif time.monotonic() - link.last_data_wall > self.reconnect_after:
+            elif time.monotonic() - max(link.last_data_wall, link.opened_wall) > self.reconnect_after:
                 self._try_replace(link)
             try:
                 if not self._clock(link):

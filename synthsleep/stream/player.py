@@ -112,7 +112,9 @@ class ReplayPlayer:
             default 30 s at infinite speed, no wait otherwise.
         chunk_seconds: signal seconds per push at finite speed (0.1 s → 10 pushes/s at speed 1).
         markers: also publish the annotation marker stream.
-        linger: seconds the outlets stay open after the last push (so consumers get everything).
+        linger: seconds the outlets stay open after the last push (default 2 s, 10 s at infinite
+            speed). liblsl makes data still queued in an inlet unreadable once its outlet is
+            gone, so a consumer must pull everything within this time.
 
     Raises:
         RecordingError: the file cannot be read (from ``open_recording``).
@@ -122,7 +124,7 @@ class ReplayPlayer:
     def __init__(self, edf_path: str | Path, name: str = "synthsleep-replay", speed: float = 1.0,
                  channels: Sequence[str] | None = None, loop: bool = False,
                  wait_consumers: float | None = None, chunk_seconds: float = 0.1,
-                 markers: bool = True, linger: float = 1.0) -> None:
+                 markers: bool = True, linger: float | None = None) -> None:
         from synthsleep.psg.recording import open_recording
 
         if not (speed > 0):
@@ -132,7 +134,7 @@ class ReplayPlayer:
         self.speed = float(speed)
         self.loop = loop
         self.chunk_seconds = float(chunk_seconds)
-        self.linger = float(linger)
+        self.linger = (10.0 if math.isinf(self.speed) else 2.0) if linger is None else float(linger)
         self.wait_consumers = (30.0 if math.isinf(self.speed) else None) if wait_consumers is None \
             else float(wait_consumers)
         self.rec = open_recording(self.path)

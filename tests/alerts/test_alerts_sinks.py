@@ -93,3 +93,12 @@ def test_lsl_marker_outlet_on_loopback(tmp_path):
     assert got == sent
     inlet.close_stream()
     sink.close()
+
+
+def test_jsonl_single_writer(tmp_path):
+    path = tmp_path / "events.jsonl"
+    first = JsonlSink(path)
+    with pytest.raises(SinkError, match="in use"):
+        JsonlSink(path)
+    first.close()
+    JsonlSink(path).close()  # free again once the first writer is gone

@@ -164,3 +164,15 @@ def test_split_selects_subjects(tmp_path: Path) -> None:
 def test_missing_manifest_is_clear(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="manifest.json"):
         ShardIndex(tmp_path)
+
+
+def test_block_sampler_ranks_partition(shards: Path) -> None:
+    ds = EpochDataset(ShardIndex(shards, "train"))
+    parts = [list(BlockShuffleSampler(ds, seed=4, rank=r, world_size=2)) for r in range(2)]
+    assert len(parts[0]) == len(parts[1]) == -(-len(ds) // 2)
+    assert not set(parts[0]) & set(parts[1])  # windows go to one rank each; padding repeats own items
+    assert len(set(parts[0]) | set(parts[1])) >= len(ds) - 20  # at most one 4-group window is cut
+    s = BlockShuffleSampler(ds, seed=4)
+    first = list(s)
+    s.set_epoch(1)
+    assert list(s) != first and sorted(list(s)) == list(range(len(ds)))

@@ -108,3 +108,70 @@ def test_evaluate_predictions_and_report(tmp_path: Path) -> None:
     hyp = plot_hypnogram(st, {"model": perfect.stage}, tmp_path / "hyp.png", "n1")
     for p in (png, hyp):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+
+
+def test_evaluate_cli_with_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real (random) small SleepModel checkpoint over a real shard folder, both modes."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    from test_datasets import make_shards
+
+    from synthsleep.cli import main
+    from synthsleep.model import SleepModel, load_config, save_model
+    from synthsleep.offline_training.evaluate import TorchPredictor
+
+    shards = make_shards(tmp_path / "shards", {"a": ("A", 26), "b": ("B", 9), "c": ("C", 5)},
+                         split={"train": ["C"], "val": [], "test": ["A", "B"]})
+    torch.manual_seed(0)
+    cfg = load_config("small", {"modalities": ("eeg", "eog", "emg", "ecg")})
+    save_model(SleepModel(cfg).eval(), cfg, tmp_path / "ckpt" / "model")
+    pred = TorchPredictor(tmp_path / "ckpt" / "model", chunk=7)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((26, 4, 3000)).astype(np.float32)
+    present = np.ones((26, 4), bool)
+    present[:, 3] = False
+    carried = pred.carried(x, present)
+    pred.chunk = 64  # chunking must not change the carried result (state passed between chunks)
+    whole = pred.carried(x, present)
+    for a, b in zip(carried, whole):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    win = pred.windows(x, present, window=10)
+    np.testing.assert_allclose(win[0][:10], whole[0][:10], rtol=1e-4, atol=1e-5)  # first window = carried
+    assert not np.allclose(win[0][10:], whole[0][10:], atol=1e-6)  # later windows restart from zero
+
+    out = tmp_path / "eval"
+    rc = main(["evaluate", "--model", str(tmp_path / "ckpt"), "--shards", str(shards),  # a run folder
+               "--out", str(out), "--window", "10", "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "state carried" in text and "kappa" in text
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["carried"]["nights"] == 2 and rep["carried"]["epochs"] == 35
+    assert rep["windows"]["staging"]["n"] == 35
+    assert {p.name for p in out.glob("*.png")} == {"confusion_carried.png", "confusion_windows.png", "hypnogram_a.png"}
+
+
+def test_onnx_predictor_matches_checkpoint(tmp_path: Path) -> None:
+    """The ONNX step artifact (StepRuntime) gives the same carried-state outputs as the checkpoint."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    torch.set_num_threads(1)
+    from synthsleep.export.onnx_export import export_step
+    from synthsleep.model import SleepModel, load_config, save_model
+    from synthsleep.offline_training.evaluate import load_predictor
+
+    torch.manual_seed(1)
+    cfg = load_config("small", {"modalities": ("eeg", "eog", "emg", "ecg")})
+    model = SleepModel(cfg).eval()
+    save_model(model, cfg, tmp_path / "model")
+    export_step(model, cfg, tmp_path / "model.onnx", {}, None, exporter="torchscript")
+    onnx_pred, torch_pred = load_predictor(tmp_path / "model.onnx"), load_predictor(tmp_path / "model")
+    assert onnx_pred.modalities == torch_pred.modalities == ("eeg", "eog", "emg", "ecg")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((23, 4, 3000)).astype(np.float32)
+    present = rng.random((23, 4)) > 0.2
+    for mode in ("carried", "windows"):
+        args = (x, present) if mode == "carried" else (x, present, 10)
+        a, b = getattr(onnx_pred, mode)(*args), getattr(torch_pred, mode)(*args)
+        for u, v in zip(a, b):
+            np.testing.assert_allclose(u, v, rtol=1e-3, atol=1e-4)

@@ -132,6 +132,10 @@ def test_bad_files_reported_not_fatal(tmp_path: Path) -> None:
     write_night(src / "nochan.edf", [0, 2, 2], 2, labels=("Foo", "Bar"))
     shutil.copy(src / "good.edf", src / "copy.edf")
     (src / "empty.edf").write_bytes(b"")
+    data = (src / "good.edf").read_bytes()
+    (src / "truncated.edf").write_bytes(data[: len(data) // 2 + 7])
+    (tmp_path / "out" / "shards").mkdir(parents=True)
+    (tmp_path / "out" / "shards" / "old.parquet.tmp-99999").write_bytes(b"half a shard of a killed run")
     # an EDF with 2 epochs of signal but 8 epochs of scoring
     rec = recording
     rng = np.random.default_rng(0)
@@ -143,6 +147,9 @@ def test_bad_files_reported_not_fatal(tmp_path: Path) -> None:
     assert st["nochan"]["status"] == "failed" and "Foo" in st["nochan"]["error"]
     assert st["mismatch"]["status"] == "failed" and "mismatch" in st["mismatch"]["error"]
     assert st["empty"]["status"] == "failed" and "empty.edf" in st["empty"]["error"]
+    assert st["truncated"]["status"] == "failed" and "truncated.edf" in st["truncated"]["error"]
+    assert not [p for p in (tmp_path / "out").rglob("*") if ".tmp-" in p.name]
+    assert sorted(p.name for p in (tmp_path / "out" / "shards").iterdir()) == ["copy.parquet", "good.parquet"]
     # two one-night subjects: one train, one val
     assert len(m.split["train"]) == 1 and len(m.split["val"]) == 1
 
@@ -191,7 +198,7 @@ def test_prepare_generated_nights(tmp_path: Path) -> None:
     src = tmp_path / "in"
     src.mkdir()
     nights = {}
-    for subj, seed in (("1", 11), ("2", 12)):
+    for subj, seed in (("1", 11), ("2", 14)):  # both nights hold apneas/hypopneas (see report)
         night = synthetic.synthesize_night(seed, hours=0.1)
         synthetic.write_night(night, src / f"synth-s{subj}-n1.edf")
         nights[f"synth-s{subj}-n1"] = night
@@ -212,3 +219,44 @@ def test_prepare_generated_nights(tmp_path: Path) -> None:
         assert sorted(e["type"] for e in stored) == sorted(e.type for e in want)
         assert f["channels"]["eeg"] == "EEG C4-M1" and f["channels"]["spo2"] == "SpO2"
         assert np.mean(t.column("present_eeg").to_pylist()) > 0.5
+
+
+NSRR_XML = """<?xml version="1.0" encoding="UTF-8" standalone="no"?>
+<PSGAnnotation><SoftwareVersion>Compumedics</SoftwareVersion><EpochLength>30</EpochLength><ScoredEvents>
+<ScoredEvent><EventType>Stages|Stages</EventType><EventConcept>Wake|0</EventConcept><Start>0</Start><Duration>60</Duration></ScoredEvent>
+<ScoredEvent><EventType>Stages|Stages</EventType><EventConcept>Stage 2 sleep|2</EventConcept><Start>60</Start><Duration>60</Duration></ScoredEvent>
+<ScoredEvent><EventType>Stages|Stages</EventType><EventConcept>REM sleep|5</EventConcept><Start>120</Start><Duration>30</Duration></ScoredEvent>
+<ScoredEvent><EventType>Respiratory|Respiratory</EventType><EventConcept>Hypopnea|Hypopnea</EventConcept><Start>65</Start><Duration>12</Duration></ScoredEvent>
+</ScoredEvents></PSGAnnotation>
+"""
+
+
+def test_sidecar_scorings_sleepedf_and_nsrr(tmp_path: Path) -> None:
+    """Sleep-EDF PSG + Hypnogram pairs and SHHS-style EDF + NSRR XML are found and paired."""
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+
+    def sigs(labels: tuple[str, ...], seconds: int) -> list:
+        return [recording.Signal(lab, 100.0, 20 * rng.standard_normal(seconds * 100)) for lab in labels]
+
+    for night in ("SC4012E0", "SC4011E0"):  # subject 01, nights 2 and 1
+        recording.write_edf(src / f"{night}-PSG.edf", sigs(("EEG Fpz-Cz", "EOG horizontal", "EMG submental"), 150))
+        recording.write_edf(src / f"{night[:6]}EC-Hypnogram.edf", sigs(("Dummy",), 150),
+                            [(0.0, 90.0, "Sleep stage W"), (90.0, 60.0, "Sleep stage 2")])
+    recording.write_edf(src / "shhs1-200001.edf", sigs(("EEG", "EOG(L)", "EMG", "ECG"), 150))
+    (src / "shhs1-200001-nsrr.xml").write_text(NSRR_XML)
+    m = prepare(src, tmp_path / "out", params=PARAMS, workers=1)
+    by = {f["night"]: f for f in m.files}
+    assert set(by) == {"SC4011", "SC4012", "shhs1-200001"}, [f["path"] for f in m.files]
+    assert all(f["status"] == "ok" for f in m.files), [f["error"] for f in m.files]
+    assert by["SC4011"]["subject"] == by["SC4012"]["subject"] == "SC401"
+    assert by["SC4012"]["scoring"].endswith("SC4012EC-Hypnogram.edf")
+    assert by["shhs1-200001"]["channels"] == {"eeg": "EEG", "eog": "EOG(L)", "emg": "EMG", "ecg": "ECG"}
+    t = pq.read_table(tmp_path / "out" / by["SC4012"]["shard"], columns=["stage", "apnea"])
+    assert t.column("stage").to_pylist() == [0, 0, 0, 2, 2]
+    assert t.column("apnea").to_pylist() == [-1] * 5  # no respiratory scoring in a Sleep-EDF hypnogram
+    t = pq.read_table(tmp_path / "out" / by["shhs1-200001"]["shard"], columns=["stage", "hypopnea", "events"])
+    assert t.column("stage").to_pylist() == [0, 0, 2, 2, 4]
+    assert t.column("hypopnea").to_pylist() == [0, 0, 1, 0, 0]
+    assert len(json.loads(t.column("events")[2].as_py())) == 1

@@ -103,7 +103,8 @@ def test_own_edf_plus_round_trip_and_mne(tmp_path: Path) -> None:
     assert (95.0, 20.0, "Obstructive apnea") in anns and (250.0, 15.0, "Hypopnea") in anns
     texts = {t for _, _, t in anns}
     assert texts <= {"Sleep stage W", "Sleep stage N1", "Sleep stage N2", "Sleep stage N3", "Sleep stage R",
-                     "Sleep stage ?", "Obstructive apnea", "Central apnea", "Mixed apnea", "Hypopnea"}
+                     "Sleep stage ?", "Obstructive apnea", "Central apnea", "Mixed apnea", "Hypopnea",
+                     "Respiratory events scored"}
     path = write_edf(tmp_path / "night.edf", _tiny_signals(360), anns)
     assert find_scoring_for(path) == path
     back = load_scoring(path, recording=open_recording(path))
@@ -347,3 +348,17 @@ def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(AnnotationError, match="no scoring inside"):
         load_scoring(edf)
     assert find_scoring_for(edf) is None
+
+
+def test_night_scored_without_events_keeps_zero_labels(tmp_path):
+    """A night scored for breathing with no event must give apnea/hypopnea 0, not unknown."""
+    from synthsleep.psg.annotations import Scoring, epoch_labels, load_scoring, write_scoring_annotations
+    from synthsleep.psg.recording import write_edf
+
+    sc = Scoring(np.array([0, 1, 2, 2], np.int8), [], resp_scored=True)
+    path = write_edf(tmp_path / "quiet.edf", [], write_scoring_annotations(sc))
+    back = load_scoring(path, n_epochs=4)
+    _, apnea, hyp = epoch_labels(back, 4)
+    assert apnea.tolist() == [0, 0, 0, 0] and hyp.tolist() == [0, 0, 0, 0]
+    unscored = Scoring(np.array([0, 1], np.int8), [])
+    assert all(t != "Respiratory events scored" for _, _, t in write_scoring_annotations(unscored))

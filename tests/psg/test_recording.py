@@ -149,6 +149,8 @@ def test_edf_plus_d_gaps_are_nan(tmp_path: Path) -> None:
     assert np.isnan(x[20:40]).all()
     np.testing.assert_array_equal(x[40:], [3] * 10)
     np.testing.assert_array_equal(rec.read("EEG Test", 1.5, 4.5), [2] * 5 + [np.nan] * 20 + [3] * 5)
+    np.testing.assert_array_equal(rec.recorded("EEG Test", 1.5, 4.5), [True] * 5 + [False] * 20 + [True] * 5)
+    assert rec.recorded("EEG Test").sum() == 30
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,3 +176,28 @@ def test_dreams_excerpt3_loads_with_plausible_microvolts() -> None:
     hyp = rec.read("hypnogram")
     assert set(np.unique(hyp)) <= {0, 1, 2, 3, 4, 5} and np.allclose(hyp, np.round(hyp))
     np.testing.assert_array_equal(rec.read("C3-A1", 600, 630), rec.read("C3-A1")[30000:31500])
+
+
+def test_bdf_24bit_in_volts(tmp_path: Path) -> None:
+    edfio = pytest.importorskip("edfio")
+    rng = np.random.default_rng(3)
+    x_v = rng.normal(0, 30e-6, 512 * 10)  # EEG in volts
+    path = tmp_path / "eeg.bdf"
+    edfio.Bdf([edfio.BdfSignal(x_v, 512, label="Fp1", physical_dimension="V", physical_range=(-0.262144, 0.262143)),
+               edfio.BdfSignal(rng.normal(0, 1, 10 * 8), 8, label="Temp", physical_dimension="degC",
+                               physical_range=(-10, 10))],
+              data_record_duration=1).write(path)
+    rec = open_recording(path)
+    assert [(c.label, c.rate, c.unit) for c in rec.channels] == [("Fp1", 512.0, "uV"), ("Temp", 8.0, "degC")]
+    got = rec.read("Fp1", 2.0, 3.0)
+    np.testing.assert_allclose(got, x_v[1024:1536] * 1e6, atol=0.04)  # 24-bit step ≈ 0.03 µV
+    assert 10 < np.std(rec.read("Fp1")) < 60
+
+
+def test_duplicate_labels_stay_readable(tmp_path: Path) -> None:
+    sigs = [Signal("EEG", 100, np.full(200, 5.0)), Signal("EEG", 100, np.full(200, -7.0))]
+    with open_recording(write_edf(tmp_path / "dup.edf", sigs)) as rec:
+        assert rec.labels == ["EEG", "EEG#2"]
+        assert np.allclose(rec.read("EEG"), 5.0, atol=1e-2) and np.allclose(rec.read("EEG#2"), -7.0, atol=1e-2)
+    with pytest.raises(RecordingError, match="closed"):
+        rec.read("EEG")

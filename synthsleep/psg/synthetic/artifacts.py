@@ -12,7 +12,7 @@ import numpy as np
 
 from synthsleep.psg.synthetic.features import FeatureTrack
 from synthsleep.psg.synthetic.subject import SubjectParams
-from synthsleep.psg.synthetic.util import band_gain, shaped_noise, slow_modulation, upsample
+from synthsleep.psg.synthetic.util import band_gain, shaped_noise, sinusoid, slow_modulation, upsample
 
 EXG_LABELS = ("EEG C4-M1", "EEG C3-M2", "EOG E1-M2", "EOG E2-M2")
 
@@ -39,9 +39,8 @@ def add_artifacts(rng: np.random.Generator, signals: dict[str, tuple[float, np.n
     for label, (fs, x) in signals.items():
         if label == "SpO2" or label.startswith("Resp"):
             continue
-        t = np.arange(x.size) / fs
         amp = subject.line_uv * (3.0 if label in ("EMG Chin", "ECG II") else 1.0)
-        x += amp * upsample(line_mod, 1.0, x.size, fs) * np.sin(2 * np.pi * subject.line_hz * t + rng.uniform(0, 6.3))
+        x += amp * upsample(line_mod, 1.0, x.size, fs) * sinusoid(x.size, fs, subject.line_hz, rng.uniform(0, 6.3))
         if label in EXG_LABELS:
             x += subject.noise_uv * rng.standard_normal(x.size)
     # movement bursts on EEG/EOG/ECG: large slow swings plus muscle noise
@@ -53,8 +52,8 @@ def add_artifacts(rng: np.random.Generator, signals: dict[str, tuple[float, np.n
             if not on.any():
                 continue
             k = int(on.sum())
-            slow = np.cumsum(rng.standard_normal(k)) / np.sqrt(fs) * 120.0
-            x[on] += env[on] * (slow - np.mean(slow) + 40.0 * rng.standard_normal(k))
+            slow = shaped_noise(rng, k, fs, band_gain(0.3, 4.0, 2.0))[0] * 120.0
+            x[on] += env[on] * (slow + 30.0 * rng.standard_normal(k))
     # electrode pops
     for label in EXG_LABELS:
         fs, x = signals[label]

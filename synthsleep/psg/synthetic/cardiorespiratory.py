@@ -2,7 +2,7 @@
 
 All rendered from the same ``NightPlan``: an obstructive apnea silences the airflow while effort
 goes on (thorax and abdomen drift into opposite phase), a central apnea silences both, a mixed
-one starts central and ends obstructive, a hypopnea reduces the flow by 40-70 %. Recovery
+one starts central and ends obstructive, a hypopnea reduces the flow by 50-80 %. Recovery
 breaths follow each event, the SpO2 nadir lags the event end by 18-30 s, the heart slows during
 apneas and speeds up at the arousal that ends them.
 """
@@ -14,7 +14,7 @@ import numpy as np
 from synthsleep.psg.synthetic.events import EPOCH_S, NightPlan
 from synthsleep.psg.synthetic.features import FeatureTrack
 from synthsleep.psg.synthetic.subject import SubjectParams
-from synthsleep.psg.synthetic.util import slow_modulation, smooth, upsample
+from synthsleep.psg.synthetic.util import band_gain, shaped_noise, slow_modulation, smooth, upsample
 
 RESP_FS = 32.0
 ECG_FS = 512.0
@@ -99,7 +99,10 @@ def render_respiration(rng: np.random.Generator, stages: np.ndarray, track: Feat
     th = np.sin(2 * np.pi * (phase + lag))
     ab = np.sin(2 * np.pi * (phase + lag) + np.pi * paradox)
     move = upsample(track.movement, 1.0, n, fs)
-    jolt = move * rng.standard_normal(n).cumsum() / np.sqrt(fs) * 60.0
+    jolt = np.zeros(n)
+    on = move > 0.01
+    if on.any():  # body movement: large slow swings on the belts while it lasts
+        jolt[on] = move[on] * shaped_noise(rng, int(on.sum()), fs, band_gain(0.2, 2.0, 2.0))[0] * 350.0
     drift = upsample(slow_modulation(rng, n_sec, 0.3, 60.0) - 1.0, 1.0, n, fs)
     thorax = _EFFORT_AMP[0] * (amp * effort_f * th + 0.3 * drift) + jolt
     abdomen = _EFFORT_AMP[1] * (amp * effort_f * ab - 0.3 * drift) + 0.7 * jolt
@@ -168,16 +171,13 @@ def render_ecg(rng: np.random.Generator, hr: np.ndarray, hr_fs: float, subject: 
     frac = (beat_phase[idx] - k[idx]) / np.maximum(beat_phase[idx] - beat_phase[idx - 1], 1e-9)
     r_times = (idx - frac) / hr_fs
     n = int(hr.size / hr_fs * fs)
-    t = np.arange(n) / fs
     tmpl, r_at = _ecg_template(fs)
     ecg = np.zeros(n)
-    j = np.searchsorted(r_times, t)  # next beat index
-    for nb in (j - 1, j):  # previous and next R peak
-        ok = (nb >= 0) & (nb < r_times.size)
-        off = np.zeros(n, dtype=np.int64)
-        off[ok] = np.round((t[ok] - r_times[nb[ok]]) * fs).astype(np.int64) + r_at
-        ok &= (off >= 0) & (off < tmpl.size)
-        ecg[ok] += tmpl[off[ok]]
+    m = tmpl.size
+    for i0 in (np.round(r_times * fs).astype(np.int64) - r_at).tolist():  # ~30k beats a night
+        a, b = max(0, i0), min(n, i0 + m)
+        if b > a:
+            ecg[a:b] += tmpl[a - i0: b - i0]
     amp = subject.ecg_mv * 1000.0
     wander = upsample(np.sin(2 * np.pi * phase[:: int(hr_fs)]), 1.0, n, fs)
     return amp * ecg + 0.05 * amp * wander + 8.0 * rng.standard_normal(n), r_times

@@ -106,10 +106,11 @@ def run(args: argparse.Namespace) -> int:
                                    "subject_params": params.to_dict()})
     (args.out / "synth_manifest.json").write_text(json.dumps(manifest, indent=1))
     table = Table(title=f"{args.nights} synthetic night(s) in {args.out} ({time.perf_counter() - t0:.1f} s)")
-    for col in ("file", "subject", "hours", "AHI", *(f"{s} %" for s in STAGE_NAMES)):
-        table.add_column(col, justify="right" if col not in ("file", "subject") else "left")
-    for name, subj, hours, ahi, pct in rows:
-        table.add_row(name, subj, f"{hours:.2f}", f"{ahi:.1f}", *(f"{pct[s]:.1f}" for s in STAGE_NAMES))
+    table.add_column("file", no_wrap=True, min_width=max(len(r[0]) for r in rows))
+    for col in ("hours", "AHI", *(f"{s} %" for s in STAGE_NAMES)):
+        table.add_column(col, justify="right")
+    for name, _subj, hours, ahi, pct in rows:
+        table.add_row(name, f"{hours:.2f}", f"{ahi:.1f}", *(f"{pct[s]:.1f}" for s in STAGE_NAMES))
     Console().print(table)
     if args.validate:
         _validate(args.out, [r[0] for r in rows], Console())

@@ -88,7 +88,7 @@ def render_eeg(rng: np.random.Generator, track: FeatureTrack, subject: SubjectPa
     g = subject.eeg_gain
     arousal = _env(track.arousal, n, fs)
     comps: dict[str, np.ndarray] = {}
-    bg = shaped_noise(rng, n, fs, pink_gain(1.0), k=3)
+    bg = shaped_noise(rng, n, fs, pink_gain(1.15), k=3)
     bg_env = _env(track["bg"], n, fs) * subject.background_uv
     comps["bg_shared"] = bg[0] * bg_env
     alpha = shaped_noise(rng, n, fs, peak_gain(subject.alpha_hz, 0.55))[0]
@@ -117,11 +117,12 @@ def render_eeg(rng: np.random.Generator, track: FeatureTrack, subject: SubjectPa
 
 
 def render_eog(rng: np.random.Generator, track: FeatureTrack, subject: SubjectParams, frontal: np.ndarray,
-               fs: float = EEG_FS) -> tuple[np.ndarray, np.ndarray]:
+               fs: float = EEG_FS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """E1-M2 and E2-M2: eye movements in opposite phase plus in-phase frontal EEG.
 
     Returns:
-        (e1 [n], e2 [n]) float64 in uV.
+        (e1 [n], e2 [n], eye [n]) float64 in uV; ``eye`` is the eye-movement potential alone
+        (the EEG leads pick up a little of it).
     """
     n = frontal.size
     a = subject.eog_uv
@@ -132,19 +133,19 @@ def render_eog(rng: np.random.Generator, track: FeatureTrack, subject: SubjectPa
     rem_k = (1 - np.exp(-t2 / 0.05)) * np.exp(-t2 / 0.5)
     blink_t = poisson_times(rng, track["blink"] * 10.0 / 60.0)
     sacc_t = poisson_times(rng, track["saccade"] * 12.0 / 60.0)
-    burst_t = poisson_times(rng, track["rem"] * 3.0 / 60.0)
+    burst_t = poisson_times(rng, track["rem"] * 4.0 / 60.0)
     rem_t = np.concatenate([b + np.cumsum(rng.uniform(0.2, 0.8, rng.integers(2, 9))) for b in burst_t]) \
         if burst_t.size else np.zeros(0)
     eye = place_kernels(n, fs, blink_t, -2.0 * a * rng.lognormal(0, 0.3, blink_t.size), blink_k)
     eye += place_kernels(n, fs, sacc_t, a * rng.choice([-1, 1], sacc_t.size) * rng.lognormal(0, 0.4, sacc_t.size), sacc_k)
-    eye += place_kernels(n, fs, rem_t, 1.3 * a * rng.choice([-1, 1], rem_t.size) * rng.lognormal(0, 0.35, rem_t.size), rem_k)
+    eye += place_kernels(n, fs, rem_t, 1.7 * a * rng.choice([-1, 1], rem_t.size) * rng.lognormal(0, 0.35, rem_t.size), rem_k)
     sem = shaped_noise(rng, n, fs, band_gain(0.08, 0.4, 2.0))[0]
     eye += 0.8 * a * sem * _env(track["sem"], n, fs)
-    xtalk = rng.uniform(0.35, 0.7)
+    xtalk = rng.uniform(0.25, 0.55)
     own = shaped_noise(rng, n, fs, pink_gain(1.0), k=2) * 4.0
     e1 = eye * rng.uniform(0.85, 1.15) + xtalk * frontal + own[0]
     e2 = -eye * rng.uniform(0.85, 1.15) + xtalk * frontal * rng.uniform(0.8, 1.2) + own[1]
-    return e1, e2
+    return e1, e2, eye
 
 
 def render_emg(rng: np.random.Generator, track: FeatureTrack, subject: SubjectParams, n_seconds: int,

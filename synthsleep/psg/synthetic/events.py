@@ -92,7 +92,7 @@ def plan_respiratory_events(rng: np.random.Generator, stages: np.ndarray, subjec
             continue
         busy[i0:i1] = True
         if etype == "hypopnea":
-            flow = float(rng.uniform(0.3, 0.6))
+            flow = float(rng.uniform(0.2, 0.5))  # 50-80 % drop
             if rng.random() < 0.75:
                 desat = float(rng.uniform(3.2, 6.0))
                 arousal = bool(rng.random() < 0.5)

@@ -9,6 +9,8 @@ the same 1-Hz grid.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,11 +23,11 @@ FEATURES = ("bg", "alpha", "beta", "theta", "delta", "spindle", "kcomplex", "ver
             "emg", "blink", "saccade", "sem", "rem")
 #                       bg    alpha beta  theta delta spind kc    vert  saw   emg   blink sacc  sem   rem
 STAGE_FEATURES = np.array([
-    [0.85, 1.00, 1.00, 0.35, 0.15, 0.00, 0.00, 0.00, 0.00, 1.00, 1.00, 1.00, 0.05, 0.00],  # W
+    [0.85, 1.00, 1.00, 0.25, 0.15, 0.00, 0.00, 0.00, 0.00, 1.00, 1.00, 1.00, 0.05, 0.00],  # W
     [0.90, 0.30, 0.55, 1.00, 0.28, 0.05, 0.05, 1.00, 0.00, 0.60, 0.10, 0.10, 1.00, 0.00],  # N1
     [1.00, 0.08, 0.30, 0.70, 0.45, 1.00, 1.00, 0.10, 0.00, 0.45, 0.00, 0.00, 0.15, 0.00],  # N2
     [1.05, 0.05, 0.20, 0.60, 1.00, 0.30, 0.30, 0.00, 0.00, 0.40, 0.00, 0.00, 0.00, 0.00],  # N3
-    [0.75, 0.25, 0.55, 0.85, 0.20, 0.02, 0.02, 0.00, 1.00, 0.12, 0.00, 0.05, 0.10, 1.00],  # REM
+    [0.80, 0.12, 0.22, 0.45, 0.20, 0.02, 0.02, 0.00, 1.00, 0.12, 0.00, 0.05, 0.10, 1.00],  # REM
 ])
 _IDX = {f: i for i, f in enumerate(FEATURES)}
 _RATE_FEATURES = ("spindle", "kcomplex", "vertex", "sawtooth", "blink", "saccade", "rem")
@@ -53,15 +55,27 @@ class FeatureTrack:
         return self.arousal.size
 
 
+def subject_feature_gains(subject: SubjectParams) -> np.ndarray:
+    """Subject-specific multipliers of the stage table (same for all nights of a subject).
+
+    Derived deterministically from the subject's parameters, so two nights of one subject share
+    them. Returns float64 [5 stages, len(FEATURES)], lognormal around 1.
+    """
+    digest = hashlib.sha256(json.dumps(subject.to_dict(), sort_keys=True).encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    g = rng.lognormal(0.0, 0.25, size=STAGE_FEATURES.shape)
+    g *= rng.lognormal(0.0, 0.15, size=(1, len(FEATURES)))
+    return g
+
+
 def epoch_features(rng: np.random.Generator, stages: np.ndarray, subject: SubjectParams) -> np.ndarray:
     """Per-epoch feature weights.
 
     Returns:
         float64 [n_epochs, len(FEATURES)].
     """
-    n = stages.size
-    w = STAGE_FEATURES[stages].copy()
-    w *= rng.lognormal(0.0, 0.22, size=w.shape)  # epoch-to-epoch variability
+    w = STAGE_FEATURES[stages] * subject_feature_gains(subject)[stages]
+    w *= rng.lognormal(0.0, 0.3, size=w.shape)  # epoch-to-epoch variability
     # N1: a mix towards the neighbouring look (wake-like or N2-like), strength per subject
     n1 = np.flatnonzero(stages == 1)
     if n1.size:
@@ -70,6 +84,7 @@ def epoch_features(rng: np.random.Generator, stages: np.ndarray, subject: Subjec
         prev = stages[np.maximum(n1 - 1, 0)]
         towards = np.where(np.isin(prev, (0, 2)), np.where(rng.random(n1.size) < 0.7, prev, towards), towards)
         w[n1] = (1 - m)[:, None] * w[n1] + m[:, None] * STAGE_FEATURES[towards] * rng.lognormal(0, 0.2, (n1.size, 1))
+        w[n1, _IDX["sem"]] *= rng.uniform(0.0, 1.3, n1.size)  # slow eye movements come and go
     # depth: N2 delta from light to near-N3, N3 from threshold to deep
     n2 = stages == 2
     w[n2, _IDX["delta"]] = rng.uniform(0.25, 0.68, n2.sum())
@@ -89,6 +104,10 @@ def epoch_features(rng: np.random.Generator, stages: np.ndarray, subject: Subjec
         w[wk, _IDX["alpha"]] *= closed
         w[wk, _IDX["blink"]] *= 1.3 - closed
         w[wk, _IDX["saccade"]] *= 1.3 - closed
+        drowsy = rng.random(wk.size) < 0.25  # drowsy wake: alpha fades, eyes roll
+        w[wk[drowsy], _IDX["alpha"]] *= rng.uniform(0.2, 0.7, drowsy.sum())
+        w[wk[drowsy], _IDX["theta"]] += rng.uniform(0.2, 0.6, drowsy.sum())
+        w[wk[drowsy], _IDX["sem"]] += rng.uniform(0.2, 0.8, drowsy.sum())
     return np.clip(w, 0.0, None)
 
 

@@ -129,7 +129,7 @@ def synthesize_night(seed: int, hours: float, subject: SubjectParams | None = No
         ``SyntheticNight`` with channels at their native rates (EEG/EOG 256 Hz, EMG/ECG 512 Hz,
         respiration 32 Hz, SpO2 1 Hz).
     """
-    if not np.isfinite(hours) or hours <= 0:
+    if stages is None and (not np.isfinite(hours) or hours <= 0):
         raise ValueError(f"hours must be a positive number, got {hours!r}")
     t_start = time.perf_counter()
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(9)]
@@ -148,8 +148,11 @@ def synthesize_night(seed: int, hours: float, subject: SubjectParams | None = No
     plan = plan_night(rngs[2], stages, subject)
     track = feature_track(rngs[3], stages, subject, plan)
     c4, c3, frontal = render_eeg(rngs[4], track, subject)
-    e1, e2 = render_eog(rngs[5], track, subject, frontal)
+    e1, e2, eye = render_eog(rngs[5], track, subject, frontal)
     del frontal
+    c4 += subject.eye_leak * eye  # blinks and eye movements reach the central leads a little
+    c3 += subject.eye_leak * 1.2 * eye
+    del eye
     emg = render_emg(rngs[6], track, subject, n_sec)
     airflow, thorax, abdomen, phase = render_respiration(rngs[7], stages, track, plan, subject)
     hr = heart_rate(rngs[7], stages, track, plan, subject, phase)

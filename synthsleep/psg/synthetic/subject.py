@@ -21,13 +21,13 @@ class SubjectParams:
     eeg_gain: float = 1.0  # overall EEG amplitude (age, skull, impedance)
     background_uv: float = 14.0  # RMS of the 1/f background
     alpha_hz: float = 10.0
-    alpha_uv: float = 9.0  # RMS of wake alpha at C4 (eyes closed)
-    beta_uv: float = 3.0
+    alpha_uv: float = 6.5  # RMS of wake alpha at C4 (eyes closed)
+    beta_uv: float = 2.5
     theta_uv: float = 8.0  # RMS of N1 theta
-    delta_n3_uv: float = 30.0  # RMS of 0.5-2 Hz delta in (average) N3
+    delta_n3_uv: float = 27.0  # RMS of 0.5-2 Hz delta in (average) N3
     spindle_hz: float = 13.0
-    spindle_uv: float = 22.0  # peak amplitude
-    spindle_per_min: float = 4.0  # N2 spindle density
+    spindle_uv: float = 32.0  # peak amplitude
+    spindle_per_min: float = 5.0  # N2 spindle density
     kcomplex_per_min: float = 1.0
     emg_tone_uv: float = 8.0  # chin EMG RMS in quiet wake
     eog_uv: float = 90.0  # typical eye-movement amplitude
@@ -44,7 +44,8 @@ class SubjectParams:
     frac_mixed: float = 0.05  # the rest are hypopneas
     arousal_per_h: float = 10.0  # spontaneous arousals
     artifact_rate: float = 1.0  # multiplies movement/pop/drift/lead-off rates
-    n1_ambiguity: float = 0.5  # 0: N1 clear-cut, 1: N1 often looks like W or N2
+    n1_ambiguity: float = 0.6  # 0: N1 clear-cut, 1: N1 often looks like W or N2
+    eye_leak: float = 0.06  # fraction of the eye-movement potential seen by the EEG leads
 
     def to_dict(self) -> dict[str, float]:
         """JSON-able dict."""
@@ -86,13 +87,13 @@ class SubjectParams:
             eeg_gain=gain,
             background_uv=float(14.0 * ln(0.0, 0.2)),
             alpha_hz=float(np.clip(rng.normal(10.0, 0.8), 8.2, 12.0)),
-            alpha_uv=float(9.0 * ln(0.0, 0.5)),  # some people have hardly any alpha
-            beta_uv=float(3.0 * ln(0.0, 0.3)),
+            alpha_uv=float(6.5 * ln(0.0, 0.5)),  # some people have hardly any alpha
+            beta_uv=float(2.5 * ln(0.0, 0.3)),
             theta_uv=float(8.0 * ln(0.0, 0.25)),
-            delta_n3_uv=float(30.0 * ln(0.0, 0.15)),
+            delta_n3_uv=float(27.0 * ln(0.0, 0.15)),
             spindle_hz=float(np.clip(rng.normal(13.0, 0.8), 11.5, 15.0)),
-            spindle_uv=float(22.0 * ln(0.0, 0.3)),
-            spindle_per_min=float(np.clip(rng.normal(4.0, 1.5), 1.0, 8.0)),
+            spindle_uv=float(32.0 * ln(0.0, 0.3)),
+            spindle_per_min=float(np.clip(rng.normal(5.0, 1.5), 1.5, 9.0)),
             kcomplex_per_min=float(np.clip(rng.normal(1.0, 0.4), 0.2, 2.5)),
             emg_tone_uv=float(8.0 * ln(0.0, 0.4)),
             eog_uv=float(90.0 * ln(0.0, 0.3)),
@@ -109,5 +110,6 @@ class SubjectParams:
             frac_mixed=fm,
             arousal_per_h=float(np.clip(rng.normal(10.0, 4.0), 2.0, 25.0)),
             artifact_rate=float(ln(0.0, 0.5)),
-            n1_ambiguity=float(rng.uniform(0.3, 0.8)),
+            n1_ambiguity=float(rng.uniform(0.4, 0.95)),
+            eye_leak=float(rng.uniform(0.03, 0.12)),
         )

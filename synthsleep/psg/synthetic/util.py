@@ -21,11 +21,15 @@ def shaped_noise(rng: np.random.Generator, n: int, fs: float, gain: Callable[[np
     Returns:
         float64 [k, n] (unit RMS each).
     """
-    white = rng.standard_normal((k, n))
-    spec = np.fft.rfft(white, axis=1)
+    from scipy import fft as sfft
+
+    m = n // 2 + 1
+    # the spectrum of white Gaussian noise drawn directly (saves the forward transform)
+    spec = rng.standard_normal((k, m)) + 1j * rng.standard_normal((k, m))
+    spec[:, 0] = 0.0
     f = np.fft.rfftfreq(n, 1.0 / fs)
     spec *= gain(f)[None]
-    out = np.fft.irfft(spec, n=n, axis=1)
+    out = sfft.irfft(spec, n=n, axis=1)
     rms = np.sqrt(np.mean(out**2, axis=1, keepdims=True))
     return out / np.maximum(rms, 1e-12)
 
@@ -105,3 +109,15 @@ def poisson_times(rng: np.random.Generator, rate_per_s: np.ndarray) -> np.ndarra
     counts = rng.poisson(np.maximum(rate_per_s, 0.0))
     sec = np.repeat(np.arange(rate_per_s.size), counts)
     return np.sort(sec + rng.random(sec.size))
+
+
+def sinusoid(n: int, fs: float, freq: float, phase: float) -> np.ndarray:
+    """sin(2 pi freq t + phase) for n samples at fs; tiled from one exact period when freq/fs is rational."""
+    from fractions import Fraction
+
+    r = Fraction(freq / fs).limit_denominator(4096)
+    if abs(float(r) - freq / fs) < 1e-12 and 0 < r.denominator <= 4096:
+        period = r.denominator
+        base = np.sin(2 * np.pi * freq * np.arange(period) / fs + phase)
+        return np.resize(base, n)
+    return np.sin(2 * np.pi * freq * np.arange(n) / fs + phase)

@@ -1,0 +1,333 @@
+"""``make model``: the whole offline pipeline on synthetic nights, ending in the shipped artifact.
+
+    python -m synthsleep.offline_training.make_model --out synthsleep/assets [--work runs/make_model]
+
+Stages (each timed; a summary table is printed at the end and stored in eval_report.json):
+
+1. synthesise nights (``--subjects`` sleepers, some with two nights, ``--hours`` each) as EDF+;
+2. prepare them into Parquet shards (subject-level train/val/test split);
+3. pretrain one NeuroNet per modality (short, time-boxed by the run config);
+4. pretrain the SynthSleepNet fusion, initialised from the unimodal encoders;
+5. fine-tune all tasks: end-to-end windows, then whole-night truncated BPTT with the state
+   carried; model selection and apnea/hypopnea thresholds on the VALIDATION split; the thresholds
+   are then folded into the heads' output biases so that probability 0.5 is the decision point;
+6. evaluate on the held-out TEST subjects, (a) 20-epoch windows from a zero state and (b) the
+   state carried all night (PyTorch), then the ONNX artifact through ONNX Runtime;
+7. export ``model.onnx`` (when ``synthsleep.export`` is installed) and copy ``model.safetensors``,
+   ``model.json``, ``eval_report.json`` and plots into ``--out``.
+
+``--label-study`` adds the 1 %-labels comparison (pretrained vs from scratch, same budget).
+Designed to finish in under 45 minutes on 2 CPU cores with the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import load_run_config
+from .finetune import _jsonable, _short, embed_nights, evaluate_embedded, finetune
+from .pretrain import pretrain_multimodal, pretrain_unimodal
+from .trainer import load_nights, setup_threads
+
+log = logging.getLogger(__name__)
+
+
+class Timer:
+    """Stage timings in seconds, in order."""
+
+    def __init__(self) -> None:
+        self.stages: list[tuple[str, float]] = []
+        self.t0 = time.monotonic()
+
+    def run(self, name: str, fn, *a, **kw):
+        t = time.monotonic()
+        print(f"[make model] {name} ...", flush=True)
+        out = fn(*a, **kw)
+        dt = time.monotonic() - t
+        self.stages.append((name, dt))
+        print(f"[make model] {name}: {dt:.1f} s (total {time.monotonic() - self.t0:.0f} s)", flush=True)
+        return out
+
+    def table(self) -> str:
+        total = sum(s for _, s in self.stages)
+        lines = [f"{'stage':<34}{'seconds':>10}{'share':>8}"]
+        lines += [f"{n:<34}{s:>10.1f}{100 * s / max(total, 1e-9):>7.1f}%" for n, s in self.stages]
+        lines.append(f"{'total':<34}{total:>10.1f}{'':>8}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- data
+def _synth_one(job: tuple[int, int, float, str, int]) -> str:
+    from synthsleep.psg.synthetic import SubjectParams, synthesize_night, write_night
+
+    s, k, hours, out, seed = job
+    subj = SubjectParams.draw(np.random.default_rng([seed, s, 0x5B]), None)
+    night = synthesize_night(seed=seed * 100_000 + s * 100 + k, hours=hours, subject=subj)
+    path = Path(out) / f"synth-s{s:03d}-n{k}.edf"
+    write_night(night, path)
+    return str(path)
+
+
+def synthesise(out: Path, subjects: int, two_night_subjects: int, hours: float, seed: int,
+               workers: int) -> int:
+    """EDF+ nights ``synth-s<S>-n<K>.edf``; returns the number written (existing files kept)."""
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(s, k, hours, str(out), seed) for s in range(subjects)
+            for k in range(2 if s < two_night_subjects else 1)]
+    todo = [j for j in jobs if not (out / f"synth-s{j[0]:03d}-n{j[1]}.edf").exists()]
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(_synth_one, todo))
+    else:
+        for j in todo:
+            _synth_one(j)
+    return len(jobs)
+
+
+# ---------------------------------------------------------------------------------- evaluation
+def evaluate_test(model_dir: Path, shards: Path, window: int) -> dict[str, Any]:
+    """Both evaluation modes on the TEST split with the fine-tuned PyTorch model."""
+    from synthsleep.model import load_model
+
+    model, cfg = load_model(model_dir / "model")
+    test = load_nights(shards, "test", cfg.modalities)
+    emb = embed_nights(model, test, torch.device("cpu"), desc="embed test")
+    res = {"carried": evaluate_embedded(model, emb, test, "carried"),
+           f"window{window}": evaluate_embedded(model, emb, test, "window", window)}
+    res["test_nights"] = len(test)
+    res["test_subjects"] = len({n.subject for n in test})
+    res["test_epochs"] = int(sum(len(n) for n in test))
+    return res
+
+
+def fold_thresholds(model_dir: Path, thresholds: dict[str, float]) -> None:
+    """Shift the apnea/hypopnea output biases by -logit(threshold): afterwards p >= 0.5 holds
+    exactly where the old p >= threshold did, so every consumer can use 0.5."""
+    from synthsleep.model import load_model, save_model
+    from synthsleep.model.io import load_config_json
+
+    model, cfg = load_model(model_dir / "model")
+    _, meta = load_config_json(model_dir / "model")
+    with torch.no_grad():
+        for name in ("apnea", "hypopnea"):
+            t = min(max(float(thresholds[name]), 1e-4), 1 - 1e-4)
+            getattr(model.heads, name)[-1].bias -= float(np.log(t / (1 - t)))
+    meta = dict(meta)
+    meta["thresholds_folded"] = thresholds
+    meta["thresholds"] = {"apnea": 0.5, "hypopnea": 0.5}
+    save_model(model, cfg, model_dir / "model", metadata=meta)
+
+
+def export_and_check(model_dir: Path, out: Path, shards: Path, provenance: dict[str, Any],
+                     window: int) -> dict[str, Any] | None:
+    """ONNX export + evaluation of the artifact through ONNX Runtime (None if export missing)."""
+    try:
+        from synthsleep.export.onnx_export import export_step
+    except ImportError as e:
+        log.warning("synthsleep.export is not available (%s): no model.onnx written", e)
+        return None
+    from synthsleep.model import load_model
+    from synthsleep.offline_training.prepare import load_manifest
+
+    model, cfg = load_model(model_dir / "model")
+    params = load_manifest(shards).params
+    export_step(model, cfg, out / "model.onnx", provenance, params,
+                {"apnea": 0.5, "hypopnea": 0.5})
+    try:
+        from synthsleep.offline_training.evaluate import evaluate_model
+    except ImportError:
+        return {"exported": True}
+    rep = evaluate_model(out / "model.onnx", shards, out / "eval_onnx", "test", window)
+    return rep
+
+
+# ---------------------------------------------------------------------------------- the pipeline
+def _finetune_cfg(rc: dict[str, Any], budget_scale: float) -> dict[str, Any]:
+    rc = json.loads(json.dumps(rc))
+    for sec, keys in (("pretrain_unimodal", ("max_minutes",)), ("pretrain_multimodal", ("max_minutes",)),
+                      ("finetune", ("window_max_minutes", "night_max_minutes"))):
+        for k in keys:
+            rc[sec][k] = float(rc[sec][k]) * budget_scale
+    return rc
+
+
+def make_model(out: Path, work: Path, rc: dict[str, Any], subjects: int, two_night: int, hours: float,
+               workers: int, label_study: bool) -> dict[str, Any]:
+    timer = Timer()
+    seed = int(rc["seed"])
+    nights_dir, shards = work / "nights", work / "shards"
+    n_nights = timer.run("synthesise nights", synthesise, nights_dir, subjects, two_night, hours, seed, workers)
+
+    from .prepare import prepare
+
+    man = timer.run("prepare shards", prepare, nights_dir, shards, workers=workers, seed=seed)
+    summary = man.extra.get("summary", {})
+    print(f"[make model] data: {n_nights} nights, {summary.get('epochs')} epochs, subjects "
+          f"{summary.get('subjects')}", flush=True)
+
+    from synthsleep.model import load_config
+
+    cfg = load_config(rc["model"], rc.get("model_overrides") or None)
+    uni = {}
+    for m in cfg.modalities:
+        uni[m] = timer.run(f"pretrain unimodal {m}", pretrain_unimodal, shards, work / "unimodal" / m, rc, m)
+    mm = timer.run("pretrain multimodal", pretrain_multimodal, shards, work / "multimodal", rc, work / "unimodal")
+    ft = timer.run("fine-tune all tasks (windows + nights)", finetune, shards, work / "finetune", rc, "all",
+                   1.0, work / "multimodal")
+    thresholds = ft["thresholds"]
+    timer.run("fold val thresholds into heads", fold_thresholds, work / "finetune", thresholds)
+    window = int(rc["finetune"]["eval_window"])
+    test = timer.run("evaluate test split (torch)", evaluate_test, work / "finetune", shards, window)
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("model.safetensors", "model.json"):
+        shutil.copy2(work / "finetune" / name, out / name)
+    fingerprint = {f["night"]: f["sha256"] for f in man.ok_files}
+    provenance = {
+        "data": "synthetic nights (synthsleep.psg.synthetic)", "nights": n_nights,
+        "data_fingerprint": _fingerprint(fingerprint), "split": man.split,
+        "run_config": _jsonable(rc), "metrics": {"test_carried": _short(test["carried"]),
+                                                 f"test_window{window}": _short(test[f"window{window}"]),
+                                                 "val": _short(ft["val"])},
+        "thresholds_folded": thresholds,
+    }
+    onnx_rep = timer.run("export ONNX + evaluate artifact (ORT)", export_and_check, work / "finetune", out,
+                         shards, provenance, window)
+
+    study = None
+    if label_study:
+        study = timer.run("label study (1 % labels)", run_label_study, shards, work, rc)
+
+    report = {
+        "test": test, "val": ft["val"], "onnx_eval": _onnx_short(onnx_rep),
+        "pretrain": {"unimodal": uni, "multimodal": mm},
+        "finetune": {k: v for k, v in ft.items() if k not in ("val",)},
+        "label_study": study, "data": summary, "timings_s": dict(timer.stages),
+        "threads": torch.get_num_threads(), "provenance": provenance,
+    }
+    (out / "eval_report.json").write_text(json.dumps(_jsonable(report), indent=1))
+    _plots(work, out, test)
+    print("\n" + timer.table())
+    _print_metrics(test, window, onnx_rep)
+    return report
+
+
+def _fingerprint(d: dict[str, str]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(d):
+        h.update(f"{k}:{d[k]}\n".encode())
+    return h.hexdigest()
+
+
+def _onnx_short(rep: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not rep or "carried" not in rep:
+        return rep
+    out = {}
+    for mode in ("carried", "windows"):
+        r = rep[mode]
+        out[mode] = {"accuracy": r["staging"].get("accuracy"), "macro_f1": r["staging"].get("macro_f1"),
+                     "kappa": r["staging"].get("kappa"), "apnea_f1": r["apnea"].get("f1"),
+                     "hypopnea_f1": r["hypopnea"].get("f1"), "ahi_mae": r["ahi"].get("mae")}
+    return out
+
+
+def run_label_study(shards: Path, work: Path, rc: dict[str, Any]) -> dict[str, Any]:
+    """1 % of the training subjects' labels (at least one subject): pretrained vs from scratch."""
+    res = {}
+    for name, init in (("pretrained", work / "multimodal"), ("scratch", None)):
+        s = finetune(shards, work / f"label1pct_{name}", rc, "all", 0.01, init)
+        res[name] = {"val": _short(s["val"]), "labelled_subjects": s["labelled_train_subjects"]}
+    return res
+
+
+def _plots(work: Path, out: Path, test: dict[str, Any]) -> None:
+    """Training curves of the whole-night phase (validation score per pass)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    rows = []
+    p = work / "finetune" / "night" / "metrics.jsonl"
+    if p.exists():
+        rows = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+    val = [r for r in rows if r.get("phase") == "val" and r.get("val_score") is not None]
+    tr = [r for r in rows if r.get("phase") == "night"]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    if tr:
+        ax[0].plot([r["step"] for r in tr], [r["loss"] for r in tr])
+    ax[0].set(title="whole-night TBPTT training loss", xlabel="step", ylabel="loss")
+    if val:
+        for k in ("val_acc", "val_kappa", "val_apnea_f1", "val_hypopnea_f1"):
+            ax[1].plot([r["pass"] for r in val], [r[k] for r in val], label=k[4:])
+        ax[1].legend()
+    ax[1].set(title="validation (state carried all night)", xlabel="pass")
+    fig.tight_layout()
+    fig.savefig(out / "training_curves.png", dpi=100)
+    plt.close(fig)
+
+
+def _print_metrics(test: dict[str, Any], window: int, onnx_rep: dict[str, Any] | None) -> None:
+    print(f"\nheld-out TEST subjects: {test['test_subjects']} ({test['test_nights']} nights, "
+          f"{test['test_epochs']} epochs)")
+    print(f"{'mode':<28}{'acc':>7}{'mF1':>7}{'kappa':>7}{'apF1':>7}{'hyF1':>7}{'AHI MAE':>9}")
+    rows = [("torch, state carried", _short(test["carried"])),
+            (f"torch, {window}-ep windows", _short(test[f"window{window}"]))]
+    on = _onnx_short(onnx_rep)
+    if on and "carried" in on:
+        rows += [("ONNX, state carried", on["carried"]), (f"ONNX, {window}-ep windows", on["windows"])]
+    for name, m in rows:
+        f = lambda v: f"{v:.3f}" if isinstance(v, float) else "  -  "  # noqa: E731
+        print(f"{name:<28}{f(m['accuracy']):>7}{f(m['macro_f1']):>7}{f(m['kappa']):>7}"
+              f"{f(m['apnea_f1']):>7}{f(m['hypopnea_f1']):>7}{f(m['ahi_mae']):>9}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m synthsleep.offline_training.make_model",
+                                 description="synthesise, prepare, pretrain, fine-tune, evaluate and "
+                                             "export the shipped model")
+    ap.add_argument("--out", default="synthsleep/assets", help="artifact folder (default synthsleep/assets)")
+    ap.add_argument("--work", default="runs/make_model", help="working folder (data, runs)")
+    ap.add_argument("--config", default="train_small", help="run config (default train_small)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--subjects", type=int, default=28, help="synthetic subjects (default 28)")
+    ap.add_argument("--two-night-subjects", type=int, default=8,
+                    help="how many of them get a second night (default 8)")
+    ap.add_argument("--hours", type=float, default=3.0, help="hours per night (default 3)")
+    ap.add_argument("--workers", type=int, default=2, help="processes for synthesis / prepare")
+    ap.add_argument("--budget-scale", type=float, default=1.0,
+                    help="multiply every time budget of the run config (default 1)")
+    ap.add_argument("--label-study", action="store_true", help="also run the 1 %%-labels comparison")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rc = _finetune_cfg(load_run_config(a.config, a.overrides), a.budget_scale)
+    setup_threads(int(rc["threads"]) or min(2, os.cpu_count() or 1))
+    try:
+        make_model(Path(a.out), Path(a.work), rc, a.subjects, a.two_night_subjects, a.hours, a.workers,
+                   a.label_study)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"make model: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Synthetic nights: determinism, native rates and labels, AASM stage features, respiratory events, EDF+ out."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.signal import welch
+
+from synthsleep.psg.synthetic import (
+    CHANNELS,
+    SubjectParams,
+    fit_hypnogram_model,
+    hypnogram_stats,
+    load_hypnogram_model,
+    sample_hypnogram,
+    synthesize_night,
+    write_night,
+)
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "hypnograms"
+LABELS = ["EEG C4-M1", "EEG C3-M2", "EOG E1-M2", "EOG E2-M2", "EMG Chin", "ECG II", "Resp Airflow",
+          "Resp Thorax", "Resp Abdomen", "SpO2"]
+RATES = [256, 256, 256, 256, 512, 512, 32, 32, 32, 1]
+# 8 epochs of each stage, N1 between W and N2 as in real nights
+BLOCKS = np.repeat(np.array([0, 1, 2, 3, 2, 4], dtype=np.int8), 8)
+
+
+@pytest.fixture(scope="module")
+def staged():
+    """A clean night with a fixed stage sequence (all five stages), no respiratory events,
+    a subject with a clear (eyes-closed) alpha rhythm."""
+    subj = dataclasses.replace(SubjectParams(), ahi=0.0, arousal_per_h=0.0, alpha_uv=12.0)
+    return synthesize_night(11, 0, subject=subj, stages=BLOCKS, artifacts=False)
+
+
+def _epochs(night, label):
+    s = night.signal(label)
+    n = int(30 * s.rate)
+    return s.data[: night.stages.size * n].reshape(night.stages.size, n).astype(float), s.rate
+
+
+def _band(night, label, lo, hi):
+    x, fs = _epochs(night, label)
+    f, p = welch(x, fs=fs, nperseg=int(4 * fs), axis=1)
+    sel = (f >= lo) & (f < hi)
+    return p[:, sel].sum(axis=1), p[:, (f >= 0.5) & (f < 30)].sum(axis=1)
+
+
+def _mean_by_stage(v, stages, k):
+    # the middle of each block, away from the transitions that bleed
+    idx = np.flatnonzero(stages == k)
+    return float(np.median(v[idx]))
+
+
+def test_determinism_by_seed():
+    a = synthesize_night(5, 0.25)
+    b = synthesize_night(5, 0.25)
+    c = synthesize_night(6, 0.25)
+    assert a.subject == b.subject
+    assert np.array_equal(a.stages, b.stages)
+    assert a.events == b.events
+    for sa, sb in zip(a.signals, b.signals):
+        assert np.array_equal(sa.data, sb.data), sa.label
+    assert not np.array_equal(a.signals[0].data, c.signals[0].data)
+
+
+def test_labels_rates_and_lengths():
+    night = synthesize_night(2, 0.25)
+    assert [s.label for s in night.signals] == LABELS == list(CHANNELS)
+    assert [s.rate for s in night.signals] == RATES
+    assert night.stages.dtype == np.int8 and night.stages.size == 30
+    assert night.stages.min() >= 0 and night.stages.max() <= 4
+    for s in night.signals:
+        assert s.data.size == int(0.25 * 3600 * s.rate), s.label
+        assert np.isfinite(s.data).all(), s.label
+        assert s.unit == ("%" if s.label == "SpO2" else "uV")
+    spo2 = night.signal("SpO2").data
+    assert spo2[spo2 > 0].min() >= 50 and spo2.max() <= 100
+
+
+def test_bad_arguments_are_clear():
+    with pytest.raises(ValueError, match="hours"):
+        synthesize_night(1, -1.0)
+    with pytest.raises(ValueError, match="stages"):
+        synthesize_night(1, 1.0, stages=np.array([0, 7]))
+    with pytest.raises(ValueError, match="ahi_range"):
+        SubjectParams.draw(np.random.default_rng(0), (10.0, 5.0))
+
+
+def test_stage_features_present(staged):
+    st = staged.stages
+    delta, tot = _band(staged, "EEG C4-M1", 0.5, 2.0)
+    sigma, _ = _band(staged, "EEG C4-M1", 12.0, 16.0)
+    alpha, _ = _band(staged, "EEG C4-M1", 8.0, 12.0)
+    rel = {name: v / tot for name, v in (("delta", delta), ("sigma", sigma), ("alpha", alpha))}
+    m = lambda name, k: _mean_by_stage(rel[name], st, k)  # noqa: E731
+    assert _mean_by_stage(delta, st, 3) > 3 * _mean_by_stage(delta, st, 4)  # N3 slow waves vs REM
+    assert _mean_by_stage(delta, st, 3) > _mean_by_stage(delta, st, 2)
+    assert m("sigma", 2) > 1.3 * m("sigma", 3) and m("sigma", 2) > 1.3 * m("sigma", 4)  # spindles
+    assert m("alpha", 0) > 2 * m("alpha", 2)  # wake alpha
+    emg, _ = _epochs(staged, "EMG Chin")
+    rms = np.sqrt((emg**2).mean(axis=1))
+    assert _mean_by_stage(rms, st, 0) > 2 * _mean_by_stage(rms, st, 4)  # REM atonia
+    # N3: delta waves > 75 uV peak-to-peak over a good part of the epoch
+    x, fs = _epochs(staged, "EEG C4-M1")
+    assert x[st == 3].std(axis=1).mean() > x[st == 4].std(axis=1).mean() * 1.8
+
+
+def test_rem_eye_movements_are_conjugate(staged):
+    e1, fs = _epochs(staged, "EOG E1-M2")
+    e2, _ = _epochs(staged, "EOG E2-M2")
+    r = np.array([np.corrcoef(a, b)[0, 1] for a, b in zip(e1, e2)])
+    rem_phasic = (staged.stages == 4)
+    assert np.median(r[rem_phasic]) < -0.2  # eye movements: opposite phase in E1/E2
+    assert np.median(r[staged.stages == 3]) > 0.2  # frontal EEG cross-talk: in phase
+
+
+def test_hypnogram_model_shape_and_sampling():
+    model = load_hypnogram_model()
+    trans = np.asarray(model["transitions"])
+    assert trans.shape[1:] == (5, 5)
+    np.testing.assert_allclose(trans.sum(axis=2), 1.0, atol=1e-4)
+    nights = [sample_hypnogram(np.random.default_rng(i), 960, model) for i in range(12)]
+    stats = [hypnogram_stats(s) for s in nights]
+    first = np.mean([s["n3_first_third"] for s in stats])
+    last = np.mean([s["n3_last_third"] for s in stats])
+    assert first > 2 * last  # N3 early
+    rem_h = [np.flatnonzero(s == 4).mean() for s in nights if (s == 4).any()]
+    n3_h = [np.flatnonzero(s == 3).mean() for s in nights if (s == 3).any()]
+    assert np.mean(rem_h) > np.mean(n3_h)  # REM late
+    for s in nights:
+        assert s[0] == 0  # the night starts awake
+
+
+@pytest.mark.skipif(not (REAL / "sleep-edf-sc-20nights.csv").exists(), reason="real hypnograms not available")
+def test_fit_reproduces_shipped_model():
+    m = fit_hypnogram_model(REAL / "sleep-edf-sc-20nights.csv",
+                            [REAL / "data_full_6hrs_100Hz_hypno_30s.txt", REAL / "sub-02_hypno_30s.txt"])
+    shipped = load_hypnogram_model()
+    np.testing.assert_allclose(m["transitions"], shipped["transitions"], atol=1e-5)
+    assert m["n_nights"] == 22
+
+
+@pytest.fixture(scope="module")
+def apneic():
+    subj = dataclasses.replace(SubjectParams(), ahi=45.0, frac_obstructive=0.5, frac_central=0.5, frac_mixed=0.0)
+    return synthesize_night(21, 1.0, subject=subj, stages=np.full(120, 2, dtype=np.int8), artifacts=False)
+
+
+def _amp(x, fs, t0, t1):
+    seg = x[int(t0 * fs): int(t1 * fs)]
+    return float(np.percentile(seg, 95) - np.percentile(seg, 5))
+
+
+def test_apnea_signals(apneic):
+    night = apneic
+    flow, th, ab = (night.signal(k).data.astype(float) for k in ("Resp Airflow", "Resp Thorax", "Resp Abdomen"))
+    spo2 = night.signal("SpO2").data
+    obstructive = [e for e in night.events if e.type == "obstructive_apnea"]
+    central = [e for e in night.events if e.type == "central_apnea"]
+    assert len(obstructive) >= 3 and len(central) >= 3
+    resp = night.resp_events()
+    checked_spo2 = 0
+    for e in obstructive + central:
+        prev = max([r.end for r in resp if r.end <= e.onset], default=0.0)
+        base0 = max(prev + 14.0, e.onset - 40.0)
+        if e.onset - base0 < 8:
+            continue
+        base = _amp(flow, 32, base0, e.onset - 1)
+        during = _amp(flow, 32, e.onset + 1, e.end - 1)
+        assert during <= 0.1 * base, (e, during, base)  # >= 90 % drop
+        eff_base, eff = _amp(th, 32, base0, e.onset - 1), _amp(th, 32, e.onset + 2, e.end - 1)
+        if e.type == "obstructive_apnea":
+            assert eff > 0.5 * eff_base  # effort continues
+            # thorax and abdomen drift into opposite phase at the end of the event
+            seg = slice(int((e.end - 5) * 32), int((e.end - 1) * 32))
+            assert np.corrcoef(th[seg], ab[seg])[0, 1] < 0
+        else:
+            assert eff < 0.2 * eff_base  # central: no effort
+        # SpO2 nadir after the event end (events whose previous desaturation is over)
+        if e.onset - prev > 50:
+            window = spo2[int(e.onset): int(e.end + 45)]
+            nadir_t = int(e.onset) + int(np.argmin(window))
+            assert nadir_t > e.end + 5, e
+            assert window.min() <= spo2[int(e.onset)] - 3
+            checked_spo2 += 1
+    assert checked_spo2 >= 2
+    assert night.ahi() > 20
+
+
+def test_events_avoid_wake():
+    subj = dataclasses.replace(SubjectParams(), ahi=50.0)
+    night = synthesize_night(4, 2.0, subject=subj)
+    for e in night.resp_events():
+        ep = night.stages[int(e.onset // 30): int(e.end // 30) + 1]
+        assert (ep > 0).all(), e
+
+
+def test_write_night_read_back_by_mne(tmp_path):
+    mne = pytest.importorskip("mne")
+    from synthsleep.psg.annotations import epoch_labels, load_scoring
+    from synthsleep.psg.recording import open_recording
+
+    subj = dataclasses.replace(SubjectParams(), ahi=40.0)
+    night = synthesize_night(8, 0.5, subject=subj)
+    path = write_night(night, tmp_path / "n.edf")
+    raw = mne.io.read_raw_edf(path, preload=True, verbose="error")
+    assert raw.ch_names == LABELS
+    desc = set(raw.annotations.description)
+    assert any(d.startswith("Sleep stage") for d in desc)
+    c4 = raw.get_data(picks=["EEG C4-M1"])[0] * 1e6  # mne gives volts, all channels at the top rate
+    c4 = c4[:: int(raw.info["sfreq"] // 256)]
+    np.testing.assert_allclose(c4[: 256 * 60], night.signal("EEG C4-M1").data[: 256 * 60], atol=0.05 * np.ptp(c4))
+    sc = load_scoring(open_recording(path))
+    assert np.array_equal(sc.stages[: night.stages.size], night.stages)
+    st, ap, hy = epoch_labels(sc, night.stages.size)
+    assert ap.sum() + hy.sum() > 0
