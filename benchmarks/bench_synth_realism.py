@@ -10,7 +10,9 @@ Sections (each prints a table and goes into the JSON report):
     synthetic subjects, tested on others; the same baseline on the real DREAMS excerpts
     (leave-one-excerpt-out) as the reference for "how hard should it be";
  5. a respiratory baseline (airflow/effort/SpO2 features + logistic regression): per-epoch
-    apnea and hypopnea F1 on held-out subjects.
+    apnea and hypopnea F1 on held-out subjects;
+ 6. heart rate: RR statistics (mean HR, SDNN, RMSSD, within-minute HR range in apnea vs normal
+    minutes) of synthetic severe-apnea nights vs the real Apnea-ECG a02 QRS detections.
 
 Usage: ``python benchmarks/bench_synth_realism.py [--subjects 10] [--hours 8] [--yasa-nights 3]
 [--out benchmarks/results/synth_realism.json]``.  Needs ../shared/data/real for sections 1, 2, 4-real.
@@ -181,7 +183,7 @@ def make_night(subject: int, hours: float, seed: int) -> dict:
             "emg_raw": sig["EMG Chin"].data, "eeg_raw": sig["EEG C4-M1"].data, "eog_raw": sig["EOG E1-M2"].data,
             "flow": sig["Resp Airflow"].data.astype(float), "thorax": sig["Resp Thorax"].data.astype(float),
             "abdomen": sig["Resp Abdomen"].data.astype(float), "spo2": sig["SpO2"].data.astype(float),
-            "apnea": ap, "hypopnea": hy}
+            "apnea": ap, "hypopnea": hy, "r_peaks": night.r_peaks}
 
 
 def _zscore(f: np.ndarray) -> np.ndarray:
@@ -305,7 +307,6 @@ def yasa_section(nights: list[dict], k: int) -> dict:
 def resp_features(nt: dict) -> np.ndarray:
     """Per-epoch respiratory features (relative to the night): flow/effort amplitude, SpO2 drop, paradox."""
     n = nt["stages"].size
-    fs = 32
     flow = nt["flow"][: n * 960].reshape(n, 960)
     th = nt["thorax"][: n * 960].reshape(n, 960)
     ab = nt["abdomen"][: n * 960].reshape(n, 960)
@@ -350,6 +351,55 @@ def resp_section(nights: list[dict]) -> dict:
     return out
 
 
+def rr_stats(r_times: np.ndarray, apnea_minutes: np.ndarray | None = None) -> dict:
+    """Heart-rate statistics from R-peak times (s): robust (outlier RR removed) mean HR, SDNN, RMSSD,
+    and the mean within-minute HR range in apnea vs normal minutes (cyclic variation of heart rate)."""
+    rr = np.diff(r_times)
+    t = r_times[1:]
+    ok = (rr > 0.3) & (rr < 2.0)
+    ok[1:] &= np.abs(np.diff(rr)) < 0.2 * rr[1:]
+    rr, t = rr[ok], t[ok]
+    out = {"hr_mean_bpm": float(60.0 / rr.mean()), "sdnn_ms": float(rr.std() * 1000),
+           "rmssd_ms": float(np.sqrt(np.mean(np.diff(rr) ** 2)) * 1000), "beats": int(rr.size)}
+    if apnea_minutes is not None:
+        minute = (t // 60).astype(int)
+        hr = 60.0 / rr
+        ranges = {True: [], False: []}
+        for m in np.unique(minute):
+            if m < apnea_minutes.size:
+                sel = hr[minute == m]
+                if sel.size > 10:
+                    ranges[bool(apnea_minutes[m])].append(float(np.percentile(sel, 95) - np.percentile(sel, 5)))
+        out["hr_range_apnea_min_bpm"] = float(np.mean(ranges[True])) if ranges[True] else float("nan")
+        out["hr_range_normal_min_bpm"] = float(np.mean(ranges[False])) if ranges[False] else float("nan")
+    return out
+
+
+def cardiac_section(nights: list[dict]) -> dict:
+    """Synthetic RR statistics vs the real Apnea-ECG a02 QRS detections (an apnea patient)."""
+    out: dict = {}
+    base = REAL / "apnea-ecg" / "a02"
+    try:
+        import wfdb
+
+        qrs = wfdb.rdann(str(base), "qrs")
+        apn = wfdb.rdann(str(base), "apn")
+        ap_min = np.array([s == "A" for s in apn.symbol])
+        out["real_a02"] = rr_stats(qrs.sample / qrs.fs, ap_min) | {"apnea_minutes_pct": float(100 * ap_min.mean())}
+    except Exception as exc:  # noqa: BLE001 - reference data optional
+        out["real_a02"] = {"skipped": str(exc)}
+    syn = []
+    for nt in nights:
+        n_min = nt["stages"].size // 2
+        ap_min = np.array([(nt["apnea"][2 * m: 2 * m + 2] | nt["hypopnea"][2 * m: 2 * m + 2]).any() for m in range(n_min)])
+        syn.append(rr_stats(nt["r_peaks"], ap_min) | {"apnea_minutes_pct": float(100 * ap_min.mean()), "ahi": nt["ahi"]})
+    out["synthetic_per_night"] = syn
+    sev = [x for x in syn if x["ahi"] >= 30]
+    if sev:
+        out["synthetic_severe_mean"] = {k: float(np.nanmean([x[k] for x in sev])) for k in sev[0]}
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 
 def _print_report(rep: dict) -> None:
@@ -389,6 +439,12 @@ def _print_report(rep: dict) -> None:
     r = rep["resp"]
     print(f"\n== 5. respiratory baseline: apnea F1={r['apnea'].get('f1', float('nan')):.3f} "
           f"hypopnea F1={r['hypopnea'].get('f1', float('nan')):.3f}")
+    c = rep.get("cardiac", {})
+    keys = ("hr_mean_bpm", "sdnn_ms", "rmssd_ms", "hr_range_apnea_min_bpm", "hr_range_normal_min_bpm", "apnea_minutes_pct")
+    if "synthetic_severe_mean" in c and "hr_mean_bpm" in c.get("real_a02", {}):
+        print("\n== 6. heart rate: real Apnea-ECG a02 | synthetic severe (AHI>=30) nights ==")
+        for k in keys:
+            print(f"{k:24s} {c['real_a02'][k]:7.1f} | {c['synthetic_severe_mean'][k]:7.1f}")
     print(f"\ngeneration: {rep['generation']['seconds_per_8h_night']:.1f} s per 8-h night")
 
 
@@ -422,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     rep["baseline"] = baseline_section(nights)
     rep["real_baseline"] = real_baseline_section(real_epochs)
     rep["resp"] = resp_section(nights)
+    rep["cardiac"] = cardiac_section(nights)
     if args.yasa_nights > 0:
         rep["yasa"] = yasa_section(nights, args.yasa_nights)
     rep["seconds_total"] = time.perf_counter() - t0

@@ -32,7 +32,7 @@ from .alerts.events import Event
 from .alerts.metrics import MonitorMetrics, start_metrics_server
 from .alerts.rules import load_rules
 from .alerts.sinks import JsonlSink, LslMarkerSink
-from .export.runtime import StepRuntime
+from .export.runtime import StepRuntime, StepState
 from .psg.epoch import STAGES, Epoch
 from .psg.montage import parse_overrides
 from .psg.preprocess import PreprocessParams
@@ -146,7 +146,7 @@ class Monitor:
         self.jsonl = JsonlSink(events_path)
         self.markers = LslMarkerSink() if markers else None
         rules = load_rules(rules_path)
-        written = self.jsonl.last_epoch_indices()
+        written = self.jsonl.last_epoch_indices
         self.beds: dict[str, _Bed] = {}
         for spec in beds:
             session = BedSession(spec.bed, self.params.modalities, runtime.new_state(1),
@@ -176,8 +176,7 @@ class Monitor:
                     log.warning("bed %s: saved state %s is from another model or version; starting fresh",
                                 bed.spec.bed, path)
                     return None
-                bed.session.model_state = self.runtime.state_from_arrays(
-                    {k[6:]: z[k] for k in z.files if k.startswith("model_")})
+                bed.session.model_state = StepState(np.array(z["conv_state"]), np.array(z["ssm_state"]))
             bed.session.load_state_dict(meta["session"])
             log.info("bed %s: resumed after epoch %s from %s", bed.spec.bed, meta["session"]["detector"].get("last_index"), path)
             return meta["stream"]
@@ -191,8 +190,9 @@ class Monitor:
             return
         meta = {"version": STATE_VERSION, "model_hash": self.runtime.model_hash,
                 "session": bed.session.state_dict(), "stream": bed.stream.state_dict()}
-        arrays = {f"model_{k}": v for k, v in self.runtime.state_to_arrays(bed.session.model_state).items()}
-        _atomic_write_npz(path, {"meta": np.array(json.dumps(meta)), **arrays})
+        st = bed.session.model_state
+        _atomic_write_npz(path, {"meta": np.array(json.dumps(meta)), "conv_state": st.conv_state,
+                                 "ssm_state": st.ssm_state})
 
     # -- connection ------------------------------------------------------------------------------
     def _connect(self, bed: _Bed, now: float) -> None:
@@ -233,19 +233,20 @@ class Monitor:
             evs = bed.session.alerts.tick()
             if evs:
                 self._emit(bed, evs, None)
+                self._save_state(bed)
         return scored
 
     def _step(self, ready: list[_Bed]) -> int:
         batch = [b.pending.popleft() for b in ready]
         x = np.stack([ep.data for ep, _ in batch])
         present = np.stack([ep.present for ep, _ in batch])
-        state = self.runtime.stack_states([b.session.model_state for b in ready])
+        state = StepState.concatenate([b.session.model_state for b in ready])
         t0 = time.perf_counter()
         out, new_state = self.runtime.step(x, present, state)
         step_seconds = time.perf_counter() - t0
-        for i, (bed, st) in enumerate(zip(ready, self.runtime.split_state(new_state))):
+        for i, bed in enumerate(ready):
             ep, closed_at = batch[i]
-            bed.session.model_state = st
+            bed.session.model_state = new_state.take(i)
             probs = out.stage_prob[i]
             events = bed.session.handle(ep, probs, float(out.apnea_prob[i]), float(out.hypopnea_prob[i]))
             self._emit(bed, events, ep.index)

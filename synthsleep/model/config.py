@@ -231,8 +231,16 @@ def _flatten(table: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def available_configs() -> list[str]:
-    """Names of the configs shipped in synthsleep/configs."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
+    """Names of the model configs shipped in synthsleep/configs (other TOMLs there are skipped)."""
+    names = []
+    for p in sorted(CONFIG_DIR.glob("*.toml")):
+        try:
+            with p.open("rb") as f:
+                ModelConfig.from_dict(_flatten(tomllib.load(f), str(p)), source=str(p))
+        except (ConfigError, tomllib.TOMLDecodeError, OSError, TypeError):
+            continue
+        names.append(p.stem)
+    return names
 
 
 def load_config(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> ModelConfig:

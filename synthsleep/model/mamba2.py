@@ -181,7 +181,8 @@ class Mamba2(nn.Module):
         a = -torch.exp(self.A_log.float())  # [H]
         if self.use_cuda_kernels and u.is_cuda and _mamba_chunk_scan is not None:
             y, new_ssm = _mamba_chunk_scan(
-                x, dt, a, b[:, :, None], c[:, :, None], self.chunk_size, D=self.D, z=None,
+                x.contiguous(), dt.contiguous(), a, b[:, :, None].contiguous(),
+                c[:, :, None].contiguous(), self.chunk_size, D=self.D, z=None,
                 dt_bias=self.dt_bias, dt_softplus=True, initial_states=ssm_state,
                 return_final_states=True)
         else:

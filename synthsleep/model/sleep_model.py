@@ -141,8 +141,29 @@ class SleepModel(nn.Module):
         flat_present = present.reshape(b * t, m)
         if self.training:
             flat_present = drop_modalities(flat_present, self.cfg.modality_dropout)
-        e = self.fusion.embed(self.neuronet_tokens(x.reshape(b * t, m, s), flat_present),
-                              flat_present).reshape(b, t, -1)
+        tokens = self.neuronet_tokens(x.reshape(b * t, m, s), flat_present)
+        return self._from_tokens(tokens, flat_present, b, t, state)
+
+    def forward_tokens(self, tokens: Tensor, present: Tensor, state: State | None = None
+                       ) -> tuple[SleepOutputs, State]:
+        """Like ``forward`` but from precomputed NeuroNet tokens [B, T, M, S, nn_dim].
+
+        For fine-tuning with frozen NeuroNets: compute ``neuronet_tokens`` once (no grad), cache
+        them, and train fusion + Mamba + heads on the cache. Modality dropout as in forward.
+        """
+        b, t, m = present.shape
+        want = (b, t, self.cfg.n_modalities, self.cfg.n_frames, self.cfg.nn_dim)
+        if tuple(tokens.shape) != want or present.dtype != torch.bool:
+            raise ValueError(f"forward_tokens: tokens must be {list(want)} with bool present "
+                             f"[B, T, M]; got {tuple(tokens.shape)}, {present.dtype}")
+        flat_present = present.reshape(b * t, m)
+        if self.training:
+            flat_present = drop_modalities(flat_present, self.cfg.modality_dropout)
+        return self._from_tokens(tokens.reshape(b * t, *want[2:]), flat_present, b, t, state)
+
+    def _from_tokens(self, tokens: Tensor, flat_present: Tensor, b: int, t: int,
+                     state: State | None) -> tuple[SleepOutputs, State]:
+        e = self.fusion.embed(tokens, flat_present).reshape(b, t, -1)
         h, new_state = self.temporal(e, state)
         stage, apnea, hyp = self.heads(h.reshape(b * t, -1))
         return SleepOutputs(stage.reshape(b, t, -1), apnea.reshape(b, t),

@@ -195,5 +195,5 @@ def add_config_arguments(parser: Any) -> None:
                         help="run config: shipped name (train_small, train_paper) or TOML path "
                              "(default: train_small)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a run config key, e.g. --set finetune.lr=3e-4 "
+                        help="override a run config key, e.g. --set finetune.night_lr=3e-4 "
                              "(repeatable; TOML values)")

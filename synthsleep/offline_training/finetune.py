@@ -121,10 +121,24 @@ def binary_metrics(y: np.ndarray, prob: np.ndarray, thr: float) -> dict[str, Any
 
 
 def best_threshold(y: np.ndarray, prob: np.ndarray) -> float:
-    """The threshold in 0.05..0.95 maximising F1 (validation data only)."""
-    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
-    scores = [binary_metrics(y, prob, t)["f1"] for t in grid]
-    return float(grid[int(np.argmax(scores))])
+    """The threshold maximising F1 on (y, prob) (validation data only; y = -1 ignored).
+
+    Every distinct probability is a candidate cut; the threshold returned lies halfway between
+    the lowest accepted and the highest rejected probability (0.5 when there is no positive).
+    """
+    ok = y >= 0
+    y, prob = (y[ok] == 1), prob[ok].astype(np.float64)
+    if not y.any() or len(y) == 0:
+        return 0.5
+    order = np.argsort(-prob, kind="mergesort")
+    p_sorted, y_sorted = prob[order], y[order]
+    tp = np.cumsum(y_sorted)
+    k = np.arange(1, len(y_sorted) + 1)
+    last = np.r_[p_sorted[1:] != p_sorted[:-1], True]  # cut only between distinct values
+    f1 = np.where(last, 2 * tp / (k + y.sum()), -1.0)
+    i = int(np.argmax(f1))
+    nxt = p_sorted[i + 1] if i + 1 < len(p_sorted) else 0.0
+    return float(min(max(0.5 * (p_sorted[i] + nxt), 1e-4), 1 - 1e-4))
 
 
 def count_runs(flags: np.ndarray) -> int:

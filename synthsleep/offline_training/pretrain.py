@@ -120,7 +120,7 @@ def pretrain_unimodal(shard_dir: str | Path, out_dir: str | Path, run_cfg: dict[
     x = x[:, 0]
     gb = int(sec["batch_size"])
     rows = shard_rows(gb, di)
-    lossmod = wrap_ddp(_UnimodalLoss(model.encoders[modality]), di, device)
+    lossmod = wrap_ddp(_UnimodalLoss(model.encoders[modality]), di, device, find_unused=False)
 
     def loss_fn(step: int) -> dict[str, Tensor]:
         idx = np.random.default_rng([seed, step, 0x0E]).integers(0, len(x), gb)[rows]
@@ -179,7 +179,11 @@ def pretrain_multimodal(shard_dir: str | Path, out_dir: str | Path, run_cfg: dic
                 continue
             sd = {k[len(f"encoders.{m}."):]: v for k, v in load_file(str(src)).items()
                   if k.startswith(f"encoders.{m}.")}
-            model.encoders[m].load_state_dict(sd)
+            try:
+                model.encoders[m].load_state_dict(sd)
+            except RuntimeError as e:
+                raise ValueError(f"unimodal run {src} does not fit model config {cfg.name!r} "
+                                 f"(made with other sizes?): {str(e).splitlines()[0]}") from None
             loaded.append(m)
     nights = load_nights(shard_dir, "train", cfg.modalities)
     x, present = _epoch_pool(nights, int(sec["max_epochs_in_memory"]), seed, min_present=2)

@@ -125,12 +125,16 @@ def any_rank(flag: bool, di: DistInfo) -> bool:
     return bool(t.item() > 0)
 
 
-def wrap_ddp(module: nn.Module, di: DistInfo, device: torch.device) -> nn.Module:
-    """DistributedDataParallel around ``module`` when running distributed, else ``module``."""
+def wrap_ddp(module: nn.Module, di: DistInfo, device: torch.device, find_unused: bool = True
+             ) -> nn.Module:
+    """DistributedDataParallel around ``module`` when running distributed, else ``module``.
+
+    ``find_unused``: some parameters get no gradient in a step (pretraining decoders while
+    fine-tuning); they are then all-reduced as zeros instead of hanging the reducer."""
     if not di.enabled:
         return module
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)
 
 
 def shard_rows(n_global: int, di: DistInfo) -> slice:

@@ -13,12 +13,14 @@ Timestamps:
   in the inlet until then (or until ``clock_wait`` seconds passed, then offset 0 is assumed and
   logged). Later refreshes every ``clock_refresh`` s are instantaneous.
 * **Dejittering.** A chunk's timestamps are fitted to the nominal rate (least squares, slope
-  fixed to ``1/rate``). A run that continues the previous one within the gap tolerance
-  (``max(2.5 samples, 20 ms)``) is placed exactly after it (slewed by at most 0.1 sample per
-  chunk towards the fit, so a slowly drifting device clock is followed, never jumped). A jump
-  forward larger than the tolerance is a **gap**: it is counted and kept (the data after it is
-  placed at its own time), never smoothed over. A jump backwards (a restarted source whose clock
-  went back) is counted as a reset and the new data is placed at its own time.
+  fixed to ``1/rate``). A run that continues the previous one within the jitter tolerance
+  (``max(2.5 samples, gap_tolerance)``, default 0.1 s) is placed exactly after it (slewed by at
+  most 0.1 sample per chunk towards the fit, so a slowly drifting device clock is followed,
+  never jumped). A jump forward larger than the tolerance is a **gap**: it is counted and kept
+  (the data after it is placed at its own time), never smoothed over. A jump backwards (a
+  restarted source whose clock went back) is counted as a reset and the new data is placed at
+  its own time. (Measured: devices that stamp each chunk at push time jitter by 20-30 ms on a
+  loaded machine, so a tolerance of a few samples would report spurious gaps.)
 
 Recovery: inlets are opened with ``recover=False`` so a vanished outlet raises ``LostError``
 at once; the stream is then marked lost and a ``ContinuousResolver`` looks for it again (same
@@ -258,6 +260,9 @@ class BedInlet:
             identity is taken instead.
         clock_wait: wall seconds to wait for the first clock-correction estimate.
         open_timeout: seconds for opening an inlet and reading its full description.
+        clock_refresh: seconds between clock-correction refreshes (non-blocking).
+        gap_tolerance: timestamp jitter (s) tolerated before a jump counts as a gap (at least
+            2.5 samples).
 
     Raises:
         MontageError: the labels map to no required modality (names the streams and labels).
@@ -280,6 +285,7 @@ class BedInlet:
         clock_wait: float = 5.0,
         open_timeout: float = 5.0,
         clock_refresh: float = 5.0,
+        gap_tolerance: float = 0.1,
     ) -> None:
         if not infos:
             raise StreamError(f"bed {bed!r}: no streams given")
@@ -290,44 +296,45 @@ class BedInlet:
         self.clock_wait = float(clock_wait)
         self.open_timeout = float(open_timeout)
         self.clock_refresh = float(clock_refresh)
+        self.gap_tolerance = float(gap_tolerance)
         self._links: list[_Link] = []
         opened: list[tuple[pylsl.StreamInfo, pylsl.StreamInlet, _Desc]] = []
         try:
             for info in infos:
                 inlet, full = self._open(info, subscribe=False)
                 opened.append((full, inlet, _read_desc(full)))
-            # first clock estimates (they run in parallel), then subscribe: data pushed from now on
-            # arrives with a clock correction ready
+            routes = self._map_channels(opened, overrides, required, modalities)
+            used = [(f, i, d) for f, i, d in opened if routes.get(f.uid())]
+            for full, inlet, _ in opened:
+                if not routes.get(full.uid()):
+                    log.info("bed %s: stream %s carries no montage channel; not polled", bed,
+                             describe_stream(full))
+                    inlet.close_stream()
+            for full, _, _ in used:
+                self._validate_rate(full)
+            # first clock estimates (they run in parallel), then subscribe: data pushed from now
+            # on arrives with a clock correction ready
             deadline = time.monotonic() + self.clock_wait
-            for _, inlet, _ in opened:
+            for _, inlet, _ in used:
                 try:
                     inlet.time_correction(timeout=max(0.0, deadline - time.monotonic()))
                 except LSLTimeoutError:
                     pass  # poll() keeps asking without blocking
-            for full, inlet, _ in opened:
+            for full, inlet, _ in used:
                 try:
                     inlet.open_stream(timeout=self.open_timeout)
                 except (LSLTimeoutError, LostError) as exc:
                     raise StreamError(f"bed {bed}: cannot subscribe to stream {describe_stream(full)}: "
                                       f"{exc}") from None
-            self._routes_by_stream = self._map_channels(opened, overrides, required, modalities)
         except BaseException:
             for _, inlet, _ in opened:
                 inlet.close_stream()
             raise
         now = time.monotonic()
-        for full, inlet, desc in opened:
-            routes = self._routes_by_stream.get(full.uid(), [])
-            if not routes:
-                log.info("bed %s: stream %s carries no montage channel; not polled", bed, describe_stream(full))
-                inlet.close_stream()
-                continue
-            self._links.append(_Link(full, desc, routes, inlet, float(full.nominal_srate()), now))
-        for link in self._links:
-            self._validate_rate(link.info)
+        self._links = [_Link(f, d, routes[f.uid()], i, float(f.nominal_srate()), now) for f, i, d in used]
         log.info("bed %s: %s", bed, "; ".join(
-            f"{r.modality}={r.label!r} ({r.stream}, {l.rate:g} Hz, x{r.factor:g})"
-            for l in self._links for r in l.routes))
+            f"{r.modality}={r.label!r} ({r.stream}, {lk.rate:g} Hz, x{r.factor:g})"
+            for lk in self._links for r in lk.routes))
 
     # -- construction helpers ------------------------------------------------------------------
     @classmethod
@@ -344,7 +351,9 @@ class BedInlet:
 
         With ``name``: every stream of that name; a stream written by ``ReplayPlayer`` lists its
         siblings' source_ids in ``desc/synthsleep/streams``, and those are resolved one by one
-        (by source_id, with retry) so none is missed. With ``source_ids``: exactly those.
+        (by source_id, with retry) so none is missed; for a replay at maximum speed
+        ``max_buflen`` is raised to the recording's duration (+60 s) so nothing is dropped.
+        With ``source_ids``: exactly those. Other keyword arguments go to ``BedInlet``.
         """
         infos: dict[str, pylsl.StreamInfo] = {}
         deadline = time.monotonic() + timeout
@@ -353,7 +362,13 @@ class BedInlet:
                 infos.setdefault(i.source_id() or i.uid(), i)
         wanted = list(source_ids)
         if name and not wanted:
-            wanted = cls._siblings(next(iter(infos.values())), timeout=min(timeout, 5.0))
+            wanted, meta = cls._siblings(next(iter(infos.values())), timeout=min(timeout, 5.0))
+            if meta.get("speed") == "inf" and meta.get("duration"):
+                # a replay at maximum speed pushes the whole file at once: buffer all of it
+                need = int(float(meta["duration"])) + 60
+                if kwargs.get("max_buflen", 360) < need:
+                    log.info("bed %s: replay at maximum speed; inlet buffers sized to %d s", name, need)
+                    kwargs["max_buflen"] = need
         for sid in wanted:
             if sid not in infos:
                 left = max(0.5, deadline - time.monotonic())
@@ -361,16 +376,19 @@ class BedInlet:
         return cls(list(infos.values()), bed=bed or name or ",".join(source_ids), **kwargs)
 
     @staticmethod
-    def _siblings(info: pylsl.StreamInfo, timeout: float) -> list[str]:
+    def _siblings(info: pylsl.StreamInfo, timeout: float) -> tuple[list[str], dict[str, str]]:
+        """(source_ids listed in ``desc/synthsleep/streams``, the other ``desc/synthsleep`` values)."""
         inlet = pylsl.StreamInlet(info, max_buflen=1, recover=False)
         try:
             full = inlet.info(timeout=timeout)
         except (LSLTimeoutError, LostError):
-            return []
+            return [], {}
         finally:
             inlet.close_stream()
-        text = full.desc().child("synthsleep").child_value("streams")
-        return [s for s in (t.strip() for t in text.split(",")) if s]
+        node = full.desc().child("synthsleep")
+        meta = {k: node.child_value(k) for k in ("speed", "duration", "file")}
+        text = node.child_value("streams")
+        return [s for s in (t.strip() for t in text.split(",")) if s], meta
 
     def _open(self, info: pylsl.StreamInfo, subscribe: bool = True
               ) -> tuple[pylsl.StreamInlet, pylsl.StreamInfo]:
@@ -428,17 +446,17 @@ class BedInlet:
     @property
     def rates(self) -> dict[str, float]:
         """``{modality: native rate Hz}`` of the mapped channels."""
-        return {r.modality: l.rate for l in self._links for r in l.routes}
+        return {r.modality: lk.rate for lk in self._links for r in lk.routes}
 
     @property
     def routes(self) -> list[ChannelRoute]:
         """Where each mapped modality comes from."""
-        return [r for l in self._links for r in l.routes]
+        return [r for lk in self._links for r in lk.routes]
 
     @property
     def lost(self) -> bool:
         """True while any stream of the bed is lost (its outlet vanished)."""
-        return any(l.lost for l in self._links)
+        return any(lk.lost for lk in self._links)
 
     @property
     def stats(self) -> dict[str, dict[str, Any]]:
@@ -449,13 +467,13 @@ class BedInlet:
         now = pylsl.local_clock()
         wall = time.monotonic()
         out = {}
-        for l in self._links:
-            c = l.counters
-            out[f"{l.name}@{l.info.source_id() or '-'}"] = {
+        for lk in self._links:
+            c = lk.counters
+            out[f"{lk.name}@{lk.info.source_id() or '-'}"] = {
                 "samples": c.samples, "chunks": c.chunks, "gaps": c.gaps, "gap_seconds": c.gap_seconds,
-                "resets": c.resets, "reconnects": c.reconnects, "losses": c.losses, "lost": l.lost,
-                "lag": (now - l.newest) if math.isfinite(l.newest) else math.nan,
-                "silent": wall - max(l.last_data_wall, l.opened_wall), "offset": l.offset,
+                "resets": c.resets, "reconnects": c.reconnects, "losses": c.losses, "lost": lk.lost,
+                "lag": (now - lk.newest) if math.isfinite(lk.newest) else math.nan,
+                "silent": wall - max(lk.last_data_wall, lk.opened_wall), "offset": lk.offset,
             }
         return out
 
@@ -463,14 +481,14 @@ class BedInlet:
         """Stream clock (s, local_clock domain) up to which data should have arrived; −inf
         before any data. See the module docstring."""
         wall = time.monotonic()
-        have = [l for l in self._links if math.isfinite(l.newest)]
+        have = [lk for lk in self._links if math.isfinite(lk.newest)]
         if not have:
             return -math.inf
-        fresh = [l.newest for l in have if wall - l.last_data_wall <= self.stale_after]
+        fresh = [lk.newest for lk in have if wall - lk.last_data_wall <= self.stale_after]
         if fresh:
             return min(fresh)
-        last = max(have, key=lambda l: l.last_data_wall)
-        return max(l.newest for l in have) + (wall - last.last_data_wall)
+        last = max(have, key=lambda lk: lk.last_data_wall)
+        return max(lk.newest for lk in have) + (wall - last.last_data_wall)
 
     # -- polling -----------------------------------------------------------------------------------
     def poll(self, max_seconds: float = 60.0) -> list[tuple[str, np.ndarray, float]]:
@@ -522,7 +540,10 @@ class BedInlet:
         stamps: list[np.ndarray] = []
         got = 0
         while got < budget:
-            data, ts = link.inlet.pull_chunk(timeout=0.0, max_samples=min(budget - got, 65536), as_numpy=True)
+            # size the buffer to what is queued (a fixed large buffer costs an allocation per call);
+            # always pull at least once so a lost stream raises LostError
+            want = max(1, min(budget - got, int(link.inlet.samples_available()) or 1, 65536))
+            data, ts = link.inlet.pull_chunk(timeout=0.0, max_samples=want, as_numpy=True)
             if ts is None or len(ts) == 0:
                 break
             pieces.append(np.asarray(data))
@@ -544,7 +565,7 @@ class BedInlet:
     def _dejitter(self, link: _Link, ts: np.ndarray) -> list[tuple[int, int, float]]:
         """Split ``ts`` at jumps and give each run a dejittered start time: [(a, b, t0)]."""
         rate = link.rate
-        tol = max(2.5 / rate, 0.02)
+        tol = max(2.5 / rate, self.gap_tolerance)
         d = np.diff(ts)
         cuts = np.nonzero(np.abs(d - 1.0 / rate) > tol)[0] + 1
         bounds = [0, *cuts.tolist(), len(ts)]
@@ -560,12 +581,14 @@ class BedInlet:
                 elif jump > 0:
                     link.counters.gaps += 1
                     link.counters.gap_seconds += jump
-                    log.info("bed %s: stream %r gap of %.3f s at t=%.3f", self.bed, link.name, jump, link.next_t)
+                    log.log(logging.INFO if link.counters.gaps <= 3 else logging.DEBUG,
+                            "bed %s: stream %r gap of %.3f s at t=%.3f", self.bed, link.name, jump, link.next_t)
                     t0 = fit
                 else:
                     link.counters.resets += 1
-                    log.warning("bed %s: stream %r timestamps went back by %.3f s; placing new data at its "
-                                "own time", self.bed, link.name, -jump)
+                    log.log(logging.WARNING if link.counters.resets <= 3 else logging.DEBUG,
+                            "bed %s: stream %r timestamps went back by %.3f s; placing new data at its "
+                            "own time", self.bed, link.name, -jump)
                     t0 = fit
             link.next_t = t0 + (b - a) / rate
             runs.append((a, b, t0))

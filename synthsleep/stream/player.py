@@ -4,8 +4,9 @@ Streams (one bed): one outlet per distinct sampling rate, all named ``<name>`` w
 ``<name>-<rate>Hz`` (e.g. ``bed1-256Hz``), float32 samples in the file's physical units (µV
 for voltages). Each stream's description holds ``channels/channel/{label, unit, type}`` (type
 EEG/EOG/EMG/ECG/RESP/SPO2 from the montage, else MISC) and ``synthsleep/{streams, file,
-speed}`` where ``streams`` lists the source_ids of all the bed's sample streams, so
-``BedInlet.resolve(name=...)`` finds every one of them. A marker stream ``<name>-markers``
+speed, duration}`` where ``streams`` lists the source_ids of all the bed's sample streams, so
+``BedInlet.resolve(name=...)`` finds every one of them (and, at speed inf, sizes its inlet
+buffers to ``duration``). A marker stream ``<name>-markers``
 (type Markers, one string channel, irregular rate) carries the file's annotations as JSON
 ``{"text", "onset", "duration"}`` (onset/duration in s of signal time) stamped at their
 signal time.
@@ -21,7 +22,8 @@ wall clock, so it works at any speed. Pacing is scheduled against the start (pus
 At ``speed=inf`` the player first waits for a consumer on every outlet (``wait_consumers``
 seconds) and sizes the outlets' buffers to the whole recording so nothing is dropped (the
 consumer must likewise open its inlets with ``max_buflen`` >= the recording's duration or keep
-up). With ``loop=True`` the file repeats with the signal clock running on (pass k is stamped
+up; ``BedInlet.resolve`` does this by itself from the description). Memory: liblsl's queues
+hold one slot per sample, so an 8-h night at max speed costs ~100 MB per 512-Hz stream. With ``loop=True`` the file repeats with the signal clock running on (pass k is stamped
 from ``start + k * duration``).
 """
 
@@ -191,6 +193,7 @@ class ReplayPlayer:
             meta.append_child_value("streams", siblings)
             meta.append_child_value("file", self.path.name)
             meta.append_child_value("speed", f"{self.speed:g}")
+            meta.append_child_value("duration", f"{self.duration:.6f}")
             g.outlet = pylsl.StreamOutlet(info, chunk_size=0, max_buffered=buffered)
         if self.markers:
             info = pylsl.StreamInfo(f"{self.name}-markers", "Markers", 1, pylsl.IRREGULAR_RATE, "string",
@@ -242,45 +245,47 @@ class ReplayPlayer:
         step = self.chunk_seconds if math.isfinite(self.speed) else 10.0
         next_marker = 0
         pass_k = 0
-        while not self._stop.is_set():
-            if math.isfinite(self.speed):
-                due = (time.monotonic() - wall0) * self.speed
-                if due < pushed + min(step, (pass_k + 1) * dur - pushed) - 1e-9:
-                    wake = wall0 + (pushed + step) / self.speed
-                    self._stop.wait(max(0.0, min(wake - time.monotonic(), 0.5)))
-                    continue
-                target = min(due, (pass_k + 1) * dur)
-            else:
-                target = min(pushed + step, (pass_k + 1) * dur)
-            base = pass_k * dur
-            for g in self.groups:
-                k0 = int(round((pushed - base) * g.rate))
-                k1 = min(g.n_total, int(round((target - base) * g.rate)))
-                if k1 <= k0:
-                    continue
-                x = g.samples(k0, k1)
-                stamps = start + base + np.arange(k0, k1, dtype=np.float64) / g.rate
-                g.outlet.push_chunk(np.ascontiguousarray(x), stamps.tolist())
-                self.stats.samples[g.source_id] += k1 - k0
-            while next_marker < len(self.annotations) and self.annotations[next_marker].onset <= target - base:
-                a = self.annotations[next_marker]
-                self.marker_outlet.push_sample(
-                    [json.dumps({"text": a.text, "onset": a.onset + base, "duration": a.duration})],
-                    start + base + a.onset)
-                self.stats.markers += 1
-                next_marker += 1
-            pushed = target
-            self.position = pushed
-            if progress is not None:
-                progress(pushed, dur)
-            if pushed >= (pass_k + 1) * dur - 1e-9:
-                pass_k += 1
-                if not self.loop:
-                    break
-                next_marker = 0
-        self.stats.signal_seconds = pushed
-        self.stats.passes = pass_k
-        self.stats.wall_seconds = time.monotonic() - wall0
+        try:
+            while not self._stop.is_set():
+                if math.isfinite(self.speed):
+                    due = (time.monotonic() - wall0) * self.speed
+                    if due < pushed + min(step, (pass_k + 1) * dur - pushed) - 1e-9:
+                        wake = wall0 + (pushed + step) / self.speed
+                        self._stop.wait(max(0.0, min(wake - time.monotonic(), 0.5)))
+                        continue
+                    target = min(due, (pass_k + 1) * dur)
+                else:
+                    target = min(pushed + step, (pass_k + 1) * dur)
+                base = pass_k * dur
+                for g in self.groups:
+                    k0 = int(round((pushed - base) * g.rate))
+                    k1 = min(g.n_total, int(round((target - base) * g.rate)))
+                    if k1 <= k0:
+                        continue
+                    x = g.samples(k0, k1)
+                    stamps = start + base + np.arange(k0, k1, dtype=np.float64) / g.rate
+                    g.outlet.push_chunk(np.ascontiguousarray(x), stamps.tolist())
+                    self.stats.samples[g.source_id] += k1 - k0
+                while next_marker < len(self.annotations) and self.annotations[next_marker].onset <= target - base:
+                    a = self.annotations[next_marker]
+                    self.marker_outlet.push_sample(
+                        [json.dumps({"text": a.text, "onset": a.onset + base, "duration": a.duration})],
+                        start + base + a.onset)
+                    self.stats.markers += 1
+                    next_marker += 1
+                pushed = target
+                self.position = pushed
+                if progress is not None:
+                    progress(pushed, dur)
+                if pushed >= (pass_k + 1) * dur - 1e-9:
+                    pass_k += 1
+                    if not self.loop:
+                        break
+                    next_marker = 0
+        finally:
+            self.stats.signal_seconds = pushed
+            self.stats.passes = pass_k
+            self.stats.wall_seconds = time.monotonic() - wall0
         self._drain()
 
     def _drain(self) -> None:
@@ -377,11 +382,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"Replaying {args.edf} ({dur / 3600:.2f} h, {', '.join(player.source_ids)}) as LSL stream "
           f"{args.name!r} at speed {'max' if math.isinf(args.speed) else f'{args.speed:g}'}"
           f"{', looping' if args.loop else ''}. Ctrl-C to stop.", file=sys.stderr)
-    bar = tqdm(total=round(dur), unit="s", desc="signal", dynamic_ncols=True, file=sys.stderr)
+    # signal seconds pushed; a looping replay counts on without a total
+    bar = tqdm(total=None if args.loop else round(dur), unit="s", desc="signal time", dynamic_ncols=True,
+               file=sys.stderr)
 
     def progress(pos: float, one_pass: float) -> None:
-        bar.n = round(pos - one_pass * math.floor(pos / one_pass) if args.loop else min(pos, one_pass))
-        bar.refresh()
+        bar.update(max(0, round(pos) - bar.n))
 
     interrupted = False
     try:

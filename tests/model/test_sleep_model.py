@@ -65,6 +65,17 @@ def test_forward_in_chunks_with_state_equals_whole(tiny_cfg):
     torch.testing.assert_close(state[1], st_whole[1], atol=TOL, rtol=TOL)
 
 
+def test_forward_tokens_equals_forward(tiny_cfg):
+    model = SleepModel(tiny_cfg)
+    _warm_bn(model, tiny_cfg)
+    x, present = _batch(tiny_cfg, 2, 3)
+    with torch.no_grad():
+        ref, _ = model(x, present)
+        tok = model.neuronet_tokens(x.reshape(6, 8, 3000), present.reshape(6, 8))
+        got, _ = model.forward_tokens(tok.reshape(2, 3, *tok.shape[1:]), present)
+    assert torch.equal(ref.stage_logits, got.stage_logits)
+
+
 def test_training_step_backprops_through_carried_state(tiny_cfg):
     model = SleepModel(tiny_cfg).train()
     x, present = _batch(tiny_cfg, 2, 5)

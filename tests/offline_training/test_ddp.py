@@ -1,10 +1,12 @@
 """DDP on CPU (gloo): two torchrun processes on a global batch split in halves end with the same
 weights as one process on the whole global batch.
 
-Tolerance: every weight within 1e-4 and 98 % of the tensors within 1e-5 (the gradient
-all-reduce changes only the float summation order; AdamW divides by sqrt(v), which magnifies
-that noise on parameters whose true gradient is ~0, e.g. the attention key biases, to ~1e-4
-after a few steps at lr 1e-2). BatchNorm uses running statistics (``finetune.freeze_bn``) and dropout is off, as
+Tolerance: 98 % of the weight tensors within 1e-5 (max abs) and every weight within 1e-3. The
+gradient all-reduce changes only the float summation order; AdamW divides by sqrt(v), which
+magnifies that rounding noise on the few parameters whose true gradient is ~0 (the attention
+key biases: softmax is shift-invariant) to ~1e-4 after 3 steps at lr 1e-2. A wrong DDP (gradient
+summed instead of averaged, batch not split, per-rank loss normalisers) moves nearly every
+tensor by far more than 1e-5. BatchNorm uses running statistics (``finetune.freeze_bn``) and dropout is off, as
 per-rank BatchNorm batch statistics legitimately differ from single-process ones (SyncBatchNorm
 is CUDA-only).
 """
@@ -24,7 +26,7 @@ from safetensors.torch import load_file
 
 torch.set_num_threads(1)
 
-TOL = 1e-4
+TOL = 1e-3
 TIGHT = 1e-5
 
 RUNNER = textwrap.dedent('''
@@ -84,7 +86,7 @@ def test_ddp_two_cpu_processes_match_single_process(shards, tmp_path):
     tight = sum(d <= TIGHT for d in diffs.values()) / len(diffs)
     assert tight >= 0.98, f"only {tight:.1%} of tensors agree within {TIGHT}"
     # the runs did train (weights moved), so the comparison is not vacuous
-    moved = max(float((a[k].float() - init[k].float()).abs().max()) for k in a if a[k].numel())
+    moved = max(float((b[k].float() - init[k].float()).abs().max()) for k in b if b[k].numel())
     assert moved == 0.0  # window checkpoint == final model (no night passes) ...
     from synthsleep.model import SleepModel, load_config
     from _train_fixtures import TINY_MODEL
@@ -94,3 +96,25 @@ def test_ddp_two_cpu_processes_match_single_process(shards, tmp_path):
     delta = max(float((a[k].float() - fresh[k].float()).abs().max()) for k in fresh
                 if fresh[k].is_floating_point() and k.startswith("heads."))
     assert delta > 1e-4  # ... and differs from an untrained model
+
+
+def test_ddp_whole_night_phase_matches_single_process(shards, tmp_path):
+    """Whole-night TBPTT: 2 ranks x 1 lane == 1 process x 2 lanes (same lane plan, same chunks;
+    gradients all-reduced with globally normalised losses)."""
+    base = _overrides()
+    base.update({"finetune.window_steps": 0, "finetune.night_passes": 2, "finetune.night_lr": 1e-2})
+    single_ov = {**base, "finetune.lanes": 2}
+    ddp_ov = {**base, "finetune.lanes": 1}
+    single = _launch([str(shards), str(tmp_path / "single"), json.dumps(single_ov)], tmp_path, None)
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = _launch([str(shards), str(tmp_path / "ddp"), json.dumps(ddp_ov)], tmp_path, 2)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    a = load_file(str(tmp_path / "single" / "night" / "checkpoint" / "model.safetensors"))
+    b = load_file(str(tmp_path / "ddp" / "night" / "checkpoint" / "model.safetensors"))
+    trained = [k for k in a if k.startswith(("mamba.", "heads.", "temporal_norm.")) and a[k].is_floating_point()]
+    diffs = {k: float((a[k] - b[k]).abs().max()) for k in trained}
+    worst = max(diffs, key=diffs.get)
+    assert diffs[worst] <= TOL, f"{worst} differs by {diffs[worst]}"
+    assert sum(d <= TIGHT for d in diffs.values()) / len(diffs) >= 0.98
+    frozen = [k for k in a if k.startswith("encoders.")]
+    assert all(torch.equal(a[k], b[k]) for k in frozen)  # the frozen encoder did not move

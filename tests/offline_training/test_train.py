@@ -160,3 +160,17 @@ def test_stage_metrics_known_values():
     m = stage_metrics(y, p)
     assert m["n"] == 6 and abs(m["accuracy"] - 5 / 6) < 1e-12
     assert 0 < m["kappa"] < 1 and m["confusion"][1][2] == 1
+
+
+def test_best_threshold_maximises_f1():
+    from synthsleep.offline_training.finetune import best_threshold, binary_metrics
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(500) < 0.05).astype(np.int8)
+    prob = np.clip(0.9 + 0.05 * y + 0.02 * rng.standard_normal(500), 0, 1)  # all high: 0.5 is bad
+    y[:5] = -1
+    t = best_threshold(y, prob)
+    f_t = binary_metrics(y, prob, t)["f1"]
+    assert t > 0.9 and f_t > binary_metrics(y, prob, 0.5)["f1"]
+    for cand in np.linspace(0.01, 0.99, 99):
+        assert binary_metrics(y, prob, cand)["f1"] <= f_t + 1e-12

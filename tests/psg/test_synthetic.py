@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +218,30 @@ def test_write_night_read_back_by_mne(tmp_path):
     assert np.array_equal(sc.stages[: night.stages.size], night.stages)
     st, ap, hy = epoch_labels(sc, night.stages.size)
     assert ap.sum() + hy.sum() > 0
+
+
+def test_heart_rate_slows_in_apnea_and_rises_after(apneic):
+    rr_t = apneic.r_peaks[1:]
+    hr = 60.0 / np.diff(apneic.r_peaks)
+    during, after = [], []
+    for e in apneic.resp_events():
+        if e.type == "hypopnea":
+            continue
+        d = hr[(rr_t > e.end - 6) & (rr_t < e.end)]
+        a = hr[(rr_t > e.end + 1) & (rr_t < e.end + 8)]
+        if d.size and a.size:
+            during.append(d.mean())
+            after.append(a.mean())
+    assert len(during) >= 5
+    assert np.mean(after) > np.mean(during) * 1.08  # bradycardia during, tachycardia at the arousal
+    assert 40 < np.median(hr) < 100
+
+
+def test_lead_off_is_flat_but_labels_stay():
+    subj = dataclasses.replace(SubjectParams(), artifact_rate=5.0)
+    night = next(n for n in (synthesize_night(s, 0.5, subject=subj) for s in range(20)) if n.lead_off)
+    lo = night.lead_off[0]
+    sig = night.signal(lo.label)
+    seg = sig.data[int(lo.start * sig.rate): int(lo.stop * sig.rate)]
+    assert seg.size > 60 * sig.rate and np.all(seg == 0)
+    assert night.stages.size == 60 and night.stages.min() >= 0

@@ -23,9 +23,9 @@ def _digest(path) -> str:
 
 def test_synth_writes_nights_deterministically(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
-    for out in (a, b):
+    for out, workers in ((a, "1"), (b, "2")):  # same files whatever the number of processes
         assert run(_args("--nights", "3", "--subjects", "2", "--hours", "0.1", "--seed", "9", "--out", str(out),
-                         "--ahi-range", "20", "30")) == 0
+                         "--ahi-range", "20", "30", "--workers", workers)) == 0
     names = sorted(p.name for p in a.glob("*.edf"))
     assert names == ["synth-s000-n0.edf", "synth-s000-n1.edf", "synth-s001-n0.edf"]
     for n in names:
@@ -46,6 +46,7 @@ def test_synth_writes_nights_deterministically(tmp_path, capsys):
     (("--hours", "-1"), "--hours"),
     (("--nights", "2", "--subjects", "3"), "--subjects"),
     (("--ahi-range", "30", "10"), "--ahi-range"),
+    (("--workers", "0"), "--workers"),
 ])
 def test_synth_bad_arguments(tmp_path, capsys, argv, needle):
     assert run(_args(*argv, "--out", str(tmp_path / "x"))) == 2

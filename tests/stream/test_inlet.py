@@ -8,13 +8,12 @@ import time
 import numpy as np
 import pylsl
 import pytest
+from stream_helpers import assert_same_epochs, direct_epochs, make_outlet, poll_until, push
 
 from synthsleep.psg.epoch import Quality
 from synthsleep.psg.montage import MontageError
 from synthsleep.psg.preprocess import EpochAssembler, PreprocessError, PreprocessParams
 from synthsleep.stream import BedInlet, StreamEpochs, StreamError, StreamNotFound, resolve_stream
-
-from stream_helpers import assert_same_epochs, direct_epochs, make_outlet, poll_until, push
 
 LABELS_256 = ["EEG C4-M1", "EOG E1-M2", "EMG Chin"]
 
@@ -263,3 +262,34 @@ def test_resume_from_state_continues_the_grid(uname):
     assert_same_epochs(first + second, want)
     assert live2.assembler.stats["eeg"]["late_samples"] == 10 * 256
     del o
+
+
+def test_string_stream_refused(uname):
+    info = pylsl.StreamInfo(uname, "Markers", 1, 0, "string", uname + "-m")
+    o = pylsl.StreamOutlet(info)
+    with pytest.raises(StreamError, match="strings"):
+        BedInlet.resolve(name=uname, timeout=5.0)
+    del o
+
+
+def test_silent_outlet_replaced_by_new_one(uname):
+    """The old outlet hangs (alive, silent); a new one with the same source_id takes over."""
+    sid = f"{uname}-256Hz"
+    old = make_outlet(uname, 256, LABELS_256, source_id=sid)
+    bed = BedInlet(resolve_stream(source_id=sid, timeout=5.0), bed="hang", reconnect_after=0.5)
+    live = StreamEpochs(bed, origin_wait=0.0)
+    start = pylsl.local_clock()
+    x = _sig(60, 256, 3, 31)
+    push(old, x[: 30 * 256], start, 256)
+    got = poll_until(live.poll, lambda g: len(g) >= 1, timeout=10)
+    new = make_outlet(uname, 256, LABELS_256, source_id=sid)
+    poll_until(live.poll, lambda g: bed.stats[f"{uname}@{sid}"]["reconnects"] == 1, timeout=10)
+    push(new, x[30 * 256:], start + 30.0, 256)
+    got += poll_until(live.poll, lambda g: len(g) >= 1, timeout=10)
+    assert [e.index for e in got] == [0, 1]
+    pushes = [(m, x[:, i], start) for i, m in enumerate(("eeg", "eog", "emg"))]
+    assert_same_epochs(got, direct_epochs(bed.rates, pushes, origin=live.origin))
+    st = bed.stats[f"{uname}@{sid}"]
+    assert st["reconnects"] == 1 and st["losses"] == 0 and st["gaps"] == 0
+    bed.close()
+    del old, new

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pylsl
 import pytest
+from stream_helpers import assert_same_epochs, poll_until
 
 from synthsleep.psg.montage import resolve_channels
 from synthsleep.psg.preprocess import iter_recording_epochs
@@ -17,8 +18,6 @@ from synthsleep.psg.recording import Annotation, Signal, open_recording, write_e
 from synthsleep.stream import BedInlet, StreamEpochs, resolve_stream
 from synthsleep.stream import player as player_mod
 from synthsleep.stream.player import ReplayError, ReplayPlayer, parse_speed
-
-from stream_helpers import assert_same_epochs, poll_until
 
 CHANNELS = [("EEG C4-M1", 256.0, 40.0), ("EOG E1-M2", 256.0, 60.0), ("EMG Chin", 256.0, 10.0),
             ("ECG II", 512.0, 300.0), ("Resp Airflow", 32.0, 200.0), ("SpO2", 1.0, 0.0)]
@@ -54,7 +53,7 @@ def _replay(edf: str, name: str, speed: float, timeout: float):
     player.start()
     markers = pylsl.StreamInlet(resolve_stream(name=f"{name}-markers", timeout=5)[0], recover=False)
     markers.open_stream(timeout=5)
-    bed = BedInlet.resolve(name=name, timeout=5.0, max_buflen=600)
+    bed = BedInlet.resolve(name=name, timeout=5.0)
     live = StreamEpochs(bed)
     texts, stamps = [], []
 

@@ -124,7 +124,8 @@ def render_spo2(rng: np.random.Generator, n_sec: int, plan: NightPlan, subject: 
         d[up] = ev.desat * (1 - (t[up] - nadir) / rec)
         desat = np.maximum(desat, d)
     base = subject.spo2_base + 0.5 * (slow_modulation(rng, n_sec, 0.5, 120.0) - 1)
-    return np.clip(np.round(base - desat + 0.3 * rng.standard_normal(n_sec)), 50, 100)
+    jitter = smooth(rng.standard_normal(n_sec), 6) * 0.6  # oximeters average over a few seconds
+    return np.clip(np.round(base - desat + jitter), 50, 100)
 
 
 def heart_rate(rng: np.random.Generator, stages: np.ndarray, track: FeatureTrack, plan: NightPlan,

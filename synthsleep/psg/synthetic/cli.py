@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subjects", type=int, default=None,
                         help="number of distinct subjects; nights are dealt out round-robin "
                              "(default: one subject per night)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="generate nights in this many processes (same files as with 1; default 1)")
     parser.add_argument("--no-artifacts", action="store_true", help="clean signals (no line noise, movements, lead-off)")
     parser.add_argument("--validate", action="store_true",
                         help="after writing, compare stage statistics with the shipped real-hypnogram means")
@@ -55,6 +57,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"--nights must be >= 1, got {args.nights}"
     if not (0 < args.hours <= 48):
         return f"--hours must be in (0, 48], got {args.hours}"
+    if args.workers < 1:
+        return f"--workers must be >= 1, got {args.workers}"
     if args.subjects is not None and not (1 <= args.subjects <= args.nights):
         return f"--subjects must be between 1 and --nights ({args.nights}), got {args.subjects}"
     if args.ahi_range is not None:
@@ -85,25 +89,22 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     manifest = {"seed": args.seed, "hours": args.hours, "subjects": k, "ahi_range": ahi_range, "nights": []}
     t0 = time.perf_counter()
-    for i in tqdm(range(args.nights), desc="synthetic nights", unit="night"):
-        subj, nno = i % k, i // k
-        params = subject_params(args.seed, subj, ahi_range)
-        seed = night_seed(args.seed, subj, nno)
-        night = synthesize_night(seed, args.hours, params, artifacts=not args.no_artifacts)
-        path = args.out / f"synth-s{subj:03d}-n{nno}.edf"
-        try:
-            write_night(night, path)
-        except (OSError, ValueError) as exc:
-            console.print(f"[red]error:[/red] cannot write {path}: {exc}")
-            return 1
-        pct = {name: 100.0 * float(np.mean(night.stages == c)) for c, name in enumerate(STAGE_NAMES)}
-        n_ev = {t: sum(e.type == t for e in night.events) for t in
-                ("obstructive_apnea", "central_apnea", "mixed_apnea", "hypopnea")}
-        rows.append((path.name, f"s{subj:03d}", night.duration / 3600, night.ahi(), pct))
-        manifest["nights"].append({"file": path.name, "subject": f"s{subj:03d}", "night": nno, "seed": seed,
-                                   "hours": night.duration / 3600, "ahi": night.ahi(), "stage_pct": pct,
-                                   "events": n_ev, "lead_off": [vars(x) for x in night.lead_off],
-                                   "subject_params": params.to_dict()})
+    jobs = [(i % k, i // k) for i in range(args.nights)]
+    specs = [(args.seed, subj, nno, ahi_range, args.hours, not args.no_artifacts, str(args.out)) for subj, nno in jobs]
+    try:
+        if args.workers > 1 and len(specs) > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(max_workers=min(args.workers, len(specs))) as pool:
+                results = list(tqdm(pool.map(_make_one, specs), total=len(specs), desc="synthetic nights", unit="night"))
+        else:
+            results = [_make_one(sp) for sp in tqdm(specs, desc="synthetic nights", unit="night")]
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]error:[/red] cannot write a night to {args.out}: {exc}")
+        return 1
+    for entry in results:
+        rows.append((entry["file"], entry["subject"], entry["hours"], entry["ahi"], entry["stage_pct"]))
+        manifest["nights"].append(entry)
     (args.out / "synth_manifest.json").write_text(json.dumps(manifest, indent=1))
     table = Table(title=f"{args.nights} synthetic night(s) in {args.out} ({time.perf_counter() - t0:.1f} s)")
     table.add_column("file", no_wrap=True, min_width=max(len(r[0]) for r in rows))
@@ -115,6 +116,23 @@ def run(args: argparse.Namespace) -> int:
     if args.validate:
         _validate(args.out, [r[0] for r in rows], Console())
     return 0
+
+
+def _make_one(spec: tuple) -> dict:
+    """Generate and write one night (top-level so worker processes can run it); its manifest entry."""
+    seed0, subj, nno, ahi_range, hours, artifacts, out = spec
+    params = subject_params(seed0, subj, ahi_range)
+    seed = night_seed(seed0, subj, nno)
+    night = synthesize_night(seed, hours, params, artifacts=artifacts)
+    path = Path(out) / f"synth-s{subj:03d}-n{nno}.edf"
+    write_night(night, path)
+    pct = {name: 100.0 * float(np.mean(night.stages == c)) for c, name in enumerate(STAGE_NAMES)}
+    n_ev = {t: sum(e.type == t for e in night.events) for t in
+            ("obstructive_apnea", "central_apnea", "mixed_apnea", "hypopnea")}
+    logger.info("wrote %s (%.2f h, AHI %.1f)", path, night.duration / 3600, night.ahi())
+    return {"file": path.name, "subject": f"s{subj:03d}", "night": nno, "seed": seed,
+            "hours": night.duration / 3600, "ahi": night.ahi(), "stage_pct": pct, "events": n_ev,
+            "lead_off": [vars(x) for x in night.lead_off], "subject_params": params.to_dict()}
 
 
 def _validate(out: Path, files: list[str], console) -> None:

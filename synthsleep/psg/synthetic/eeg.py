@@ -87,32 +87,38 @@ def render_eeg(rng: np.random.Generator, track: FeatureTrack, subject: SubjectPa
     n = int(track.n_seconds * fs)
     g = subject.eeg_gain
     arousal = _env(track.arousal, n, fs)
-    comps: dict[str, np.ndarray] = {}
+    # components are accumulated in place into ``slow`` / ``fast`` to keep memory down (8-h nights)
     bg = shaped_noise(rng, n, fs, pink_gain(1.15), k=3)
-    bg_env = _env(track["bg"], n, fs) * subject.background_uv
-    comps["bg_shared"] = bg[0] * bg_env
-    alpha = shaped_noise(rng, n, fs, peak_gain(subject.alpha_hz, 0.55))[0]
-    alpha_env = (_env(track["alpha"], n, fs) + 1.3 * arousal) * subject.alpha_uv
+    bg *= _env(track["bg"], n, fs)[None] * subject.background_uv
+    fast = shaped_noise(rng, n, fs, peak_gain(subject.alpha_hz, 0.55))[0]
+    fast *= (_env(track["alpha"], n, fs) + 1.3 * arousal) * subject.alpha_uv
     beta = shaped_noise(rng, n, fs, band_gain(15.0, 30.0))[0]
-    beta_env = (_env(track["beta"], n, fs) + 1.0 * arousal) * subject.beta_uv
-    theta = shaped_noise(rng, n, fs, band_gain(4.0, 7.0, 3.0))[0] * _env(track["theta"], n, fs) * subject.theta_uv
-    delta = shaped_noise(rng, n, fs, band_gain(0.5, 2.0, 3.0))[0] * _env(track["delta"], n, fs) * subject.delta_n3_uv
+    beta *= (_env(track["beta"], n, fs) + 1.0 * arousal) * subject.beta_uv
+    fast += beta
+    del beta, arousal
+    slow = shaped_noise(rng, n, fs, band_gain(4.0, 7.0, 3.0))[0]
+    slow *= _env(track["theta"], n, fs) * subject.theta_uv
+    delta = shaped_noise(rng, n, fs, band_gain(0.5, 2.0, 3.0))[0]
+    delta *= _env(track["delta"], n, fs) * subject.delta_n3_uv
+    slow += delta
+    del delta
     # graphoelements
     spind_t = poisson_times(rng, track["spindle"] * subject.spindle_per_min / 60.0)
     kc_t = poisson_times(rng, track["kcomplex"] * subject.kcomplex_per_min / 60.0)
     vx_t = poisson_times(rng, track["vertex"] * 3.0 / 60.0)
     saw_t = poisson_times(rng, track["sawtooth"] * 1.2 / 60.0)
     follow = kc_t[rng.random(kc_t.size) < 0.35] + 0.9  # spindles riding on K-complexes
-    spind = _spindles(rng, n, fs, np.sort(np.r_[spind_t, follow]), subject)
-    kc = place_kernels(n, fs, kc_t, 90.0 * rng.lognormal(0, 0.3, kc_t.size), _kcomplex_kernel(fs))
-    vx = place_kernels(n, fs, vx_t, 55.0 * rng.lognormal(0, 0.3, vx_t.size), _vertex_kernel(fs))
-    saw = _sawtooth(rng, n, fs, saw_t)
-    slow = theta + delta + kc + vx  # central/frontal slow activity, shared by C3/C4
-    fast = alpha * alpha_env + beta * beta_env + spind + saw
-    c4 = g * (comps["bg_shared"] * 0.8 + bg[1] * bg_env * 0.6 + slow + fast)
-    c3 = g * (comps["bg_shared"] * 0.8 + bg[2] * bg_env * 0.6 + slow * rng.uniform(0.85, 1.1)
-              + fast * rng.uniform(0.85, 1.1))
-    frontal = g * (comps["bg_shared"] * 0.6 + 1.1 * slow + 0.3 * fast)
+    fast += _spindles(rng, n, fs, np.sort(np.r_[spind_t, follow]), subject)
+    slow += place_kernels(n, fs, kc_t, 90.0 * rng.lognormal(0, 0.3, kc_t.size), _kcomplex_kernel(fs))
+    slow += place_kernels(n, fs, vx_t, 55.0 * rng.lognormal(0, 0.3, vx_t.size), _vertex_kernel(fs))
+    fast += _sawtooth(rng, n, fs, saw_t)
+    # slow: central/frontal slow activity shared by C3/C4; fast: alpha, beta, spindles, sawtooth
+    c4 = bg[0] * 0.8 + bg[1] * 0.6 + slow + fast
+    c4 *= g
+    c3 = bg[0] * 0.8 + bg[2] * 0.6 + slow * rng.uniform(0.85, 1.1) + fast * rng.uniform(0.85, 1.1)
+    c3 *= g
+    frontal = bg[0] * 0.6 + 1.1 * slow + 0.3 * fast
+    frontal *= g
     return c4, c3, frontal
 
 

@@ -24,7 +24,7 @@ FEATURES = ("bg", "alpha", "beta", "theta", "delta", "spindle", "kcomplex", "ver
 #                       bg    alpha beta  theta delta spind kc    vert  saw   emg   blink sacc  sem   rem
 STAGE_FEATURES = np.array([
     [0.85, 1.00, 1.00, 0.25, 0.15, 0.00, 0.00, 0.00, 0.00, 1.00, 1.00, 1.00, 0.05, 0.00],  # W
-    [0.90, 0.30, 0.55, 1.00, 0.28, 0.05, 0.05, 1.00, 0.00, 0.60, 0.10, 0.10, 1.00, 0.00],  # N1
+    [0.90, 0.30, 0.55, 1.00, 0.28, 0.05, 0.05, 1.00, 0.00, 0.60, 0.10, 0.10, 0.70, 0.00],  # N1
     [1.00, 0.08, 0.30, 0.70, 0.45, 1.00, 1.00, 0.10, 0.00, 0.45, 0.00, 0.00, 0.15, 0.00],  # N2
     [1.05, 0.05, 0.20, 0.60, 1.00, 0.30, 0.30, 0.00, 0.00, 0.40, 0.00, 0.00, 0.00, 0.00],  # N3
     [0.80, 0.12, 0.22, 0.45, 0.20, 0.02, 0.02, 0.00, 1.00, 0.12, 0.00, 0.05, 0.10, 1.00],  # REM
@@ -63,7 +63,7 @@ def subject_feature_gains(subject: SubjectParams) -> np.ndarray:
     """
     digest = hashlib.sha256(json.dumps(subject.to_dict(), sort_keys=True).encode()).digest()
     rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-    g = rng.lognormal(0.0, 0.25, size=STAGE_FEATURES.shape)
+    g = rng.lognormal(0.0, 0.32, size=STAGE_FEATURES.shape)
     g *= rng.lognormal(0.0, 0.15, size=(1, len(FEATURES)))
     return g
 
@@ -75,7 +75,7 @@ def epoch_features(rng: np.random.Generator, stages: np.ndarray, subject: Subjec
         float64 [n_epochs, len(FEATURES)].
     """
     w = STAGE_FEATURES[stages] * subject_feature_gains(subject)[stages]
-    w *= rng.lognormal(0.0, 0.3, size=w.shape)  # epoch-to-epoch variability
+    w *= rng.lognormal(0.0, 0.35, size=w.shape)  # epoch-to-epoch variability
     # N1: a mix towards the neighbouring look (wake-like or N2-like), strength per subject
     n1 = np.flatnonzero(stages == 1)
     if n1.size:
@@ -104,7 +104,7 @@ def epoch_features(rng: np.random.Generator, stages: np.ndarray, subject: Subjec
         w[wk, _IDX["alpha"]] *= closed
         w[wk, _IDX["blink"]] *= 1.3 - closed
         w[wk, _IDX["saccade"]] *= 1.3 - closed
-        drowsy = rng.random(wk.size) < 0.25  # drowsy wake: alpha fades, eyes roll
+        drowsy = rng.random(wk.size) < 0.35  # drowsy wake: alpha fades, eyes roll
         w[wk[drowsy], _IDX["alpha"]] *= rng.uniform(0.2, 0.7, drowsy.sum())
         w[wk[drowsy], _IDX["theta"]] += rng.uniform(0.2, 0.6, drowsy.sum())
         w[wk[drowsy], _IDX["sem"]] += rng.uniform(0.2, 0.8, drowsy.sum())

@@ -1,0 +1,67 @@
+import json
+
+import numpy as np
+import pytest
+
+from synthsleep.cli import main
+from synthsleep.export.runtime import StepRuntime
+from synthsleep.psg.recording import open_recording, read_edf_annotations
+from synthsleep.score import score_recording
+
+
+def test_score_writes_every_output(tiny_artifact, synthetic_edf, tmp_path, capsys):
+    out = tmp_path / "scored"
+    rc = main(["score", str(synthetic_edf), "--out", str(out), "--model", str(tiny_artifact)])
+    assert rc == 0
+    lines = (out / "hypnogram.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,onset,stage,p_W,p_N1,p_N2,p_N3,p_REM,apnea_prob,hypopnea_prob")
+    assert len(lines) == 1 + 20
+    probs = np.array([[float(v) for v in line.split(",")[3:8]] for line in lines[1:]])
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    stage_events = [e for e in events if e["type"] == "stage"]
+    assert [e["epoch_index"] for e in stage_events] == list(range(20))
+    assert all(set(e) == {"bed", "type", "onset", "duration", "value", "epoch_index", "model_hash"} for e in events)
+    anns = read_edf_annotations(out / "annotations.edf")
+    assert sum(a.text.startswith("Sleep stage") for a in anns) == 20
+    report = json.loads((out / "report.json").read_text())
+    assert report["statistics"]["epochs"] == 20
+    assert report["agreement"]["epochs"] == 20  # compared with the night's own scoring
+    assert (out / "hypnogram.png").stat().st_size > 5000
+    assert "agreement with the file's own scoring" in capsys.readouterr().out
+
+
+def test_score_is_deterministic_and_matches_runtime_loop(tiny_artifact, synthetic_edf):
+    rt = StepRuntime(tiny_artifact)
+    a, _, _ = score_recording(synthetic_edf, rt)
+    b, _, _ = score_recording(synthetic_edf, rt)
+    np.testing.assert_array_equal(np.stack([s.stage_prob for s in a]), np.stack([s.stage_prob for s in b]))
+    # the carried state matters: epoch 10 scored from a fresh state differs
+    from synthsleep.psg.montage import resolve_channels
+    from synthsleep.psg.preprocess import PreprocessParams, iter_recording_epochs
+
+    rec = open_recording(synthetic_edf)
+    params = PreprocessParams.from_dict(rt.preprocess_params)
+    cmap = resolve_channels([c.label for c in rec.channels], wanted=params.modalities)
+    ep10 = list(iter_recording_epochs(rec, cmap, params))[10]
+    fresh, _ = rt.step(ep10.data[None], ep10.present[None], rt.new_state(1))
+    assert np.abs(fresh.stage_prob[0] - a[10].stage_prob).max() > 1e-4
+
+
+def test_score_bad_inputs_are_one_line_errors(tiny_artifact, tmp_path, capsys):
+    bad = tmp_path / "garbage.edf"
+    bad.write_bytes(b"not an edf at all" * 10)
+    assert main(["score", str(bad), "--out", str(tmp_path / "o"), "--model", str(tiny_artifact)]) == 2
+    err = capsys.readouterr().err
+    assert "garbage.edf" in err and "Traceback" not in err
+    assert main(["score", str(bad), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "none.onnx")]) == 2
+    assert "none.onnx" in capsys.readouterr().err
+
+
+def test_score_unknown_channels_names_them(tiny_artifact, tmp_path, capsys):
+    from synthsleep.psg.recording import Signal, write_edf
+
+    path = write_edf(tmp_path / "odd.edf", [Signal("Brainwave 1", 100, np.random.default_rng(0).normal(0, 20, 6000))])
+    assert main(["score", str(path), "--out", str(tmp_path / "o"), "--model", str(tiny_artifact)]) == 2
+    err = capsys.readouterr().err
+    assert "Brainwave 1" in err and "eeg" in err
