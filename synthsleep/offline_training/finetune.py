@@ -44,6 +44,7 @@ from .trainer import (
     MetricsLog,
     Night,
     any_rank,
+    autocast,
     barrier,
     init_distributed,
     load_nights,
@@ -412,12 +413,13 @@ class NightTrainer:
 
     def __init__(self, model: nn.Module, nights: Sequence[Night], embeds: list[Tensor] | None,
                  loss: TaskLoss, fcfg: dict[str, Any], seed: int, di: DistInfo,
-                 device: torch.device) -> None:
+                 device: torch.device, amp: bool = False) -> None:
         self.model, self.nights, self.embeds = model, [n for n in nights], embeds
         self.loss, self.fcfg, self.seed, self.di, self.device = loss, fcfg, seed, di, device
         self.chunk = int(fcfg["chunk"])
         self.lanes_global = int(fcfg["lanes"]) * di.world
         self.labelled = [i for i, n in enumerate(self.nights) if n.labelled]
+        self.amp = amp
 
     def _embed_chunk(self, items: list[tuple[int, int]]) -> tuple[Tensor, dict[str, Tensor]]:
         """e [B, chunk, d] and labels [B, chunk] (padding: zeros / -1)."""
@@ -482,7 +484,9 @@ class NightTrainer:
             keep = (~fresh).to(state[0].dtype)
             state = (state[0] * keep[None, :, None, None], state[1] * keep[None, :, None, None, None])
             optimizer.zero_grad(set_to_none=True)
-            st, ap, hy, new_state = temporal_heads(self.model, e, state)
+            with autocast(self.device, self.amp):
+                st, ap, hy, new_state = temporal_heads(self.model, e, state)
+            new_state = (new_state[0].float(), new_state[1].float())
             out = self.loss(st.reshape(-1, st.shape[-1]), ap.reshape(-1), hy.reshape(-1),
                             lab["stage"].reshape(-1), lab["apnea"].reshape(-1),
                             lab["hypopnea"].reshape(-1))
@@ -588,7 +592,7 @@ def finetune(shard_dir: str | Path, out_dir: str | Path, run_cfg: dict[str, Any]
             set_bn_eval(model)
 
     passes = int(fcfg["night_passes"])
-    nt = NightTrainer(model, lab_train, embeds_train, loss, fcfg, seed, di, device)
+    nt = NightTrainer(model, lab_train, embeds_train, loss, fcfg, seed, di, device, bool(run_cfg["amp"]))
     opt = make_optimizer(params, float(fcfg["night_lr"]), float(fcfg["weight_decay"]))
     steps_per_pass = len(plan_lanes([len(n) for n in lab_train], nt.lanes_global, nt.chunk,
                                     np.random.default_rng(0))[0]) if lab_train else 1

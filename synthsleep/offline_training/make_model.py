@@ -181,6 +181,11 @@ def make_model(out: Path, work: Path, rc: dict[str, Any], subjects: int, two_nig
     from synthsleep.model import load_config
 
     cfg = load_config(rc["model"], rc.get("model_overrides") or None)
+    # freeze the model config for the whole run (the shipped TOML may change meanwhile)
+    snap = work / "model_config.toml"
+    snap.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in cfg.to_dict().items()))
+    rc = json.loads(json.dumps(rc))
+    rc["model"], rc["model_overrides"] = str(snap), {}
     uni = {}
     for m in cfg.modalities:
         uni[m] = timer.run(f"pretrain unimodal {m}", pretrain_unimodal, shards, work / "unimodal" / m, rc, m)

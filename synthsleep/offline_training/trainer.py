@@ -282,8 +282,10 @@ def train_steps(*, model: nn.Module, optimizer: torch.optim.Optimizer,
             barrier(di)
         if over:
             stopped = True
-            log.warning("%s: time budget of %.1f min reached at step %d/%d", desc, max_minutes,
-                        step, total_steps)
+            why = f"stop_at={stop_at}" if stop_at is not None and step >= stop_at else \
+                f"time budget of {max_minutes:.2f} min"
+            log.warning("%s: stopped at step %d/%d (%s); checkpoint written", desc, step,
+                        total_steps, why)
             break
     bar.close()
     secs = time.monotonic() - t0

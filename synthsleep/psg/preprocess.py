@@ -253,7 +253,7 @@ def preprocess_modality(
     if spec.flat >= 0 and float(np.std(vals)) < spec.flat:
         return zeros, int(q | Quality.FLAT), False
     lo, hi = float(vals.min()), float(vals.max())
-    if hi > lo:
+    if hi > lo and spec.norm != "fixed":  # SpO2 sits at its integer maximum for hours: not clipping
         tol = 1e-6 * (hi - lo)
         at_edge = np.count_nonzero(vals >= hi - tol) + np.count_nonzero(vals <= lo + tol)
         if at_edge > params.clip_fraction * vals.size and at_edge > 4:

@@ -209,17 +209,26 @@ class ReplayPlayer:
             g.outlet = None
         self.marker_outlet = None
 
-    def _await_consumers(self) -> None:
+    def _await_consumers(self, grace: float = 2.0) -> None:
+        """Wait until a consumer is connected to some outlet, then up to ``grace`` s for the
+        others: a consumer that uses only some of the rates (a model without ECG) never opens
+        the others, and must not stall the replay."""
         if self.wait_consumers is None:
             return
         deadline = time.monotonic() + self.wait_consumers
-        for g in self.groups:
-            while not g.outlet.have_consumers():
-                left = deadline - time.monotonic()
-                if left <= 0 or self._stop.is_set():
-                    raise ReplayError(f"no consumer connected to stream {g.source_id!r} within "
-                                      f"{self.wait_consumers:g} s")
-                g.outlet.wait_for_consumers(min(left, 0.2))
+        while not any(g.outlet.have_consumers() for g in self.groups):
+            if time.monotonic() >= deadline or self._stop.is_set():
+                raise ReplayError(f"no consumer connected to stream {self.name!r} within "
+                                  f"{self.wait_consumers:g} s")
+            self.groups[0].outlet.wait_for_consumers(0.1)
+        until = time.monotonic() + grace
+        while time.monotonic() < until and not self._stop.is_set():
+            waiting = [g for g in self.groups if not g.outlet.have_consumers()]
+            if not waiting:
+                return
+            waiting[0].outlet.wait_for_consumers(0.1)
+        log.info("replay %s: no consumer on %s; pushing anyway", self.name,
+                 ", ".join(g.source_id for g in self.groups if not g.outlet.have_consumers()))
 
     # -- playing -----------------------------------------------------------------------------------
     def run(self, progress: Callable[[float, float], None] | None = None) -> ReplayStats:

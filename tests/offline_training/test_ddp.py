@@ -88,8 +88,9 @@ def test_ddp_two_cpu_processes_match_single_process(shards, tmp_path):
     # the runs did train (weights moved), so the comparison is not vacuous
     moved = max(float((b[k].float() - init[k].float()).abs().max()) for k in b if b[k].numel())
     assert moved == 0.0  # window checkpoint == final model (no night passes) ...
-    from synthsleep.model import SleepModel, load_config
     from _train_fixtures import TINY_MODEL
+
+    from synthsleep.model import SleepModel, load_config
 
     torch.manual_seed(0)
     fresh = SleepModel(load_config("small", TINY_MODEL)).state_dict()

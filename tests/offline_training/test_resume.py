@@ -76,8 +76,9 @@ def test_whole_night_resume_at_pass_boundary(shards, tmp_path):
 
 def test_checkpoint_roundtrip_restores_optimizer_and_rng(tmp_path):
     torch.manual_seed(0)
-    from synthsleep.model import SleepModel, load_config
     from _train_fixtures import TINY_MODEL
+
+    from synthsleep.model import SleepModel, load_config
 
     m = SleepModel(load_config("small", TINY_MODEL))
     opt = torch.optim.AdamW(m.heads.parameters(), lr=1e-3)
