@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         server = start_metrics_server(metrics, port=0, host=host)
     events_path = out / "events.jsonl"
     events_path.unlink(missing_ok=True)
-    player = ReplayPlayer(str(edf), name=name, speed=args.speed)
+    player = ReplayPlayer(str(edf), name=name, speed=args.speed, wait_consumers=30.0)
     player.start()
     mon = Monitor([BedSpec("demo", name)], runtime, events_path, metrics=metrics, resolve_timeout=10.0,
                   max_buflen=int(6 * 3600))
@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         tst_h = float((truth > 0).sum()) * 30.0 / 3600.0
         meta["true_ahi"] = len([e for e in true_events if e.type in APNEA_TYPES + ("hypopnea",)]) / max(tst_h, 1e-9)
     write_report(out, stages, np.stack([s.stage_prob for s in scored]) if scored else None,
-                          events, ref, meta, title=f"synthsleep demo — {edf.name}")
+                          events, ref, meta, title=f"synthsleep demo — {edf.name}",
+                          origin=scored[0].onset - 30.0 * scored[0].index if scored else 0.0)
     stats = sleep_statistics(stages, events)
     print()
     print(f"== synthsleep demo: {len(scored)} epochs ({len(scored) / 120:.1f} h of signal) scored live in {wall:.0f} s")

@@ -342,7 +342,8 @@ def render_console(monitor: Monitor):
     from rich.console import Group
     from rich.table import Table
 
-    table = Table(title=f"synthsleep monitor — model {monitor.runtime.model_hash[:12]}", expand=True)
+    short = monitor.runtime.model_hash.split(":")[-1][:12]
+    table = Table(title=f"synthsleep monitor — {len(monitor.beds)} bed(s), model {short}", expand=True)
     for col in ("bed", "epoch", "time", "stage", *STAGES, "apnea", "hypop.", "AHI", "alerts", "signals"):
         table.add_column(col, justify="right" if col not in ("bed", "stage", "alerts", "signals") else "left")
     for name, bed in monitor.beds.items():
@@ -357,10 +358,14 @@ def render_console(monitor: Monitor):
                       f"{last['ahi']:.1f}", ",".join(last["alerts"]) or "-",
                       "ok" if not last["absent"] else "lost: " + ",".join(last["absent"]))
     ev = Table(title="recent events", expand=True, show_header=True)
-    for col in ("bed", "type", "onset (s)", "value"):
+    for col in ("bed", "type", "at (h:mm:ss)", "value"):
         ev.add_column(col)
     for e in list(monitor.recent)[-8:]:
-        ev.add_row(e.bed, e.type, f"{e.onset:.0f}", json.dumps(e.value)[:90])
+        bed = monitor.beds.get(e.bed)
+        origin = bed.stream.origin if bed is not None and bed.stream is not None else None
+        rel = e.onset - origin if origin is not None else e.onset
+        h, rem = divmod(int(max(rel, 0)), 3600)
+        ev.add_row(e.bed, e.type, f"{h:d}:{rem // 60:02d}:{rem % 60:02d}", json.dumps(e.value)[:90])
     return Group(table, ev)
 
 

@@ -59,7 +59,7 @@ def sleep_statistics(stages: Sequence[int], events: Sequence[dict[str, Any]] = (
     idx = np.flatnonzero(sleep)
     onset = int(idx[0]) if idx.size else None
     end = int(idx[-1]) if idx.size else None
-    waso = float(((s[onset:end + 1] == 0).sum() * minutes)) if onset is not None else 0.0
+    waso = float((s[onset:end + 1] == 0).sum() * minutes) if onset is not None else 0.0
     rem = np.flatnonzero(s == 4)
     rem_latency = float((rem[0] - onset) * minutes) if onset is not None and rem.size else None
     awakenings = 0
@@ -118,7 +118,7 @@ def stage_agreement(ours: Sequence[int], reference: Sequence[int]) -> Agreement 
 
 def plot_night(path: Path, stages: Sequence[int], stage_prob: np.ndarray | None = None,
                events: Sequence[dict[str, Any]] = (), reference: Sequence[int] | None = None,
-               title: str = "", epoch_seconds: float = EPOCH_SECONDS) -> Path:
+               title: str = "", epoch_seconds: float = EPOCH_SECONDS, origin: float = 0.0) -> Path:
     """Hypnogram PNG: predicted (and reference) stages, stage probabilities, events underneath.
 
     Args:
@@ -127,6 +127,7 @@ def plot_night(path: Path, stages: Sequence[int], stage_prob: np.ndarray | None 
         stage_prob: float [n_epochs, 5] or None.
         events: Event dicts (apnea/hypopnea episodes drawn as bars, alerts as marks).
         reference: the recording's own scoring per epoch, drawn underneath ours.
+        origin: clock time (s) of epoch 0's start; event onsets are on the same clock.
     """
     import matplotlib
 
@@ -167,10 +168,10 @@ def plot_night(path: Path, stages: Sequence[int], stage_prob: np.ndarray | None 
     for e in events:
         t = e.get("type")
         if t in lanes:
-            ev.broken_barh([(e["onset"] / 3600.0, max(e.get("duration", 30.0), 10.0) / 3600.0)],
+            ev.broken_barh([((e["onset"] - origin) / 3600.0, max(e.get("duration", 30.0), 10.0) / 3600.0)],
                            (lanes[t] - 0.4, 0.8), color="C3" if t == "apnea" else "C1")
         elif t == "alert_raised":
-            ev.axvline(e["onset"] / 3600.0, color="k", lw=0.8, ls=":")
+            ev.axvline((e["onset"] - origin) / 3600.0, color="k", lw=0.8, ls=":")
     ev.set_yticks([1, 0], ["apnea", "hypopnea"])
     ev.set_ylim(-0.6, 1.6)
     ev.set_xlabel("hours since start")
@@ -184,8 +185,9 @@ def plot_night(path: Path, stages: Sequence[int], stage_prob: np.ndarray | None 
 
 def write_report(out_dir: Path, stages: Sequence[int], stage_prob: np.ndarray | None,
                  events: Sequence[dict[str, Any]], reference: Sequence[int] | None = None,
-                 meta: dict[str, Any] | None = None, title: str = "") -> dict[str, Any]:
-    """Write ``report.json`` and ``hypnogram.png`` into ``out_dir``; returns the report dict."""
+                 meta: dict[str, Any] | None = None, title: str = "", origin: float = 0.0) -> dict[str, Any]:
+    """Write ``report.json`` and ``hypnogram.png`` into ``out_dir``; returns the report dict.
+    ``origin``: clock time (s) of epoch 0's start (event onsets are on that clock)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stats = sleep_statistics(stages, events)
@@ -193,7 +195,7 @@ def write_report(out_dir: Path, stages: Sequence[int], stage_prob: np.ndarray | 
     if reference is not None:
         agree = stage_agreement(stages, reference)
         report["agreement"] = asdict(agree) if agree else None
-    plot_night(out_dir / "hypnogram.png", stages, stage_prob, events, reference, title)
+    plot_night(out_dir / "hypnogram.png", stages, stage_prob, events, reference, title, origin=origin)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=float))
     return report
 

@@ -1,7 +1,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from synthsleep.cli import main
 from synthsleep.export.runtime import StepRuntime

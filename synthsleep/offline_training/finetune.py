@@ -599,9 +599,10 @@ def finetune(shard_dir: str | Path, out_dir: str | Path, run_cfg: dict[str, Any]
     sched = warmup_cosine(opt, max(1, steps_per_pass // 2), max(passes * steps_per_pass, 1))
     ndir = out / "night"
     ckpt = ndir / "checkpoint"
-    metrics = MetricsLog(ndir, di.is_main)
+    resuming = resume and (ckpt / "train_state.json").exists()
+    metrics = MetricsLog(ndir, di.is_main, resume=resuming)
     start_pass, step, best, best_sd, history = 0, 0, -1e9, None, []
-    if resume and (ckpt / "train_state.json").exists():
+    if resuming:
         st = load_checkpoint(ckpt, model, opt, sched)
         start_pass, step, best, history = int(st["pass"]), int(st["step"]), float(st["best"]), st["history"]
         if (ndir / "best" / "model.safetensors").exists():

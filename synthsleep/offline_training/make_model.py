@@ -199,7 +199,8 @@ def make_model(out: Path, work: Path, rc: dict[str, Any], subjects: int, two_nig
 
     out.mkdir(parents=True, exist_ok=True)
     for name in ("model.safetensors", "model.json"):
-        shutil.copy2(work / "finetune" / name, out / name)
+        shutil.copyfile(work / "finetune" / name, out / name)
+        os.chmod(out / name, 0o644)
     fingerprint = {f["night"]: f["sha256"] for f in man.ok_files}
     provenance = {
         "data": "synthetic nights (synthsleep.psg.synthetic)", "nights": n_nights,

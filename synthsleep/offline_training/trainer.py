@@ -149,14 +149,18 @@ def shard_rows(n_global: int, di: DistInfo) -> slice:
 class MetricsLog:
     """Per-step metrics to ``metrics.jsonl`` (flushed per row) and ``metrics.csv`` (rank 0 only)."""
 
-    def __init__(self, out_dir: str | Path, enabled: bool = True, name: str = "metrics") -> None:
+    def __init__(self, out_dir: str | Path, enabled: bool = True, name: str = "metrics",
+                 resume: bool = False) -> None:
         self.enabled = enabled
         self.rows: list[dict[str, Any]] = []
         self.jsonl = Path(out_dir) / f"{name}.jsonl"
         self.csv = Path(out_dir) / f"{name}.csv"
         if enabled:
             self.jsonl.parent.mkdir(parents=True, exist_ok=True)
-            if self.jsonl.exists():  # resumed run: keep the history
+            if not resume:  # a fresh run starts a fresh log
+                self.jsonl.unlink(missing_ok=True)
+                self.csv.unlink(missing_ok=True)
+            elif self.jsonl.exists():  # resumed run: keep the history
                 for line in self.jsonl.read_text().splitlines():
                     with contextlib.suppress(json.JSONDecodeError):
                         self.rows.append(json.loads(line))
@@ -239,7 +243,7 @@ def train_steps(*, model: nn.Module, optimizer: torch.optim.Optimizer,
         st = load_checkpoint(ckpt, model, optimizer, scheduler)
         start = int(st["step"])
         log.info("%s: resumed from %s at step %d", desc, ckpt, start)
-    metrics = MetricsLog(out_dir, di.is_main)
+    metrics = MetricsLog(out_dir, di.is_main, resume=resume)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     t0 = time.monotonic()
     last: dict[str, float] = {}

@@ -2,8 +2,13 @@ import numpy as np
 import pytest
 
 from synthsleep.psg.epoch import EPOCH_SAMPLES, Quality
-from synthsleep.psg.preprocess import (EpochAssembler, PreprocessError, PreprocessParams,
-                                       preprocess_modality, NormaliserState)
+from synthsleep.psg.preprocess import (
+    EpochAssembler,
+    NormaliserState,
+    PreprocessError,
+    PreprocessParams,
+    preprocess_modality,
+)
 
 RATES = {"eeg": 256.0, "eog": 256.0, "emg": 512.0, "ecg": 512.0, "airflow": 32.0, "thorax": 32.0,
          "abdomen": 32.0, "spo2": 1.0}
