@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/synthsleep demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests
 
 model: $(STAMP)
 	$(BIN)/python -m synthsleep.offline_training.make_model --out synthsleep/assets

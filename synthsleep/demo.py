@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         server = start_metrics_server(metrics, port=0, host=host)
     events_path = out / "events.jsonl"
     events_path.unlink(missing_ok=True)
-    player = ReplayPlayer(str(edf), name=name, speed=args.speed, wait_consumers=30.0)
+    player = ReplayPlayer(str(edf), name=name, speed=args.speed, wait_consumers=30.0, linger=20.0)
     player.start()
     mon = Monitor([BedSpec("demo", name)], runtime, events_path, metrics=metrics, resolve_timeout=10.0,
                   max_buflen=int(6 * 3600))

@@ -86,7 +86,8 @@ def test_kill_9_and_restart_loses_and_doubles_nothing(tiny_artifact, synthetic_e
     name = f"test-kill-{uuid.uuid4().hex[:8]}"
     events, state = tmp_path / "events.jsonl", tmp_path / "state"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    player = ReplayPlayer(str(synthetic_edf), name=name, speed=20.0)  # 10 min of signal in 30 s
+    # 10 min of signal in 30 s; outlets stay open 15 s after the last push so a slow consumer drains them
+    player = ReplayPlayer(str(synthetic_edf), name=name, speed=20.0, linger=15.0)
     first = subprocess.Popen(_monitor_cmd(tiny_artifact, name, events, state), env=env, cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(2.0)  # let it resolve nothing yet; then start the night
@@ -114,6 +115,29 @@ def test_kill_9_and_restart_loses_and_doubles_nothing(tiny_artifact, synthetic_e
     # epochs lost while the monitor was down are there, flagged unscored (no data), not skipped
     lost = [e for e in _stage_events(events) if e["value"]["stage"] == "unknown"]
     assert all(n_before <= e["epoch_index"] for e in lost)
+
+
+def test_sigterm_stops_cleanly_with_state_saved(tiny_artifact, synthetic_edf, tmp_path):
+    name = f"test-term-{uuid.uuid4().hex[:8]}"
+    events, state = tmp_path / "events.jsonl", tmp_path / "state"
+    player = ReplayPlayer(str(synthetic_edf), name=name, speed=20.0)
+    proc = subprocess.Popen(_monitor_cmd(tiny_artifact, name, events, state), cwd=REPO,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    player.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (events.exists() and len(_stage_events(events)) >= 3):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        player.stop()
+    assert proc.returncode == 0, err[-2000:]
+    assert "epochs scored" in out and "Traceback" not in err
+    assert (state / "bed-b1.npz").exists()
+    idx = [e["epoch_index"] for e in _stage_events(events)]
+    assert idx == list(range(len(idx))) and len(idx) >= 3
 
 
 def test_beds_config_and_hostport(tmp_path):

@@ -218,7 +218,11 @@ def test_prepare_generated_nights(tmp_path: Path) -> None:
         want = [e for e in night.events if e.onset < n * 30.0]
         assert sorted(e["type"] for e in stored) == sorted(e.type for e in want)
         assert f["channels"]["eeg"] == "EEG C4-M1" and f["channels"]["spo2"] == "SpO2"
-        assert np.mean(t.column("present_eeg").to_pylist()) > 0.5
+        present = np.array(t.column("present_eeg").to_pylist())
+        off = [(lo.start, lo.stop) for lo in night.lead_off if lo.label == "EEG C4-M1"]
+        inside = np.array([any(a <= 30 * i and 30 * (i + 1) <= b for a, b in off) for i in range(n)])
+        assert not present[inside].any()  # a lead-off (flat EEG) epoch is never scored as present
+        assert present[~inside].mean() > 0.5
 
 
 NSRR_XML = """<?xml version="1.0" encoding="UTF-8" standalone="no"?>
