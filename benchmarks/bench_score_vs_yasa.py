@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     pred = sls.predict()
     t_yasa = time.perf_counter() - t0
     letters = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4, "REM": 4}
-    yasa_codes = np.array([letters.get(str(p), -1) for p in np.asarray(pred)])
+    labels = getattr(pred, "hypno", pred)  # yasa >= 0.7 returns a Hypnogram object
+    yasa_codes = np.array([letters.get(str(p), -1) for p in list(labels)])
 
     a_ours, a_yasa = stage_agreement(ours, truth), stage_agreement(yasa_codes, truth)
     print(f"{args.hours:g}-h synthetic night ({truth.size} epochs), 1 thread")

@@ -77,7 +77,8 @@ def _reference_stages(edf: Path, rec: Any, n_epochs: int) -> tuple[np.ndarray | 
         n_resp = sum(1 for e in scoring.events if e.type in ("obstructive_apnea", "central_apnea",
                                                              "mixed_apnea", "hypopnea"))
         tst_h = float((stages > 0).sum()) * 30.0 / 3600.0
-        true_ahi = n_resp / tst_h if tst_h > 0 and scoring.events is not None else None
+        typed = scoring.has_resp and not any(e.type == "unspecified" for e in scoring.events)
+        true_ahi = n_resp / tst_h if tst_h > 0 and typed else None  # unknown event types: no AHI
         return stages, true_ahi
     except (ValueError, OSError) as exc:
         log.warning("%s: its own annotations could not be read (%s); no agreement reported", edf, exc)
