@@ -377,9 +377,7 @@ def _is_stage_text(text: str) -> bool:
 # ----------------------------------------------------------------------------------------------
 
 
-def _parse_xml(path: Path):  # -> xml.etree.ElementTree.Element
-    from xml.etree.ElementTree import ParseError
-
+def _parse_xml(path: Path):  # -> an ElementTree Element
     import defusedxml
     import defusedxml.ElementTree as DET
 
@@ -392,7 +390,7 @@ def _parse_xml(path: Path):  # -> xml.etree.ElementTree.Element
         raise AnnotationError(path, f"XML entities/external references are refused: {exc}") from None
     except defusedxml.DefusedXmlException as exc:
         raise AnnotationError(path, f"unsafe XML refused: {exc}") from None
-    except ParseError as exc:
+    except DET.ParseError as exc:
         raise AnnotationError(path, f"not well-formed XML: {exc}") from None
     except OSError as exc:
         raise AnnotationError(path, f"cannot read: {exc.strerror or exc}") from None
