@@ -72,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
         "window_batch": 8,  # windows per global batch
         "window_lr": 5e-4,
         "window_max_minutes": 0.0,
+        "augment": False,  # gain/noise/low-pass/sensor-drop augmentation in the window phase
         # phase 2: whole nights in order, truncated backprop, state carried (detached)
         "night_passes": 10,  # passes over every training night
         "chunk": 64,  # epochs per TBPTT chunk

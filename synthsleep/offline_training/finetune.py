@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .augment import augment_epochs
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import add_config_arguments, load_run_config
 from .trainer import (
@@ -376,6 +377,7 @@ def _window_loss_fn(model: nn.Module, core: nn.Module, nights: Sequence[Night], 
     if not lab:
         raise ValueError(f"no labelled training night has >= window_len={wl} epochs")
     rows = shard_rows(gb, di)
+    augment = bool(fcfg.get("augment", False))
 
     def fn(step: int) -> dict[str, Tensor]:
         rng = np.random.default_rng([seed, step, 0xF1])
@@ -384,6 +386,8 @@ def _window_loss_fn(model: nn.Module, core: nn.Module, nights: Sequence[Night], 
         sel = list(zip(idx, starts))[rows]
         x = np.stack([nights[i].x[s:s + wl] for i, s in sel]).astype(np.float32)
         pr = np.stack([nights[i].present[s:s + wl] for i, s in sel])
+        if augment:
+            x, pr = augment_epochs(x, pr, rng, tuple(core.cfg.modalities))
         lb = {k: torch.from_numpy(np.stack([getattr(nights[i], k)[s:s + wl] for i, s in sel])
                                   .astype(np.int64)).to(device).reshape(-1) for k in TASKS}
         out, _ = model(torch.from_numpy(x).to(device), torch.from_numpy(pr).to(device))
