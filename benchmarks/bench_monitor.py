@@ -46,7 +46,6 @@ def run_beds(rt, edf: Path, n: int, speed: float, workdir: Path) -> dict:
     lat: list[float] = []
     mon = Monitor([BedSpec(f"b{i}", nm) for i, nm in enumerate(names)], rt, workdir / f"events-{n}.jsonl",
                   state_dir=workdir / f"state-{n}", markers=False, resolve_timeout=10.0, max_buflen=3600)
-    mon.on_scored.append(lambda bed, ep, out: None)
     t0 = time.perf_counter()
     stop = threading.Event()
 

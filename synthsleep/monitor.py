@@ -159,7 +159,6 @@ class Monitor:
                 self.markers.open_bed(spec.bed)
         self.recent: deque[Event] = deque(maxlen=10)
         self.epochs_done = 0
-        self.on_scored: list[Callable[[str, Epoch, Any], None]] = []
 
     # -- resume ----------------------------------------------------------------------------------
     def _state_path(self, bed: str) -> Path | None:
@@ -263,8 +262,6 @@ class Monitor:
                                            float(out.hypopnea_prob[i]), code, step_seconds,
                                            bed.session.detector.ahi)
                 self.metrics.set_alerts_active(bed.spec.bed, len(bed.session.alerts.active))
-            for cb in self.on_scored:
-                cb(bed.spec.bed, ep, (probs, float(out.apnea_prob[i]), float(out.hypopnea_prob[i])))
         self.epochs_done += len(ready)
         return len(ready)
 

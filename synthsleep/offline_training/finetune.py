@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from torch import Tensor, nn
 from .augment import augment_epochs
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import add_config_arguments, load_run_config
+from .metrics import confusion_matrix, count_runs, roc_auc, sleep_hours
 from .trainer import (
     DistInfo,
     MetricsLog,
@@ -67,15 +69,18 @@ STAGE_NAMES = ("W", "N1", "N2", "N3", "REM")
 
 
 # ======================================================================================= metrics
-def confusion(y: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
-    """Confusion matrix [k, k] (rows = truth) over entries with y >= 0."""
-    ok = y >= 0
-    return np.bincount(y[ok].astype(int) * k + p[ok].astype(int), minlength=k * k).reshape(k, k)
+# (the arithmetic lives in .metrics; these wrappers keep the report format of the training runs)
+
+
+def auroc(y: np.ndarray, s: np.ndarray) -> float | None:
+    """Area under the ROC curve; None (JSON null) when one class is missing."""
+    v = roc_auc(y, s)
+    return None if math.isnan(v) else v
 
 
 def stage_metrics(y: np.ndarray, p: np.ndarray, k: int = 5) -> dict[str, Any]:
     """Accuracy, macro-F1, Cohen's kappa, per-class F1 of stage predictions (y = -1 ignored)."""
-    cm = confusion(y, p, k).astype(np.float64)
+    cm = confusion_matrix(y, p, k).astype(np.float64)
     n = cm.sum()
     if n == 0:
         return {"n": 0}
@@ -88,22 +93,6 @@ def stage_metrics(y: np.ndarray, p: np.ndarray, k: int = 5) -> dict[str, Any]:
             "kappa": float((po - pe) / (1 - pe)) if pe < 1 else 0.0,
             "f1_per_class": {STAGE_NAMES[i]: float(f1[i]) for i in range(k)},
             "confusion": cm.astype(int).tolist()}
-
-
-def auroc(y: np.ndarray, s: np.ndarray) -> float | None:
-    """Area under the ROC curve (rank statistic); None when one class is missing."""
-    pos, neg = s[y == 1], s[y == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        return None
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order))
-    ranks[order] = np.arange(1, len(order) + 1)
-    allv = np.concatenate([pos, neg])
-    for v in np.unique(allv):  # average ties
-        idx = allv == v
-        if idx.sum() > 1:
-            ranks[idx] = ranks[idx].mean()
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 def binary_metrics(y: np.ndarray, prob: np.ndarray, thr: float) -> dict[str, Any]:
@@ -143,15 +132,9 @@ def best_threshold(y: np.ndarray, prob: np.ndarray) -> float:
     return float(min(max(0.5 * (p_sorted[i] + nxt), 1e-4), 1 - 1e-4))
 
 
-def count_runs(flags: np.ndarray) -> int:
-    """Number of runs of consecutive True values (one event per run of positive epochs)."""
-    f = np.asarray(flags, bool)
-    return int(np.sum(f[1:] & ~f[:-1]) + (f[0] if len(f) else 0))
-
-
 def night_ahi(stage: np.ndarray, n_events: int) -> float | None:
     """Events per hour of sleep (stages N1..REM, 30-s epochs); None when no sleep scored."""
-    sleep_h = float(np.sum(stage >= 1)) * 30.0 / 3600.0
+    sleep_h = sleep_hours(stage)
     return n_events / sleep_h if sleep_h > 0 else None
 
 
