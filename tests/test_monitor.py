@@ -86,12 +86,13 @@ def test_kill_9_and_restart_loses_and_doubles_nothing(tiny_artifact, synthetic_e
     name = f"test-kill-{uuid.uuid4().hex[:8]}"
     events, state = tmp_path / "events.jsonl", tmp_path / "state"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # 10 min of signal in 30 s; outlets stay open 15 s after the last push so a slow consumer drains them
-    player = ReplayPlayer(str(synthetic_edf), name=name, speed=20.0, linger=15.0)
-    first = subprocess.Popen(_monitor_cmd(tiny_artifact, name, events, state), env=env, cwd=REPO,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(2.0)  # let it resolve nothing yet; then start the night
+    # 10 min of signal in 40 s, pushed only once the first monitor is connected (a cold start of
+    # the monitor must not cut the night's head off); outlets stay open 15 s after the last push
+    # so a slow consumer drains them
+    player = ReplayPlayer(str(synthetic_edf), name=name, speed=15.0, linger=15.0, wait_consumers=120.0)
     player.start()
+    first = subprocess.Popen(_monitor_cmd(tiny_artifact, name, events, state), env=env, cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -111,7 +112,7 @@ def test_kill_9_and_restart_loses_and_doubles_nothing(tiny_artifact, synthetic_e
     idx = [e["epoch_index"] for e in _stage_events(events)]
     assert idx == sorted(set(idx)), "an epoch was written twice or out of order"
     assert idx == list(range(idx[-1] + 1)), "an epoch is missing"
-    assert idx[-1] >= 18
+    assert idx[-1] >= 18, f"the restarted monitor stopped at epoch {idx[-1]}:\n{second.stderr[-3000:]}"
     # epochs lost while the monitor was down are there, flagged unscored (no data), not skipped
     lost = [e for e in _stage_events(events) if e["value"]["stage"] == "unknown"]
     assert all(n_before <= e["epoch_index"] for e in lost)
@@ -120,7 +121,7 @@ def test_kill_9_and_restart_loses_and_doubles_nothing(tiny_artifact, synthetic_e
 def test_sigterm_stops_cleanly_with_state_saved(tiny_artifact, synthetic_edf, tmp_path):
     name = f"test-term-{uuid.uuid4().hex[:8]}"
     events, state = tmp_path / "events.jsonl", tmp_path / "state"
-    player = ReplayPlayer(str(synthetic_edf), name=name, speed=20.0)
+    player = ReplayPlayer(str(synthetic_edf), name=name, speed=20.0, wait_consumers=120.0)
     proc = subprocess.Popen(_monitor_cmd(tiny_artifact, name, events, state), cwd=REPO,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

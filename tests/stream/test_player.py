@@ -90,7 +90,7 @@ def test_replay_faster_than_real_time_is_paced_and_equal(edf, uname):
     t = time.monotonic()
     got, live, bed, stats, marks, _ = _replay(edf, uname, 30.0, timeout=30)
     # 90 s of signal at x30: never faster than paced; slower only when the machine is starved
-    assert 2.9 <= stats.wall_seconds <= 5.0
+    assert 2.9 <= stats.wall_seconds <= 9.0
     assert time.monotonic() - t >= 2.8
     assert_same_epochs(got, _offline(edf), atol=2e-4, shift=live.origin)
     assert len(marks) == 4
