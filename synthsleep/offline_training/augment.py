@@ -48,3 +48,54 @@ def augment_epochs(x: np.ndarray, present: np.ndarray, rng: np.random.Generator,
                 present[i, :, j] = False
         x[i][~present[i]] = 0.0
     return x.astype(np.float32), present
+
+
+#: Sensor sets that real recordings come with, besides the full montage: EEG alone (a headband,
+#: the DREAMS excerpts), EEG+EOG(+EMG) (Sleep-EDF cassette), no respiratory channels, a PSG that
+#: lost its chin EMG or its oximeter (DREAMS excerpt3 at 50 Hz: EMG unusable, SpO2 implausible).
+REDUCED_MONTAGES: tuple[tuple[str, ...], ...] = (
+    ("eeg",),
+    ("eeg", "eog"),
+    ("eeg", "eog", "emg"),
+    ("eeg", "eog", "emg", "ecg"),
+    ("eeg", "eog", "ecg", "airflow", "thorax", "abdomen"),
+    ("eeg", "eog", "emg", "ecg", "airflow", "thorax", "abdomen"),
+    ("eeg", "eog", "emg", "ecg", "spo2"),
+)
+
+
+def montage_mask(montage: tuple[str, ...], modalities: tuple[str, ...]) -> np.ndarray:
+    """bool [M]: which of ``modalities`` the sensor set ``montage`` records."""
+    return np.array([m in montage for m in modalities], dtype=bool)
+
+
+def draw_montage(rng: np.random.Generator, modalities: tuple[str, ...]) -> np.ndarray:
+    """One of ``REDUCED_MONTAGES`` at random (uniform), as a bool [M] mask over ``modalities``."""
+    return montage_mask(REDUCED_MONTAGES[int(rng.integers(len(REDUCED_MONTAGES)))], modalities)
+
+
+def montage_dropout(present: np.ndarray, rng: np.random.Generator, modalities: tuple[str, ...],
+                    p: float) -> np.ndarray:
+    """Whole-window sensor loss: each window, with probability ``p``, keeps only the sensors of a
+    random reduced montage (the same for all its epochs, as a recorder's set is over a night).
+
+    Unlike per-epoch modality dropout (rare, independent losses), this trains the model on the
+    sensor subsets it meets in real files, so EEG alone is scored from EEG, not from an input
+    pattern it has never seen. A window left with no modality keeps its original mask.
+
+    Args:
+        present: bool [B, T, M].
+        rng: random generator.
+        modalities: names of the M columns.
+        p: chance per window of a reduced montage.
+
+    Returns:
+        bool [B, T, M] (a copy).
+    """
+    out = present.copy()
+    for i in range(out.shape[0]):
+        if rng.random() < p:
+            reduced = out[i] & draw_montage(rng, modalities)[None]
+            if reduced.any():
+                out[i] = reduced
+    return out

@@ -73,6 +73,9 @@ DEFAULTS: dict[str, Any] = {
         "window_lr": 5e-4,
         "window_max_minutes": 0.0,
         "augment": False,  # gain/noise/low-pass/sensor-drop augmentation in the window phase
+        # chance per training window (phase 1) and per training night (phase 2, an extra copy of
+        # the night embedded with that montage) of a reduced sensor set (augment.REDUCED_MONTAGES)
+        "montage_dropout": 0.0,
         # phase 2: whole nights in order, truncated backprop, state carried (detached)
         "night_passes": 10,  # passes over every training night
         "chunk": 64,  # epochs per TBPTT chunk

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .augment import augment_epochs
+from .augment import augment_epochs, draw_montage, montage_dropout
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import add_config_arguments, load_run_config
 from .metrics import confusion_matrix, count_runs, roc_auc, sleep_hours
@@ -242,18 +242,25 @@ def set_bn_eval(module: nn.Module) -> None:
 
 @torch.no_grad()
 def embed_nights(model: nn.Module, nights: Sequence[Night], device: torch.device,
-                 batch: int = 64, desc: str = "embed") -> list[Tensor]:
-    """Fused per-epoch embeddings of every night (encoder in eval mode): list of [T, d] (CPU)."""
+                 batch: int = 64, desc: str = "embed",
+                 keep: Sequence[np.ndarray] | np.ndarray | None = None) -> list[Tensor]:
+    """Fused per-epoch embeddings of every night (encoder in eval mode): list of [T, d] (CPU).
+
+    ``keep``: bool [M] sensor set applied to every epoch (one for all nights, or one per night);
+    the other modalities are treated as absent, as for a recording without those channels.
+    """
     from tqdm import tqdm
 
     was = model.training
     model.eval()
     out = []
-    for n in tqdm(nights, desc=desc, leave=False, disable=len(nights) < 2):
+    keeps = [keep] * len(nights) if keep is None or isinstance(keep, np.ndarray) else list(keep)
+    for n, kp in tqdm(list(zip(nights, keeps)), desc=desc, leave=False, disable=len(nights) < 2):
         parts = []
         for s in range(0, len(n), batch):
-            x = torch.from_numpy(n.x[s:s + batch].astype(np.float32)).to(device)
-            pr = torch.from_numpy(n.present[s:s + batch]).to(device)
+            present = n.present[s:s + batch] if kp is None else n.present[s:s + batch] & kp[None]
+            x = torch.from_numpy(n.x[s:s + batch].astype(np.float32) * present[..., None]).to(device)
+            pr = torch.from_numpy(present).to(device)
             parts.append(model.encode_epochs(x, pr).float().cpu())
         out.append(torch.cat(parts) if parts else torch.zeros(0, model.cfg.fusion_dim))
     model.train(was)
@@ -361,6 +368,7 @@ def _window_loss_fn(model: nn.Module, core: nn.Module, nights: Sequence[Night], 
         raise ValueError(f"no labelled training night has >= window_len={wl} epochs")
     rows = shard_rows(gb, di)
     augment = bool(fcfg.get("augment", False))
+    p_montage = float(fcfg.get("montage_dropout", 0.0))
 
     def fn(step: int) -> dict[str, Tensor]:
         rng = np.random.default_rng([seed, step, 0xF1])
@@ -371,6 +379,9 @@ def _window_loss_fn(model: nn.Module, core: nn.Module, nights: Sequence[Night], 
         pr = np.stack([nights[i].present[s:s + wl] for i, s in sel])
         if augment:
             x, pr = augment_epochs(x, pr, rng, tuple(core.cfg.modalities))
+        if p_montage > 0:
+            pr = montage_dropout(pr, rng, tuple(core.cfg.modalities), p_montage)
+            x = x * pr[..., None]
         lb = {k: torch.from_numpy(np.stack([getattr(nights[i], k)[s:s + wl] for i, s in sel])
                                   .astype(np.int64)).to(device).reshape(-1) for k in TASKS}
         out, _ = model(torch.from_numpy(x).to(device), torch.from_numpy(pr).to(device))
@@ -561,6 +572,18 @@ def finetune(shard_dir: str | Path, out_dir: str | Path, run_cfg: dict[str, Any]
     frozen = bool(fcfg["freeze_encoder"])
     t0 = time.monotonic()
     embeds_train = embed_nights(model, lab_train, device, desc="embed train") if frozen else None
+    night_train = list(lab_train)
+    p_montage = float(fcfg.get("montage_dropout", 0.0))
+    if frozen and p_montage > 0:
+        # extra copies of some training nights, each embedded with one reduced sensor set, so the
+        # temporal model learns the embeddings of partial montages too (labels are the same)
+        rng = np.random.default_rng([seed, 0x3D])
+        picks = [(n, draw_montage(rng, tuple(cfg.modalities))) for n in lab_train if rng.random() < p_montage]
+        if picks:
+            embeds_train += embed_nights(model, [n for n, _ in picks], device, desc="embed reduced",
+                                         keep=[k for _, k in picks])
+            night_train += [n for n, _ in picks]
+        summary["reduced_montage_nights"] = len(picks)
     embeds_val = embed_nights(model, val, device, desc="embed val")
     timings["embed_s"] = time.monotonic() - t0
     temporal_params = [p for name, p in model.named_parameters()
@@ -579,9 +602,9 @@ def finetune(shard_dir: str | Path, out_dir: str | Path, run_cfg: dict[str, Any]
             set_bn_eval(model)
 
     passes = int(fcfg["night_passes"])
-    nt = NightTrainer(model, lab_train, embeds_train, loss, fcfg, seed, di, device, bool(run_cfg["amp"]))
+    nt = NightTrainer(model, night_train, embeds_train, loss, fcfg, seed, di, device, bool(run_cfg["amp"]))
     opt = make_optimizer(params, float(fcfg["night_lr"]), float(fcfg["weight_decay"]))
-    steps_per_pass = len(plan_lanes([len(n) for n in lab_train], nt.lanes_global, nt.chunk,
+    steps_per_pass = len(plan_lanes([len(n) for n in night_train], nt.lanes_global, nt.chunk,
                                     np.random.default_rng(0))[0]) if lab_train else 1
     sched = warmup_cosine(opt, max(1, steps_per_pass // 2), max(passes * steps_per_pass, 1))
     ndir = out / "night"

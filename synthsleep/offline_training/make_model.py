@@ -107,6 +107,15 @@ def evaluate_test(model_dir: Path, shards: Path, window: int) -> dict[str, Any]:
     emb = embed_nights(model, test, torch.device("cpu"), desc="embed test")
     res = {"carried": evaluate_embedded(model, emb, test, "carried"),
            f"window{window}": evaluate_embedded(model, emb, test, "window", window)}
+    # the same test nights with fewer sensors (state carried): how gracefully staging degrades
+    from .augment import montage_mask
+
+    res["reduced_montages"] = {}
+    for name, montage in (("eeg", ("eeg",)), ("eeg+eog+emg", ("eeg", "eog", "emg")),
+                          ("no respiratory", ("eeg", "eog", "emg", "ecg"))):
+        keep = montage_mask(montage, tuple(cfg.modalities))
+        emb_r = embed_nights(model, test, torch.device("cpu"), desc=f"embed test {name}", keep=keep)
+        res["reduced_montages"][name] = evaluate_embedded(model, emb_r, test, "carried")
     res["test_nights"] = len(test)
     res["test_subjects"] = len({n.subject for n in test})
     res["test_epochs"] = int(sum(len(n) for n in test))
@@ -307,6 +316,8 @@ def _print_metrics(test: dict[str, Any], window: int, onnx_rep: dict[str, Any] |
     print(f"{'mode':<28}{'acc':>7}{'mF1':>7}{'kappa':>7}{'apF1':>7}{'hyF1':>7}{'AHI MAE':>9}")
     rows = [("torch, state carried", _short(test["carried"])),
             (f"torch, {window}-ep windows", _short(test[f"window{window}"]))]
+    rows += [(f"torch, carried, {k} only" if k != "no respiratory" else "torch, carried, no resp.",
+              _short(v)) for k, v in test.get("reduced_montages", {}).items()]
     on = _onnx_short(onnx_rep)
     if on and "carried" in on:
         rows += [("ONNX, state carried", on["carried"]), (f"ONNX, {window}-ep windows", on["windows"])]

@@ -21,3 +21,20 @@ def test_augment_shapes_lowpass_and_drop():
     freqs = np.fft.rfftfreq(3000, 0.01)
     assert spec[..., freqs > 40.5].max() < 1e-3 * spec.max()
     np.testing.assert_array_equal(present, np.ones((16, 2, 8), bool))  # input untouched
+
+
+def test_montage_dropout_keeps_real_sensor_sets_per_window():
+    from synthsleep.offline_training.augment import REDUCED_MONTAGES, montage_dropout
+
+    mods = ("eeg", "eog", "emg", "ecg", "airflow", "thorax", "abdomen", "spo2")
+    present = np.ones((400, 5, 8), bool)
+    present[0] = False  # a window with nothing stays as it was
+    out = montage_dropout(present, np.random.default_rng(0), mods, p=0.5)
+    assert not out[0].any()
+    sets = {tuple(m for m, k in zip(mods, row[0]) if k) for row in out[1:]}
+    assert all((row == row[0]).all() for row in out)  # one sensor set for a whole window
+    reduced = sets - {mods}
+    assert reduced == set(REDUCED_MONTAGES)  # every reduced montage drawn, nothing else
+    n_full = sum(row.all() for row in out[1:])
+    assert 150 <= n_full <= 250  # about half the windows keep everything
+    assert (present == 1).sum() > out.sum()  # input untouched, output a copy

@@ -83,6 +83,32 @@ def test_window_phase_trains_end_to_end(shards, tmp_path):
     assert (tmp_path / "ft" / "model.safetensors").exists() and (tmp_path / "ft" / "model.json").exists()
 
 
+def test_montage_dropout_runs_both_phases(shards, tmp_path):
+    rc = load_run_config(None, tiny_overrides(**{"finetune.window_steps": 2, "finetune.night_passes": 1,
+                                                 "finetune.montage_dropout": 1.0}))
+    s = finetune(shards, tmp_path / "ft", rc)
+    # every labelled training night got a reduced-montage copy for the whole-night phase
+    assert s["reduced_montage_nights"] == s["labelled_train_nights"] > 0
+
+
+def test_embed_nights_keep_equals_a_recording_without_those_sensors(shards):
+    from synthsleep.offline_training.augment import montage_mask
+    from synthsleep.offline_training.finetune import build_model, embed_nights
+    from synthsleep.offline_training.trainer import Night, load_nights
+
+    rc = load_run_config(None, tiny_overrides())
+    model, cfg = build_model(rc, None, torch.device("cpu"))
+    night = load_nights(shards, "val", cfg.modalities)[0]
+    keep = montage_mask(("eeg",), tuple(cfg.modalities))
+    stripped = Night(night.night, night.subject, night.x * keep[None, :, None], night.present & keep[None],
+                     night.stage, night.apnea, night.hypopnea)
+    a = embed_nights(model, [night], torch.device("cpu"), keep=keep)[0]
+    b = embed_nights(model, [stripped], torch.device("cpu"))[0]
+    full = embed_nights(model, [night], torch.device("cpu"))[0]
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, full)
+
+
 def test_chunked_carry_equals_whole_night_scan():
     """TBPTT chunks with the state carried give the same outputs as one scan (eval mode)."""
     from synthsleep.model import SleepModel, load_config
