@@ -208,6 +208,7 @@ class Monitor:
             return
         saved = self._load_state(bed)
         bed.stream = StreamEpochs(inlet, self.params, state=saved)
+        bed.session.detector.recorded = frozenset(inlet.rates)  # no "lost" for sensors never there
         log.info("bed %s: connected (%s)", spec.bed, ", ".join(f"{m} {r:g} Hz" for m, r in inlet.rates.items()))
 
     # -- one round -------------------------------------------------------------------------------

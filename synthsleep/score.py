@@ -42,7 +42,8 @@ def score_recording(edf: str | Path, runtime: StepRuntime, overrides: dict[str, 
                                    wanted=params.modalities, source=str(edf))
     log.info("%s: channels %s", edf, channel_map)
     session = BedSession(bed or Path(edf).stem, params.modalities, runtime.new_state(1),
-                         runtime.model_hash, runtime.thresholds, load_rules(rules_path))
+                         runtime.model_hash, runtime.thresholds, load_rules(rules_path),
+                         recorded=list(channel_map))
     events: list[Any] = []
     n_total = int(rec.duration // params.epoch_seconds)
     bar = None

@@ -46,13 +46,15 @@ class BedSession:
         model_hash: the artifact hash, copied into every event.
         thresholds: apnea/hypopnea decision thresholds.
         rules: alert rules (``alerts.rules.load_rules``).
+        recorded: modalities the bed has a channel for (``EventDetector``'s ``recorded``).
     """
 
     def __init__(self, bed: str, modalities: Sequence[str], model_state: Any, model_hash: str = "",
-                 thresholds: Mapping[str, float] | None = None, rules: Sequence[Rule] = ()) -> None:
+                 thresholds: Mapping[str, float] | None = None, rules: Sequence[Rule] = (),
+                 recorded: Sequence[str] | None = None) -> None:
         self.bed = str(bed)
         self.model_state = model_state
-        self.detector = EventDetector(self.bed, modalities, model_hash, thresholds)
+        self.detector = EventDetector(self.bed, modalities, model_hash, thresholds, recorded=recorded)
         self.alerts = AlertEngine(self.bed, rules, model_hash)
         self.scored: list[ScoredEpoch] = []
         self.keep_history = True

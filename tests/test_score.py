@@ -64,3 +64,15 @@ def test_score_unknown_channels_names_them(tiny_artifact, tmp_path, capsys):
     assert main(["score", str(path), "--out", str(tmp_path / "o"), "--model", str(tiny_artifact)]) == 2
     err = capsys.readouterr().err
     assert "Brainwave 1" in err and "eeg" in err
+
+
+def test_missing_sensors_are_not_reported_lost(tiny_artifact, synthetic_edf, tmp_path):
+    from synthsleep.psg.recording import Signal, write_edf
+
+    rec = open_recording(synthetic_edf)
+    eeg = next(c for c in rec.channels if c.label.startswith("EEG"))
+    path = write_edf(tmp_path / "eeg-only.edf", [Signal(eeg.label, eeg.rate, rec.read(eeg.label))])
+    scored, events, _ = score_recording(path, StepRuntime(tiny_artifact))
+    assert len(scored) == 20 and all(s.stage >= 0 for s in scored)
+    assert not [e for e in events if e.type == "signal_lost"]
+    assert not [e for e in events if e.type == "alert_raised" and e.value["kind"] == "signal_lost"]

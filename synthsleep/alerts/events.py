@@ -163,13 +163,17 @@ class EventDetector:
         thresholds: default ``{"apnea": p, "hypopnea": p}`` decision thresholds.
         epoch_seconds: epoch length in seconds.
         stage_names: names of the stage probabilities, in output order.
+        recorded: the modalities this bed has a sensor for; only those can be "lost" (None = all).
+            A montage without, say, SpO2 gets no signal_lost events or alerts for it. Settable
+            later (``detector.recorded = ...``) when the channels are known only on connection.
     """
 
     def __init__(self, bed: str | int, modalities: Sequence[str], model_hash: str = "",
                  thresholds: Mapping[str, float] | None = None, epoch_seconds: float = EPOCH_SECONDS,
-                 stage_names: Sequence[str] = STAGE_NAMES) -> None:
+                 stage_names: Sequence[str] = STAGE_NAMES, recorded: Sequence[str] | None = None) -> None:
         self.bed = str(bed)
         self.modalities = tuple(modalities)
+        self.recorded = None if recorded is None else frozenset(recorded)
         self.model_hash = model_hash
         self.thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
         self.epoch_seconds = float(epoch_seconds)
@@ -246,8 +250,10 @@ class EventDetector:
             for kind in ("apnea", "hypopnea"):
                 events += self._close_episode(kind, epoch_index)
 
-        # signal lost / restored per modality
+        # signal lost / restored per modality (those the bed records)
         for m in self.modalities:
+            if self.recorded is not None and m not in self.recorded and m not in self.lost_since:
+                continue
             ok = bool(pres.get(m, True))
             if not ok and m not in self.lost_since:
                 self.lost_since[m] = onset

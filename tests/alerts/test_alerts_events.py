@@ -138,3 +138,12 @@ def test_state_json_resume_gives_identical_events():
     assert b.ahi == ref.ahi
     with pytest.raises(EventError, match="bed"):
         EventDetector("2", MODS).load_state_dict(state)
+
+
+def test_a_sensor_the_bed_never_had_is_not_lost():
+    det = EventDetector("1", MODS, recorded=("eeg", "eog"))
+    eeg_eog = {m: m in ("eeg", "eog") for m in MODS}
+    evs = run(det, [(2, 0, 0, eeg_eog), (2, 0, 0, {**eeg_eog, "eog": False}), (2, 0, 0, eeg_eog)])
+    assert [(e.type, e.value["modality"]) for e in evs if e.type.startswith("signal_")] == \
+        [("signal_lost", "eog"), ("signal_restored", "eog")]
+    assert det.summary is not None and set(det.lost_since) == set()
