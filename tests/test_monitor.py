@@ -9,13 +9,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_helpers import scrape
 
 from synthsleep.alerts.metrics import MonitorMetrics, start_metrics_server
 from synthsleep.export.runtime import StepRuntime
@@ -24,16 +23,6 @@ from synthsleep.score import score_recording
 from synthsleep.stream.player import ReplayPlayer
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _scrape(url: str) -> dict[tuple[str, tuple], float]:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        text = r.read().decode()
-    out = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
 
 
 def _stage_events(path: Path) -> list[dict]:
@@ -53,10 +42,10 @@ def test_replay_into_monitor_equals_offline_score(tiny_artifact, synthetic_edf, 
         mon = Monitor([BedSpec("b1", name)], rt, tmp_path / "events.jsonl", metrics=metrics,
                       markers=False, max_buflen=3600)
         mon.beds["b1"].session.keep_history = True
-        before = _scrape(server.url)
+        before = scrape(server.url)
         mon.run(threading.Event(), idle_exit=3.0)
         mon.close(flush=True)
-        after = _scrape(server.url)
+        after = scrape(server.url)
     finally:
         player.stop()
         server.stop()
