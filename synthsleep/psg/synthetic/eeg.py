@@ -27,6 +27,8 @@ from synthsleep.psg.synthetic.util import (
 
 EEG_FS = 256.0
 EMG_FS = 512.0
+DELTA_BAND = (0.5, 2.0)  # Hz, slow-wave activity (N2 light, N3 deep)
+THETA_BAND = (4.0, 7.0)  # Hz
 
 
 def _env(track: np.ndarray, n: int, fs: float) -> np.ndarray:
@@ -96,9 +98,9 @@ def render_eeg(rng: np.random.Generator, track: FeatureTrack, subject: SubjectPa
     beta *= (_env(track["beta"], n, fs) + 1.0 * arousal) * subject.beta_uv
     fast += beta
     del beta, arousal
-    slow = shaped_noise(rng, n, fs, band_gain(4.0, 7.0, 3.0))[0]
+    slow = shaped_noise(rng, n, fs, band_gain(*THETA_BAND, 3.0))[0]
     slow *= _env(track["theta"], n, fs) * subject.theta_uv
-    delta = shaped_noise(rng, n, fs, band_gain(0.5, 2.0, 3.0))[0]
+    delta = shaped_noise(rng, n, fs, band_gain(*DELTA_BAND, 3.0))[0]
     delta *= _env(track["delta"], n, fs) * subject.delta_n3_uv
     slow += delta
     del delta

@@ -22,11 +22,14 @@ from synthsleep.psg.synthetic.util import slow_modulation, smooth
 FEATURES = ("bg", "alpha", "beta", "theta", "delta", "spindle", "kcomplex", "vertex", "sawtooth",
             "emg", "blink", "saccade", "sem", "rem")
 #                       bg    alpha beta  theta delta spind kc    vert  saw   emg   blink sacc  sem   rem
+# Tuned so that the relative band powers of the preprocessed (normalised) EEG per stage follow
+# the real DREAMS excerpts (benchmarks/bench_synth_realism.py): N1 has more theta and residual
+# alpha than N2, N3 keeps some theta/alpha under its delta, wake beta stays below alpha.
 STAGE_FEATURES = np.array([
-    [0.85, 1.00, 1.00, 0.25, 0.15, 0.00, 0.00, 0.00, 0.00, 1.00, 1.00, 1.00, 0.05, 0.00],  # W
-    [0.90, 0.30, 0.55, 1.00, 0.28, 0.05, 0.05, 1.00, 0.00, 0.60, 0.10, 0.10, 0.70, 0.00],  # N1
-    [1.00, 0.08, 0.30, 0.70, 0.45, 1.00, 1.00, 0.10, 0.00, 0.45, 0.00, 0.00, 0.15, 0.00],  # N2
-    [1.05, 0.05, 0.20, 0.60, 1.00, 0.30, 0.30, 0.00, 0.00, 0.40, 0.00, 0.00, 0.00, 0.00],  # N3
+    [0.85, 1.00, 0.55, 0.25, 0.15, 0.00, 0.00, 0.00, 0.00, 1.00, 1.00, 1.00, 0.05, 0.00],  # W
+    [0.90, 0.55, 0.55, 1.20, 0.28, 0.05, 0.05, 1.00, 0.00, 0.60, 0.10, 0.10, 0.70, 0.00],  # N1
+    [1.00, 0.12, 0.30, 0.45, 0.45, 1.00, 1.00, 0.10, 0.00, 0.45, 0.00, 0.00, 0.15, 0.00],  # N2
+    [1.05, 0.25, 0.20, 1.20, 1.00, 0.30, 0.30, 0.00, 0.00, 0.40, 0.00, 0.00, 0.00, 0.00],  # N3
     [0.80, 0.12, 0.22, 0.45, 0.20, 0.02, 0.02, 0.00, 1.00, 0.12, 0.00, 0.05, 0.10, 1.00],  # REM
 ])
 _IDX = {f: i for i, f in enumerate(FEATURES)}
