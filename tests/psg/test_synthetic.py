@@ -267,3 +267,15 @@ def test_lead_off_is_flat_but_labels_stay():
     seg = sig.data[int(lo.start * sig.rate): int(lo.stop * sig.rate)]
     assert seg.size > 60 * sig.rate and np.all(seg == 0)
     assert night.stages.size == 60 and night.stages.min() >= 0
+
+
+def test_ecg_polarity_varies_between_subjects():
+    from scipy.stats import skew
+
+    signs = {SubjectParams.draw(np.random.default_rng(s)).ecg_sign for s in range(20)}
+    assert signs == {-1.0, 1.0}
+    base = dataclasses.replace(SubjectParams(), ahi=0.0)
+    up = synthesize_night(4, 0.05, subject=base, artifacts=False).signal("ECG II").data
+    down = synthesize_night(4, 0.05, subject=dataclasses.replace(base, ecg_sign=-1.0),
+                            artifacts=False).signal("ECG II").data
+    assert skew(up) > 2 and skew(down) < -2  # the QRS dominates: it points up, or down

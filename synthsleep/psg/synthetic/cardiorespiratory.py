@@ -161,7 +161,8 @@ def _ecg_template(fs: float, rr: float = 1.0) -> tuple[np.ndarray, int]:
 
 def render_ecg(rng: np.random.Generator, hr: np.ndarray, hr_fs: float, subject: SubjectParams,
                phase: np.ndarray, fs: float = ECG_FS) -> tuple[np.ndarray, np.ndarray]:
-    """ECG lead II in uV at ``fs`` and the R-peak times (s).
+    """ECG lead II in uV at ``fs`` and the R-peak times (s); upside down when ``subject.ecg_sign``
+    is -1 (as reversed electrodes record it).
 
     Returns:
         (ecg [n], r_times [beats]) with n = len(hr) / hr_fs x fs.
@@ -179,6 +180,6 @@ def render_ecg(rng: np.random.Generator, hr: np.ndarray, hr_fs: float, subject: 
         a, b = max(0, i0), min(n, i0 + m)
         if b > a:
             ecg[a:b] += tmpl[a - i0: b - i0]
-    amp = subject.ecg_mv * 1000.0
+    amp = subject.ecg_mv * 1000.0 * subject.ecg_sign
     wander = upsample(np.sin(2 * np.pi * phase[:: int(hr_fs)]), 1.0, n, fs)
     return amp * ecg + 0.05 * amp * wander + 8.0 * rng.standard_normal(n), r_times

@@ -46,6 +46,7 @@ class SubjectParams:
     artifact_rate: float = 1.0  # multiplies movement/pop/drift/lead-off rates
     n1_ambiguity: float = 0.6  # 0: N1 clear-cut, 1: N1 often looks like W or N2
     eye_leak: float = 0.06  # fraction of the eye-movement potential seen by the EEG leads
+    ecg_sign: float = 1.0  # +1 upright QRS; -1 reversed electrodes or another lead (DREAMS excerpt3)
 
     def to_dict(self) -> dict[str, float]:
         """JSON-able dict."""
@@ -112,4 +113,5 @@ class SubjectParams:
             artifact_rate=float(ln(0.0, 0.5)),
             n1_ambiguity=float(rng.uniform(0.4, 0.95)),
             eye_leak=float(rng.uniform(0.03, 0.12)),
+            ecg_sign=float(-1.0 if rng.random() < 0.3 else 1.0),  # drawn last: earlier draws unchanged
         )
