@@ -98,7 +98,12 @@ def synthesise(out: Path, subjects: int, two_night_subjects: int, hours: float, 
 
 
 # ---------------------------------------------------------------------------------- evaluation
-def evaluate_test(model_dir: Path, shards: Path, window: int) -> dict[str, Any]:
+#: Reduced sensor sets reported on the test split (name, modalities).
+REPORTED_MONTAGES = (("eeg", ("eeg",)), ("eeg+eog+emg", ("eeg", "eog", "emg")),
+                     ("no respiratory", ("eeg", "eog", "emg", "ecg")))
+
+
+def evaluate_test(model_dir: Path, shards: Path, window: int, reduced: bool = True) -> dict[str, Any]:
     """Both evaluation modes on the TEST split with the fine-tuned PyTorch model."""
     from synthsleep.model import load_model
 
@@ -111,8 +116,7 @@ def evaluate_test(model_dir: Path, shards: Path, window: int) -> dict[str, Any]:
     from .augment import montage_mask
 
     res["reduced_montages"] = {}
-    for name, montage in (("eeg", ("eeg",)), ("eeg+eog+emg", ("eeg", "eog", "emg")),
-                          ("no respiratory", ("eeg", "eog", "emg", "ecg"))):
+    for name, montage in REPORTED_MONTAGES if reduced else ():
         keep = montage_mask(montage, tuple(cfg.modalities))
         emb_r = embed_nights(model, test, torch.device("cpu"), desc=f"embed test {name}", keep=keep)
         res["reduced_montages"][name] = evaluate_embedded(model, emb_r, test, "carried")
@@ -275,7 +279,7 @@ def run_label_study(shards: Path, work: Path, rc: dict[str, Any], window: int) -
         d = work / f"label1pct_{name}"
         s = finetune(shards, d, rc, "all", 0.01, init)
         fold_thresholds(d, s["thresholds"])
-        t = evaluate_test(d, shards, window)
+        t = evaluate_test(d, shards, window, reduced=False)
         res[name] = {"labelled_subjects": s["labelled_train_subjects"], "val": _short(s["val"]),
                      "test_carried": _short(t["carried"])}
     return res
