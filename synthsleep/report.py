@@ -38,7 +38,7 @@ class SleepStatistics:
     stage_percent_of_tst: dict[str, float]
     apneas: int
     hypopneas: int
-    ahi: float | None  # events per hour of total sleep time
+    ahi: float | None  # events per hour of sleep with a respiratory sensor (None: no such sleep)
     unscored_epochs: int = 0
 
 
@@ -48,7 +48,9 @@ def sleep_statistics(stages: Sequence[int], events: Sequence[dict[str, Any]] = (
 
     Args:
         stages: int per epoch, 0..4 = W,N1,N2,N3,REM; -1 = not scored (signal lost).
-        events: Event dicts (``type`` apnea/hypopnea are counted).
+        events: Event dicts (``type`` apnea/hypopnea are counted; a ``stage`` event whose value
+            says ``resp_scored: false`` marks its epoch as without a respiratory sensor, and the
+            AHI's hours leave it out: None when no sleep had one).
         epoch_seconds: epoch length, s.
     """
     s = np.asarray(stages, dtype=int)
@@ -71,13 +73,19 @@ def sleep_statistics(stages: Sequence[int], events: Sequence[dict[str, Any]] = (
     apneas = sum(1 for e in events if e.get("type") == "apnea")
     hypopneas = sum(1 for e in events if e.get("type") == "hypopnea")
     tib = float(len(s) * minutes)
+    resp = np.ones(len(s), bool)
+    for e in events:
+        i = e.get("epoch_index", -1)
+        if e.get("type") == "stage" and isinstance(i, int) and 0 <= i < len(s):
+            resp[i] = bool((e.get("value") or {}).get("resp_scored", True))
+    resp_hours = float((sleep & resp).sum() * minutes) / 60.0
     return SleepStatistics(
         epochs=len(s), time_in_bed=tib, total_sleep_time=tst,
         sleep_efficiency=100.0 * tst / tib if tib > 0 else 0.0,
         sleep_onset_latency=float(onset * minutes) if onset is not None else None,
         rem_latency=rem_latency, waso=waso, awakenings=awakenings,
         stage_minutes=stage_min, stage_percent_of_tst=pct, apneas=apneas, hypopneas=hypopneas,
-        ahi=(apneas + hypopneas) / (tst / 60.0) if tst > 0 else None,
+        ahi=(apneas + hypopneas) / resp_hours if resp_hours > 0 else None,
         unscored_epochs=int((~scored).sum()),
     )
 
@@ -212,7 +220,8 @@ def format_statistics(stats: SleepStatistics) -> str:
         f"WASO {m(stats.waso)}, awakenings {stats.awakenings}",
         "stages (% of sleep): " + ", ".join(f"{k} {v:.1f}" for k, v in stats.stage_percent_of_tst.items()),
         f"apneas {stats.apneas}, hypopneas {stats.hypopneas}, AHI "
-        + ("n/a" if stats.ahi is None else f"{stats.ahi:.1f}/h"),
+        + ("n/a (no sleep with a respiratory sensor)" if stats.ahi is None and stats.total_sleep_time > 0
+           else "n/a" if stats.ahi is None else f"{stats.ahi:.1f}/h"),
     ]
     if stats.unscored_epochs:
         lines.append(f"{stats.unscored_epochs} epochs not scored (signal lost)")

@@ -29,6 +29,15 @@ def test_no_sleep_gives_no_ahi():
     assert s.total_sleep_time == 0 and s.ahi is None and s.sleep_onset_latency is None
 
 
+def test_ahi_hours_leave_out_sleep_without_respiratory_sensor():
+    stages = [2, 2, 2, 2]
+    ev = lambda i, r: {"type": "stage", "epoch_index": i, "value": {"resp_scored": r}}  # noqa: E731
+    s = sleep_statistics(stages, [{"type": "apnea"}, ev(0, True), ev(1, True), ev(2, False), ev(3, False)])
+    assert s.total_sleep_time == pytest.approx(2.0) and s.ahi == pytest.approx(1 / (1.0 / 60.0))
+    s = sleep_statistics(stages, [ev(i, False) for i in range(4)])
+    assert s.ahi is None  # EEG only all night: no AHI, not 0
+
+
 def test_agreement_kappa():
     ref = [0, 1, 2, 2, 3, 4, 4, 2]
     assert stage_agreement(ref, ref).kappa == pytest.approx(1.0)

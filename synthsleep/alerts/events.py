@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from synthsleep.psg.epoch import EPOCH_SECONDS, STAGES, Quality
+from synthsleep.psg.montage import RESPIRATORY_MODALITIES
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,10 @@ class EpochSummary:
         stage: stage name or ``"unknown"``; scored: at least one modality present.
         apnea, hypopnea: the epoch is positive (probability >= threshold, and scored).
         apnea_prob, hypopnea_prob: the raw probabilities.
-        ahi: running AHI (events/h of predicted sleep); sleep_seconds: predicted sleep so far.
+        ahi: running AHI (events/h of predicted sleep with a respiratory sensor);
+        sleep_seconds: predicted sleep so far.
         lost_since: modality -> onset (s) of the first absent epoch of a running loss.
+        resp_scored: a respiratory sensor was present, so apnea/hypopnea were scored.
     """
 
     epoch_index: int
@@ -126,6 +129,7 @@ class EpochSummary:
     ahi: float
     sleep_seconds: float
     lost_since: dict[str, float] = field(default_factory=dict)
+    resp_scored: bool = True
 
 
 @dataclass
@@ -174,6 +178,8 @@ class EventDetector:
         self.bed = str(bed)
         self.modalities = tuple(modalities)
         self.recorded = None if recorded is None else frozenset(recorded)
+        # apnea/hypopnea are scored only while one of these is present (none: always)
+        self.resp_modalities = tuple(m for m in self.modalities if m in RESPIRATORY_MODALITIES)
         self.model_hash = model_hash
         self.thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
         self.epoch_seconds = float(epoch_seconds)
@@ -187,6 +193,7 @@ class EventDetector:
         self.episodes: dict[str, _Episode | None] = {"apnea": None, "hypopnea": None}
         self.n_events: dict[str, int] = {"apnea": 0, "hypopnea": 0}  # counted for AHI
         self.sleep_seconds = 0.0
+        self.resp_sleep_seconds = 0.0  # predicted sleep with a respiratory sensor (AHI's hours)
         self.scored_seconds = 0.0
         self.lost_since: dict[str, float] = {}
         self.summary: EpochSummary | None = None
@@ -194,10 +201,11 @@ class EventDetector:
     # ------------------------------------------------------------------ derived values
     @property
     def ahi(self) -> float:
-        """Running AHI, events per hour of predicted sleep (0.0 before any sleep)."""
-        if self.sleep_seconds <= 0:
+        """Running AHI, events per hour of predicted sleep during which a respiratory sensor was
+        present (0.0 before any such sleep)."""
+        if self.resp_sleep_seconds <= 0:
             return 0.0
-        return (self.n_events["apnea"] + self.n_events["hypopnea"]) * 3600.0 / self.sleep_seconds
+        return (self.n_events["apnea"] + self.n_events["hypopnea"]) * 3600.0 / self.resp_sleep_seconds
 
     def _event(self, type_: str, onset: float, duration: float, value: Any, index: int) -> Event:
         return Event(self.bed, type_, onset, duration, value, index, self.model_hash)
@@ -242,6 +250,7 @@ class EventDetector:
             pres = {m: True for m in self.modalities}
         qual = _as_mask("quality", quality, self.modalities) or {}
         scored = any(bool(v) for v in pres.values())
+        resp = scored and (not self.resp_modalities or any(bool(pres.get(m, False)) for m in self.resp_modalities))
         end = onset + self.epoch_seconds
         events: list[Event] = []
 
@@ -271,7 +280,8 @@ class EventDetector:
         stage = self.stage_names[code] if scored else UNKNOWN_STAGE
         events.append(self._event("stage", onset, self.epoch_seconds,
                                   {"stage": stage, "code": code,
-                                   "prob": {n: round(float(p), 6) for n, p in zip(self.stage_names, probs)}},
+                                   "prob": {n: round(float(p), 6) for n, p in zip(self.stage_names, probs)},
+                                   "resp_scored": resp},
                                   epoch_index))
         if scored:
             if self.last_stage is not None and stage != self.last_stage:
@@ -282,9 +292,11 @@ class EventDetector:
         asleep = scored and stage != "W"
         if asleep:
             self.sleep_seconds += self.epoch_seconds
+            if resp:
+                self.resp_sleep_seconds += self.epoch_seconds
 
-        # respiratory episodes
-        positive = {"apnea": scored and pa >= thr["apnea"], "hypopnea": scored and ph >= thr["hypopnea"]}
+        # respiratory episodes: only where a respiratory sensor tells (EEG alone cannot)
+        positive = {"apnea": resp and pa >= thr["apnea"], "hypopnea": resp and ph >= thr["hypopnea"]}
         for kind, p in (("apnea", pa), ("hypopnea", ph)):
             ep = self.episodes[kind]
             if positive[kind]:
@@ -302,7 +314,7 @@ class EventDetector:
             epoch_index=epoch_index, onset=onset, end=end, stage=stage, scored=scored,
             apnea=positive["apnea"], hypopnea=positive["hypopnea"], apnea_prob=pa,
             hypopnea_prob=ph, ahi=self.ahi, sleep_seconds=self.sleep_seconds,
-            lost_since=dict(self.lost_since))
+            lost_since=dict(self.lost_since), resp_scored=resp)
         return events
 
     def _close_episode(self, kind: str, at_index: int) -> list[Event]:
@@ -336,6 +348,7 @@ class EventDetector:
             "episodes": {k: (asdict(v) if v is not None else None) for k, v in self.episodes.items()},
             "n_events": dict(self.n_events),
             "sleep_seconds": self.sleep_seconds,
+            "resp_sleep_seconds": self.resp_sleep_seconds,
             "scored_seconds": self.scored_seconds,
             "lost_since": dict(self.lost_since),
             "summary": asdict(self.summary) if self.summary is not None else None,
@@ -353,6 +366,7 @@ class EventDetector:
         self.episodes = {k: (_Episode(**v) if v is not None else None) for k, v in state["episodes"].items()}
         self.n_events = {k: int(v) for k, v in state["n_events"].items()}
         self.sleep_seconds = float(state["sleep_seconds"])
+        self.resp_sleep_seconds = float(state.get("resp_sleep_seconds", self.sleep_seconds))
         self.scored_seconds = float(state["scored_seconds"])
         self.lost_since = {k: float(v) for k, v in state["lost_since"].items()}
         s = state.get("summary")

@@ -147,3 +147,22 @@ def test_a_sensor_the_bed_never_had_is_not_lost():
     assert [(e.type, e.value["modality"]) for e in evs if e.type.startswith("signal_")] == \
         [("signal_lost", "eog"), ("signal_restored", "eog")]
     assert det.summary is not None and set(det.lost_since) == set()
+
+
+def test_no_respiratory_sensor_no_apnea_scoring():
+    mods = ("eeg", "airflow", "spo2")
+    det = EventDetector("1", mods)
+    full = {"eeg": True, "airflow": True, "spo2": True}
+    eeg_only = {"eeg": True, "airflow": False, "spo2": False}
+    spo2_only = {"eeg": True, "airflow": False, "spo2": True}
+    evs = run(det, [(2, 0.9, 0, full), (2, 0.1, 0, full),       # one apnea, resp scored
+                    (2, 0.9, 0.9, eeg_only), (2, 0.9, 0, eeg_only),  # EEG alone: not scored
+                    (2, 0.9, 0, spo2_only), (2, 0.1, 0, spo2_only)])  # oximeter alone counts
+    assert [e.value["resp_scored"] for e in evs if e.type == "stage"] == [True, True, False, False, True, True]
+    assert [(e.value["first_epoch"], e.value["last_epoch"]) for e in evs if e.type == "apnea"] == [(0, 0), (4, 4)]
+    assert not [e for e in evs if e.type == "hypopnea"]
+    assert det.sleep_seconds == 180.0 and det.ahi == 2 * 3600.0 / 120.0  # 2 events in 4 epochs with resp
+    assert det.summary is not None and det.summary.resp_scored
+    # a model that reads no respiratory channel scores apnea from what it has (no gate)
+    plain = EventDetector("2", ("eeg",))
+    assert [e.type for e in run(plain, [(2, 0.9, 0, None), (2, 0.1, 0, None)]) if e.type == "apnea"] == ["apnea"]
