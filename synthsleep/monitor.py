@@ -22,6 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,7 @@ class _Bed:
         self.pending: deque[tuple[Epoch, float]] = deque()  # (epoch, wall time it closed)
         self.written_up_to = -1  # last epoch index already in the JSONL (resume)
         self.next_resolve = 0.0
+        self.resolving: Future[BedInlet] | None = None  # a resolve running in the background
         self.samples_seen = 0
         self.gaps_seen = 0
         self.last: dict[str, Any] = {}
@@ -143,6 +145,10 @@ class Monitor:
         self.metrics = metrics
         self.resolve_timeout = resolve_timeout
         self.max_buflen = max_buflen
+        # streams are resolved off the polling thread: a bed whose amplifier is off must not
+        # hold up the beds that are streaming (a resolve blocks up to resolve_timeout)
+        self._resolver = ThreadPoolExecutor(max_workers=max(1, min(8, len(beds))),
+                                            thread_name_prefix="synthsleep-resolve")
         self.jsonl = JsonlSink(events_path)
         self.markers = LslMarkerSink() if markers else None
         rules = load_rules(rules_path)
@@ -195,13 +201,22 @@ class Monitor:
 
     # -- connection ------------------------------------------------------------------------------
     def _connect(self, bed: _Bed, now: float) -> None:
-        if bed.stream is not None or now < bed.next_resolve:
+        """Start a background resolve when due; attach the stream once one has finished."""
+        if bed.stream is not None:
             return
         spec = bed.spec
+        if bed.resolving is None:
+            if now >= bed.next_resolve:
+                bed.resolving = self._resolver.submit(
+                    BedInlet.resolve, name=spec.stream, source_ids=spec.source_ids,
+                    timeout=self.resolve_timeout, bed=spec.bed, overrides=spec.channels or None,
+                    modalities=self.params.modalities, max_buflen=self.max_buflen)
+            return
+        if not bed.resolving.done():
+            return
+        future, bed.resolving = bed.resolving, None
         try:
-            inlet = BedInlet.resolve(name=spec.stream, source_ids=spec.source_ids, timeout=self.resolve_timeout,
-                                     bed=spec.bed, overrides=spec.channels or None,
-                                     modalities=self.params.modalities, max_buflen=self.max_buflen)
+            inlet = future.result()  # a montage error (unknown channels, ...) is raised here
         except StreamNotFound as exc:
             bed.next_resolve = now + 2.0
             log.warning("bed %s: %s; retrying", spec.bed, exc)
@@ -325,6 +340,7 @@ class Monitor:
                 if evs:
                     self._emit(bed, evs, None)
                 self._save_state(bed)
+        self._resolver.shutdown(wait=False, cancel_futures=True)
         self.jsonl.close()
         if self.markers:
             self.markers.close()

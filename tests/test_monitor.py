@@ -145,3 +145,26 @@ def test_beds_config_and_hostport(tmp_path):
     cfg.write_text('[[bed]]\nid = "1"\nstream = "a"\n[[bed]]\nid = "1"\nstream = "b"\n')
     with pytest.raises(ValueError, match="unique"):
         load_beds_config(cfg)
+
+
+def test_a_bed_without_stream_does_not_hold_up_the_others(tiny_artifact, synthetic_edf, tmp_path):
+    """Resolving an absent bed's stream (5 s timeout per attempt) runs off the polling thread."""
+    name = f"test-absent-{uuid.uuid4().hex[:8]}"
+    player = ReplayPlayer(str(synthetic_edf), name=name, speed=float("inf"))
+    player.start()
+    try:
+        mon = Monitor([BedSpec("live", name), BedSpec("off", f"nobody-{uuid.uuid4().hex[:8]}")],
+                      StepRuntime(tiny_artifact), tmp_path / "events.jsonl", markers=False,
+                      resolve_timeout=5.0, max_buflen=3600)
+        slowest, t_end = 0.0, time.monotonic() + 60
+        while time.monotonic() < t_end and mon.beds["live"].session.detector.last_index != 19:
+            t = time.perf_counter()
+            mon.poll_once()
+            slowest = max(slowest, time.perf_counter() - t)
+            time.sleep(0.02)
+        mon.close(flush=True)
+    finally:
+        player.stop()
+    assert mon.beds["live"].session.detector.last_index == 19  # the whole night, scored live
+    assert mon.beds["off"].stream is None
+    assert slowest < 2.5, f"one polling round took {slowest:.1f} s (a blocking resolve?)"
