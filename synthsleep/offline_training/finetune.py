@@ -259,7 +259,9 @@ def embed_nights(model: nn.Module, nights: Sequence[Night], device: torch.device
         parts = []
         for s in range(0, len(n), batch):
             present = n.present[s:s + batch] if kp is None else n.present[s:s + batch] & kp[None]
-            x = torch.from_numpy(n.x[s:s + batch].astype(np.float32) * present[..., None]).to(device)
+            xb = n.x[s:s + batch].astype(np.float32)  # float16 -> float32 copy, zeroed in place
+            xb *= present[..., None]
+            x = torch.from_numpy(xb).to(device)
             pr = torch.from_numpy(present).to(device)
             parts.append(model.encode_epochs(x, pr).float().cpu())
         out.append(torch.cat(parts) if parts else torch.zeros(0, model.cfg.fusion_dim))
