@@ -1,12 +1,23 @@
-"""How the bundled model does on the only real recordings available here (DREAMS, expert-scored).
+"""How models do on the only real recordings here (DREAMS, expert-scored), side by side.
 
-    python benchmarks/bench_real_transfer.py [--model PATH]
+    python benchmarks/bench_real_transfer.py [--model A.onnx --model B.onnx ...] [--adapt] [--synthetic]
+
+For each model (default: the bundled one), every number from ``synthsleep score``'s own path
+(``score_recording``: same preprocessing, artifact and state sequence as the monitor):
 
 1. ``excerpt3.edf``: 30 min of real PSG (all channels at 50 Hz, so EMG is flagged LOW_RATE)
-   scored by ``score_recording`` with every modality the file has, and with EEG only.
+   with every modality the file has, and with its EEG (C3-A1) only.
 2. ``excerpt1..8.txt``: 30 min of one real EEG channel each (50-200 Hz), written as EDF and
-   scored EEG-only, against the expert hypnograms (5-s scoring → 30-s epochs).
-Needs ../shared/data/real/dreams (DREAMS licence: not copied into this repository).
+   scored EEG-only, against the expert hypnograms (5-s scoring -> 30-s epochs).
+3. ``--synthetic``: held-out synthetic nights of 1, 4 and 8 hours (subjects drawn from a seed no
+   training run uses), full montage and EEG only.
+4. ``--adapt``: ``synthsleep adapt`` leave-one-excerpt-out: the model is adapted on the EEG of
+   the 7 other excerpts (no label is read), then the 8th is scored; excerpt3.edf (all channels)
+   is scored with the model adapted on the 7 excerpts other than excerpt3. The test excerpt is
+   never in its own adaptation set.
+
+The DREAMS labels are used for scoring only. Needs ../shared/data/real/dreams (DREAMS licence:
+not copied into this repository). Prints one table, one row per model and set.
 """
 
 from __future__ import annotations
@@ -22,53 +33,106 @@ import numpy as np  # noqa: E402
 
 DREAMS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "dreams"
 TEXT_RATES = {1: 100.0, 3: 50.0}  # the others are 200 Hz (README of the data folder)
+SYNTH_SEED = 9999  # subjects no training run draws (make_model draws seed 0)
+
+
+def excerpt_edfs(dreams: Path, work: Path) -> list[tuple[Path, np.ndarray]]:
+    """The 8 single-EEG text excerpts written as EDF, with their expert stages per 30-s epoch."""
+    from synthsleep.psg.annotations import epoch_labels, load_scoring
+    from synthsleep.psg.recording import Signal, write_edf
+
+    out = []
+    for k in range(1, 9):
+        lines = (dreams / f"excerpt{k}.txt").read_text().split("\n")
+        label = lines[0].strip().strip("[]")
+        x = np.array([float(v) for v in lines[1:] if v.strip()])
+        fs = TEXT_RATES.get(k, 200.0)
+        path = write_edf(work / f"excerpt{k}.edf", [Signal(label, fs, x)])
+        stages, _, _ = epoch_labels(load_scoring(dreams / f"Hypnogram_excerpt{k}.txt"), int(len(x) / fs // 30))
+        out.append((path, stages))
+    return out
+
+
+def agreement(model: Path, edf: Path, truth: np.ndarray):
+    from synthsleep.export.runtime import StepRuntime
+    from synthsleep.report import stage_agreement
+    from synthsleep.score import score_recording
+
+    scored, _, _ = score_recording(edf, StepRuntime(model, threads=1))
+    return stage_agreement([s.stage for s in scored], truth)
+
+
+def synthetic_nights(work: Path) -> list[tuple[str, Path, Path, np.ndarray]]:
+    """(name, full-montage EDF, EEG-only EDF, stages) for held-out nights of 1, 4 and 8 h."""
+    from synthsleep.psg.recording import Signal, write_edf
+    from synthsleep.psg.synthetic import SubjectParams, synthesize_night, write_night
+
+    out = []
+    for i, hours in enumerate((1.0, 4.0, 8.0)):
+        subj = SubjectParams.draw(np.random.default_rng([SYNTH_SEED, i]), None)
+        night = synthesize_night(seed=SYNTH_SEED * 100 + i, hours=hours, subject=subj)
+        full = write_night(night, work / f"synth-{hours:g}h.edf")
+        eeg = night.signal("EEG C4-M1")
+        only = write_edf(work / f"synth-{hours:g}h-eeg.edf", [Signal(eeg.label, eeg.rate, np.asarray(eeg.data))])
+        out.append((f"synthetic {hours:g} h", full, only, np.asarray(night.stages)))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--model", action="append", default=None, help="artifact(s) to compare (default: bundled)")
     ap.add_argument("--dreams", type=Path, default=DREAMS)
+    ap.add_argument("--adapt", action="store_true", help="also adapt leave-one-excerpt-out (needs weights beside)")
+    ap.add_argument("--synthetic", action="store_true", help="also held-out synthetic nights of 1/4/8 h")
     args = ap.parse_args(argv)
     if not (args.dreams / "excerpt3.edf").exists():
         print(f"no DREAMS data at {args.dreams}: nothing to measure")
         return 0
-
-    from synthsleep.export.runtime import StepRuntime
+    from synthsleep.offline_training.adapt import adapt
     from synthsleep.psg.annotations import epoch_labels, find_scoring_for, load_scoring
     from synthsleep.psg.recording import Signal, open_recording, write_edf
-    from synthsleep.report import stage_agreement
-    from synthsleep.score import score_recording
     from synthsleep.scoring import resolve_model_path
 
-    rt = StepRuntime(resolve_model_path(args.model), threads=1)
-    print(f"model {rt.model_hash.split(':')[-1][:12]}")
-    edf = args.dreams / "excerpt3.edf"
-    rec = open_recording(edf)
-    truth, _, _ = epoch_labels(load_scoring(find_scoring_for(edf), recording=rec, n_epochs=60), 60)
-    for name, overrides in (("all modalities in the file", None), ("EEG only (C3-A1)", "eeg")):
-        if overrides:
-            tmp = Path(tempfile.mkdtemp()) / "eeg.edf"
-            write_edf(tmp, [Signal("C3-A1", 50.0, rec.read("C3-A1"))])
-            scored, _, _ = score_recording(tmp, rt)
-        else:
-            scored, _, _ = score_recording(edf, rt)
-        a = stage_agreement([s.stage for s in scored], truth)
-        print(f"excerpt3.edf, {name:28s}: accuracy {a.accuracy:.3f}, kappa {a.kappa:.3f} ({a.epochs} epochs)")
-    accs, kappas = [], []
-    for k in range(1, 9):
-        lines = (args.dreams / f"excerpt{k}.txt").read_text().split("\n")
-        label = lines[0].strip().strip("[]")
-        x = np.array([float(v) for v in lines[1:] if v.strip()])
-        fs = TEXT_RATES.get(k, 200.0)
-        path = write_edf(Path(tempfile.mkdtemp()) / f"excerpt{k}.edf", [Signal(label, fs, x)])
-        n = int(len(x) / fs // 30)
-        stages, _, _ = epoch_labels(load_scoring(args.dreams / f"Hypnogram_excerpt{k}.txt"), n)
-        scored, _, _ = score_recording(path, rt)
-        a = stage_agreement([s.stage for s in scored], stages)
-        accs.append(a.accuracy)
-        kappas.append(a.kappa)
-        print(f"excerpt{k}.txt ({label}, {fs:g} Hz), EEG only: accuracy {a.accuracy:.3f}, kappa {a.kappa:.3f}")
-    print(f"mean over the 8 EEG-only excerpts: accuracy {np.mean(accs):.3f}, kappa {np.mean(kappas):.3f}")
+    work = Path(tempfile.mkdtemp(prefix="bench_real_"))
+    edf3 = args.dreams / "excerpt3.edf"
+    rec = open_recording(edf3)
+    truth3, _, _ = epoch_labels(load_scoring(find_scoring_for(edf3), recording=rec, n_epochs=60), 60)
+    eeg3 = write_edf(work / "excerpt3-eeg.edf", [Signal("C3-A1", 50.0, rec.read("C3-A1"))])
+    excerpts = excerpt_edfs(args.dreams, work)
+    synth = synthetic_nights(work) if args.synthetic else []
+    models = [Path(resolve_model_path(m)) for m in (args.model or [None])]
+    rows: list[tuple[str, str, float, float]] = []
+
+    def add(model_name: str, what: str, agreements: list) -> None:
+        acc = float(np.mean([a.accuracy for a in agreements]))
+        kap = float(np.mean([a.kappa for a in agreements]))
+        rows.append((model_name, what, acc, kap))
+        print(f"{model_name:28s} {what:44s} accuracy {acc:.3f}  kappa {kap:.3f}", flush=True)
+
+    for model in models:
+        name = f"{model.parent.name}/{model.name}"
+        add(name, "excerpt3.edf, all channels", [agreement(model, edf3, truth3)])
+        add(name, "excerpt3.edf, EEG only", [agreement(model, eeg3, truth3)])
+        per = [agreement(model, p, st) for p, st in excerpts]
+        print("   per excerpt: " + " ".join(f"{a.accuracy:.2f}" for a in per))
+        add(name, "8 EEG-only excerpts (mean)", per)
+        for label, full, only, st in synth:
+            add(name, f"{label}, full montage", [agreement(model, full, st)])
+            add(name, f"{label}, EEG only", [agreement(model, only, st)])
+        if args.adapt:
+            per_a = []
+            for k, (path, st) in enumerate(excerpts):
+                others = [p for j, (p, _) in enumerate(excerpts) if j != k]
+                out = work / f"adapted-{model.stem}-loo{k + 1}.onnx"
+                adapt(others, model, out)
+                per_a.append(agreement(out, path, st))
+                if k == 2:  # the model adapted without excerpt3 also scores excerpt3.edf (all channels)
+                    add(name, "excerpt3.edf, all channels, adapted (LOO)", [agreement(out, edf3, truth3)])
+            print("   per excerpt, adapted: " + " ".join(f"{a.accuracy:.2f}" for a in per_a))
+            add(name, "8 EEG-only excerpts, adapted (LOO, mean)", per_a)
+    print(f"\n{'model':28s} {'set':44s} {'accuracy':>8s} {'kappa':>7s}")
+    for m, w, a, k in rows:
+        print(f"{m:28s} {w:44s} {a:8.3f} {k:7.3f}")
     return 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -29,6 +28,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
               "synthsleep probe --shards shards/ --init runs/mm --out runs/probe"),
     "finetune": ("synthsleep.offline_training.finetune", "fine-tune staging / apnea / hypopnea over whole nights",
                  "synthsleep finetune --task all --labels 1.0 --shards shards/ --init runs/mm --out runs/ft"),
+    "adapt": ("synthsleep.offline_training.adapt", "adapt a model to a site's unlabelled recordings (no labels)",
+              "synthsleep adapt --in site_recordings/ --out model-site.onnx\n"
+              "synthsleep adapt --in night1.edf night2.edf --model model.onnx --out model-site.onnx"),
     "evaluate": ("synthsleep.offline_training.evaluate", "accuracy, F1, kappa, AUROC, AHI on a split",
                  "synthsleep evaluate --model runs/ft/model.onnx --shards shards/ --out eval/"),
     "export": ("synthsleep.export.onnx_export", "export a checkpoint to the ONNX step artifact",
@@ -54,19 +56,6 @@ def _load(spec: str):
     return getattr(mod, f"{pre}add_arguments"), getattr(mod, f"{pre}run")
 
 
-def _available() -> dict[str, tuple[str, str, str]]:
-    """Commands whose module exists in this installation (nothing half-built is listed)."""
-    out = {}
-    for name, entry in COMMANDS.items():
-        try:
-            found = importlib.util.find_spec(entry[0].partition(":")[0]) is not None
-        except ModuleNotFoundError:  # its parent package is not there either
-            found = False
-        if found:
-            out[name] = entry
-    return out
-
-
 def build_parser(names: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="synthsleep",
@@ -76,7 +65,7 @@ def build_parser(names: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (spec, help_, examples) in _available().items():
+    for name, (spec, help_, examples) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_,
                            epilog="examples:\n  " + examples.replace("\n", "\n  "),
                            formatter_class=argparse.RawDescriptionHelpFormatter)

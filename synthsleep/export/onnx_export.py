@@ -251,6 +251,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the ORT vs PyTorch parity check after export")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write the int8 variant OUT.int8.onnx (dynamic quantisation) and "
+                             "report how far it is from the fp32 artifact")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -280,4 +283,12 @@ def run(args: argparse.Namespace) -> int:
 
     report = verify_artifact(args.out, model=model, steps=20)
     print(report.summary())
+    if args.int8:
+        from synthsleep.export.quantize import INT8_ATOL, quantize_artifact
+
+        q = quantize_artifact(args.out)
+        print(f"wrote {q.path} ({q.path.stat().st_size / 1e6:.1f} MB, int8)  {q.content_hash}")
+        qrep = verify_artifact(q.path, reference=args.out, steps=20, atol=INT8_ATOL)
+        print(qrep.summary())
+        return 0 if report.ok and qrep.ok else 1
     return 0 if report.ok else 1

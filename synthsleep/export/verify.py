@@ -41,6 +41,8 @@ class VerifyReport:
     batch: int
     atol: float
     compared: bool = False  # a PyTorch model was compared
+    reference: Path | None = None  # or another artifact (e.g. the fp32 one of an int8 variant)
+    stage_agreement: float | None = None  # fraction of (step, bed) with the same most likely stage
     max_abs_diff: dict[str, float] = field(default_factory=dict)
     sanity_errors: list[str] = field(default_factory=list)
     ort_step_seconds: float | None = None  # median per step, one thread
@@ -58,9 +60,12 @@ class VerifyReport:
         for err in self.sanity_errors:
             lines.append(f"  FAIL {err}")
         if self.compared:
-            lines.append(f"  ORT vs PyTorch, largest absolute difference (tolerance {self.atol:g}):")
+            other = f"reference {self.reference}" if self.reference else "PyTorch"
+            lines.append(f"  ORT vs {other}, largest absolute difference (tolerance {self.atol:g}):")
             for k, v in self.max_abs_diff.items():
                 lines.append(f"    {k:<15} {v:.3e}  {'ok' if v <= self.atol else 'FAIL'}")
+            if self.stage_agreement is not None:
+                lines.append(f"    most likely stage identical in {100 * self.stage_agreement:.1f} % of steps")
         else:
             lines.append("  (no checkpoint given: ORT vs PyTorch parity not checked)")
         if self.ort_step_seconds is not None:
@@ -104,9 +109,11 @@ def edf_epochs(path: str | Path, rt: StepRuntime, steps: int) -> list[tuple[np.n
 
 
 def _run_sequence(rt: StepRuntime, model: Any, seq: list[tuple[np.ndarray, np.ndarray]],
-                  report: VerifyReport) -> None:
+                  report: VerifyReport, ref_rt: StepRuntime | None = None) -> None:
     batch = seq[0][0].shape[0]
     state = rt.new_state(batch)
+    ref_state = ref_rt.new_state(batch) if ref_rt is not None else None
+    same, total = 0, 0
     t_ort: list[float] = []
     t_torch: list[float] = []
     if model is not None:
@@ -124,6 +131,16 @@ def _run_sequence(rt: StepRuntime, model: Any, seq: list[tuple[np.ndarray, np.nd
         sums = out.stage_prob.sum(axis=-1)
         if not np.allclose(sums, 1.0, atol=1e-4):
             report.sanity_errors.append(f"stage_prob rows sum to {sums.tolist()}, not 1")
+        if ref_rt is not None:  # another artifact, its own state carried
+            ref_out, ref_state = ref_rt.step(x, present, ref_state)
+            ref = (ref_out.stage_prob, ref_out.apnea_prob, ref_out.hypopnea_prob, ref_state.conv_state,
+                   ref_state.ssm_state)
+            for name, a, b in zip(OUTPUTS, got, ref):
+                report.max_abs_diff[name] = max(report.max_abs_diff.get(name, 0.0), float(np.abs(a - b).max()))
+            same += int((out.stage_prob.argmax(-1) == ref_out.stage_prob.argmax(-1)).sum())
+            total += batch
+            report.stage_agreement = same / total if report.stage_agreement is None else \
+                min(report.stage_agreement, same / total)
         if model is None:
             continue
         with torch.no_grad():
@@ -142,11 +159,13 @@ def _run_sequence(rt: StepRuntime, model: Any, seq: list[tuple[np.ndarray, np.nd
 
 def verify_artifact(path: str | Path, checkpoint: str | Path | None = None, model: Any = None,
                     steps: int = 20, batch: int = 2, seed: int = 0, edf: str | Path | None = None,
-                    atol: float = DEFAULT_ATOL) -> VerifyReport:
+                    atol: float = DEFAULT_ATOL, reference: str | Path | None = None) -> VerifyReport:
     """Check ``path`` and compare it with a PyTorch model over ``steps`` steps, state carried.
 
     Args:
         path: the artifact. checkpoint / model: the PyTorch side (either; none = no parity check).
+        reference: instead, another artifact of the same model to compare with through ONNX
+            Runtime (an int8 variant against its fp32 artifact).
         steps, batch, seed: the random sequence. edf: also run the first ``steps`` real epochs.
         atol: tolerance on the largest absolute difference of every output.
 
@@ -166,14 +185,23 @@ def verify_artifact(path: str | Path, checkpoint: str | Path | None = None, mode
         if tuple(model.cfg.modalities) != info.modalities:
             raise ValueError(f"checkpoint reads {list(model.cfg.modalities)} but {path} was exported for "
                              f"{list(info.modalities)}")
+    if model is not None and reference is not None:
+        raise ValueError("compare with a checkpoint or with a reference artifact, not both")
     rt = StepRuntime(path, providers="cpu", threads=1)
-    report = VerifyReport(Path(path), info.content_hash, steps, batch, atol, compared=model is not None)
+    ref_rt = None
+    if reference is not None:
+        ref_rt = StepRuntime(reference, providers="cpu", threads=1)
+        if ref_rt.modalities != rt.modalities:
+            raise ValueError(f"{reference} reads {list(ref_rt.modalities)}, {path} {list(rt.modalities)}")
+    report = VerifyReport(Path(path), info.content_hash, steps, batch, atol,
+                          compared=model is not None or ref_rt is not None,
+                          reference=Path(reference) if reference is not None else None)
     seq = list(random_epochs(len(rt.modalities), steps, batch, seed, int(info.inputs["x"]["shape"][-1])))
     report.sources.append("random")
-    _run_sequence(rt, model, seq, report)
+    _run_sequence(rt, model, seq, report, ref_rt)
     if edf is not None:
         report.sources.append(f"{edf} (batch 1)")
-        _run_sequence(rt, model, edf_epochs(edf, rt, steps), report)
+        _run_sequence(rt, model, edf_epochs(edf, rt, steps), report, ref_rt)
     return report
 
 
@@ -183,6 +211,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifact", type=Path, help="the .onnx step artifact")
     parser.add_argument("--checkpoint", default=None,
                         help="PyTorch checkpoint (save_model pair) to compare with; omit to check the artifact only")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="another artifact to compare with instead (e.g. the fp32 one of an int8 variant)")
     parser.add_argument("--edf", type=Path, default=None, help="also compare on the first epochs of this EDF")
     parser.add_argument("--steps", type=int, default=20, help="steps with the state carried (default 20)")
     parser.add_argument("--batch", type=int, default=2, help="beds per step (default 2)")
@@ -196,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--steps and --batch must be >= 1")
     try:
         report = verify_artifact(args.artifact, checkpoint=args.checkpoint, steps=args.steps,
-                                 batch=args.batch, seed=args.seed, edf=args.edf, atol=args.atol)
+                                 batch=args.batch, seed=args.seed, edf=args.edf, atol=args.atol,
+                                 reference=args.reference)
     except ArtifactError as e:
         print(f"synthsleep verify: {e}", file=sys.stderr)
         print("RESULT: FAILED")

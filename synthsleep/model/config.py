@@ -250,7 +250,7 @@ def load_config(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
         ConfigError: file missing or unreadable TOML, unknown key, wrong type or bad value.
     """
     p = Path(name_or_path)
-    if p.suffix != ".toml" and not p.exists():
+    if p.suffix != ".toml" and not p.is_file():  # a name (a folder named "paper" is not a config)
         p = CONFIG_DIR / f"{name_or_path}.toml"
         if not p.exists():
             raise ConfigError(

@@ -69,9 +69,15 @@ def montage_mask(montage: tuple[str, ...], modalities: tuple[str, ...]) -> np.nd
     return np.array([m in montage for m in modalities], dtype=bool)
 
 
+#: How often each reduced montage is drawn: EEG alone and EEG+EOG (headbands, single-channel
+#: recordings, the DREAMS excerpts) three and two times as often as the others.
+MONTAGE_WEIGHTS = np.array([3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+
+
 def draw_montage(rng: np.random.Generator, modalities: tuple[str, ...]) -> np.ndarray:
-    """One of ``REDUCED_MONTAGES`` at random (uniform), as a bool [M] mask over ``modalities``."""
-    return montage_mask(REDUCED_MONTAGES[int(rng.integers(len(REDUCED_MONTAGES)))], modalities)
+    """One of ``REDUCED_MONTAGES`` at random (``MONTAGE_WEIGHTS``), as a bool [M] mask."""
+    k = int(rng.choice(len(REDUCED_MONTAGES), p=MONTAGE_WEIGHTS / MONTAGE_WEIGHTS.sum()))
+    return montage_mask(REDUCED_MONTAGES[k], modalities)
 
 
 def montage_dropout(present: np.ndarray, rng: np.random.Generator, modalities: tuple[str, ...],
@@ -99,3 +105,45 @@ def montage_dropout(present: np.ndarray, rng: np.random.Generator, modalities: t
             if reduced.any():
                 out[i] = reduced
     return out
+
+
+def corrupt_modality(x: np.ndarray, present: np.ndarray, rng: np.random.Generator,
+                     modalities: tuple[str, ...], p: float) -> np.ndarray:
+    """A sensor that is present but carries something foreign, for a whole window.
+
+    With probability ``p`` per window, one present modality other than the EEG is replaced by
+    one of: white noise, 1/f noise, another modality's signal of the same window, or its own
+    signal from another window of the batch; it stays marked present. Trained this way the
+    model cannot let one sensor override the others (a real ECG unlike the synthetic ones turned
+    every epoch of DREAMS excerpt3 into "wake").
+
+    Args:
+        x: float32 [B, T, M, 3000] normalised epochs (a copy is returned).
+        present: bool [B, T, M].
+        rng: random generator.
+        modalities: names of the M rows.
+        p: chance per window.
+
+    Returns:
+        float32 [B, T, M, 3000].
+    """
+    x = x.copy()
+    b, t, m, n = x.shape
+    for i in range(b):
+        cand = [j for j in range(m) if modalities[j] != "eeg" and present[i, :, j].any()]
+        if not cand or rng.random() >= p:
+            continue
+        j = int(rng.choice(cand))
+        kind = int(rng.integers(4))
+        if kind == 0:
+            y = rng.standard_normal((t, n))
+        elif kind == 1:
+            y = np.cumsum(rng.standard_normal((t, n)), axis=-1)
+            y -= y.mean(axis=-1, keepdims=True)
+        elif kind == 2 and m > 1:
+            y = x[i, :, int(rng.choice([k for k in range(m) if k != j])), :].copy()
+        else:
+            y = x[int(rng.integers(b)), :, j, :][rng.permutation(t)]
+        scale = np.maximum(y.std(axis=-1, keepdims=True), 1e-6)
+        x[i, :, j] = np.where(present[i, :, j, None], y / scale, 0.0)
+    return x.astype(np.float32)

@@ -76,6 +76,13 @@ DEFAULTS: dict[str, Any] = {
         # chance per training window (phase 1) and per training night (phase 2, an extra copy of
         # the night embedded with that montage) of a reduced sensor set (augment.REDUCED_MONTAGES)
         "montage_dropout": 0.0,
+        # chance per training window (phase 1) that one present sensor other than the EEG carries
+        # a foreign signal (noise, another sensor's signal, a shuffled copy) while marked present:
+        # no single sensor may rule the output (augment.corrupt_modality)
+        "corrupt_modality": 0.0,
+        # phase 2: chance per night and pass of entering it mid-night (random epoch of its first
+        # half, state reset there) instead of at its start, as a monitor started mid-night does
+        "mid_start": 0.0,
         # phase 2: whole nights in order, truncated backprop, state carried (detached)
         "night_passes": 10,  # passes over every training night
         "chunk": 64,  # epochs per TBPTT chunk

@@ -8,7 +8,8 @@ Fine-tuning runs in two phases (both optional through the run config, section ``
 2. **whole nights** (``night_passes`` > 0, DESIGN defect 4): every training night in order, cut
    into chunks of ``chunk`` epochs, ``lanes`` nights side by side; truncated backprop through
    each chunk with the Mamba conv/SSM state carried (detached) from one chunk to the next and
-   reset only when a lane starts a new night, so the state the live monitor carries all night is
+   reset only when a lane starts a new night (at its start, or with ``mid_start`` at a random
+   epoch of its first half, as a monitor started mid-night), so the state the live monitor carries all night is
    the state the model was trained with. With ``freeze_encoder`` (default) the per-epoch fused
    embeddings are computed once (encoder in eval mode) and cached in memory: each pass then
    costs only the Mamba2 + heads. Without it the encoder is trained through every chunk.
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .augment import augment_epochs, draw_montage, montage_dropout
+from .augment import augment_epochs, corrupt_modality, draw_montage, montage_dropout
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import add_config_arguments, load_run_config
 from .metrics import confusion_matrix, count_runs, roc_auc, sleep_hours
@@ -371,6 +372,7 @@ def _window_loss_fn(model: nn.Module, core: nn.Module, nights: Sequence[Night], 
     rows = shard_rows(gb, di)
     augment = bool(fcfg.get("augment", False))
     p_montage = float(fcfg.get("montage_dropout", 0.0))
+    p_corrupt = float(fcfg.get("corrupt_modality", 0.0))
 
     def fn(step: int) -> dict[str, Tensor]:
         rng = np.random.default_rng([seed, step, 0xF1])
@@ -384,6 +386,8 @@ def _window_loss_fn(model: nn.Module, core: nn.Module, nights: Sequence[Night], 
         if p_montage > 0:
             pr = montage_dropout(pr, rng, tuple(core.cfg.modalities), p_montage)
             x = x * pr[..., None]
+        if p_corrupt > 0:
+            x = corrupt_modality(x, pr, rng, tuple(core.cfg.modalities), p_corrupt)
         lb = {k: torch.from_numpy(np.stack([getattr(nights[i], k)[s:s + wl] for i, s in sel])
                                   .astype(np.int64)).to(device).reshape(-1) for k in TASKS}
         out, _ = model(torch.from_numpy(x).to(device), torch.from_numpy(pr).to(device))
@@ -395,17 +399,23 @@ def _window_loss_fn(model: nn.Module, core: nn.Module, nights: Sequence[Night], 
 
 
 # ======================================================================================= phase 2
-def plan_lanes(lengths: Sequence[int], n_lanes: int, chunk: int, rng: np.random.Generator
-               ) -> list[list[tuple[int, int]]]:
+def plan_lanes(lengths: Sequence[int], n_lanes: int, chunk: int, rng: np.random.Generator,
+               mid_start: float = 0.0) -> list[list[tuple[int, int, bool]]]:
     """Assign nights (shuffled) to lanes, balancing chunk counts; each lane is a list of
-    (night index, chunk start) in night order. Lanes are padded to equal length with (-1, 0)."""
+    (night index, chunk start, fresh) in night order, ``fresh`` marking a night's first chunk
+    (the Mamba state is reset there). With probability ``mid_start`` a night is entered at a
+    random epoch of its first half instead of its start, as a monitor started (or restarted
+    without state) in the middle of a night is. Lanes are padded to equal length with
+    (-1, 0, True)."""
     order = rng.permutation(len(lengths))
-    lanes: list[list[tuple[int, int]]] = [[] for _ in range(n_lanes)]
+    lanes: list[list[tuple[int, int, bool]]] = [[] for _ in range(n_lanes)]
     for i in order:
+        n = int(lengths[i])
+        first = int(rng.integers(1, n // 2)) if n >= 4 and rng.random() < mid_start else 0
         lane = min(range(n_lanes), key=lambda k: len(lanes[k]))
-        lanes[lane] += [(int(i), s) for s in range(0, int(lengths[i]), chunk)]
+        lanes[lane] += [(int(i), s, s == first) for s in range(first, n, chunk)]
     width = max(len(ln) for ln in lanes) if lanes else 0
-    return [ln + [(-1, 0)] * (width - len(ln)) for ln in lanes]
+    return [ln + [(-1, 0, True)] * (width - len(ln)) for ln in lanes]
 
 
 class NightTrainer:
@@ -428,7 +438,7 @@ class NightTrainer:
         labels = {k: torch.full((b, c), -1, dtype=torch.long) for k in TASKS}
         if self.embeds is not None:
             e = torch.zeros(b, c, d)
-            for j, (i, s) in enumerate(items):
+            for j, (i, s, _) in enumerate(items):
                 if i < 0:
                     continue
                 seg = self.embeds[self.labelled[i]][s:s + c]
@@ -439,7 +449,7 @@ class NightTrainer:
             m = self.model.cfg.n_modalities
             x = torch.zeros(b, c, m, 3000)
             pr = torch.zeros(b, c, m, dtype=torch.bool)
-            for j, (i, s) in enumerate(items):
+            for j, (i, s, _) in enumerate(items):
                 if i < 0:
                     continue
                 n = self.nights[self.labelled[i]]
@@ -451,7 +461,7 @@ class NightTrainer:
                 flat = drop_modalities(flat, self.model.cfg.modality_dropout)
             e = self.model.encode_epochs(x.reshape(b * c, m, 3000).to(self.device), flat)
             e = e.reshape(b, c, -1)
-        for j, (i, s) in enumerate(items):
+        for j, (i, s, _) in enumerate(items):
             if i < 0:
                 continue
             n = self.nights[self.labelled[i]]
@@ -465,7 +475,8 @@ class NightTrainer:
         """One pass over every labelled training night; returns (optimizer steps, epochs/s)."""
         rng = np.random.default_rng([self.seed, p, 0xA11])
         lengths = [len(self.nights[i]) for i in self.labelled]
-        plan = plan_lanes(lengths, self.lanes_global, self.chunk, rng)
+        plan = plan_lanes(lengths, self.lanes_global, self.chunk, rng,
+                          float(self.fcfg.get("mid_start", 0.0)))
         per = self.lanes_global // self.di.world
         mine = plan[self.di.rank * per:(self.di.rank + 1) * per]
         width = len(mine[0]) if mine else 0
@@ -480,7 +491,7 @@ class NightTrainer:
             if state is None:
                 state = self.model.allocate_state(b, self.device)
             # reset the state of lanes starting a new night (or idle)
-            fresh = torch.tensor([s == 0 or i < 0 for i, s in items], device=self.device)
+            fresh = torch.tensor([f or i < 0 for i, _, f in items], device=self.device)
             keep = (~fresh).to(state[0].dtype)
             state = (state[0] * keep[None, :, None, None], state[1] * keep[None, :, None, None, None])
             optimizer.zero_grad(set_to_none=True)
@@ -502,7 +513,7 @@ class NightTrainer:
             optimizer.step()
             state = (new_state[0].detach(), new_state[1].detach())
             step += 1
-            n_ep += sum(min(self.chunk, len(self.nights[self.labelled[i]]) - s) for i, s in items if i >= 0)
+            n_ep += sum(min(self.chunk, len(self.nights[self.labelled[i]]) - s) for i, s, _ in items if i >= 0)
             if step % int(self.fcfg["log_every"]) == 0:
                 metrics.log({"phase": "night", "pass": p, "step": step,
                              **{kk: float(v.detach()) for kk, v in out.items()},

@@ -285,30 +285,37 @@ def run_label_study(shards: Path, work: Path, rc: dict[str, Any], window: int) -
     return res
 
 
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+
+
 def _plots(work: Path, out: Path, test: dict[str, Any]) -> None:
-    """Training curves of the whole-night phase (validation score per pass)."""
+    """Training curves: self-supervised pretraining losses (NeuroNet per modality, the fusion),
+    the whole-night phase's loss and its validation scores per pass."""
     try:
         import matplotlib
-
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    rows = []
-    p = work / "finetune" / "night" / "metrics.jsonl"
-    if p.exists():
-        rows = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+    rows = _read_rows(work / "finetune" / "night" / "metrics.jsonl")
     val = [r for r in rows if r.get("phase") == "val" and r.get("val_score") is not None]
     tr = [r for r in rows if r.get("phase") == "night"]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, ax = plt.subplots(1, 3, figsize=(15, 3.8))
+    for d in sorted((work / "unimodal").glob("*")) + [work / "multimodal"]:
+        pts = [(r["step"], r["loss"]) for r in _read_rows(d / "metrics.jsonl") if "loss" in r and "step" in r]
+        if pts:
+            ax[0].plot(*zip(*pts), label=d.name, lw=2.5 if d.name == "multimodal" else 1.0)
+    ax[0].set(title="self-supervised pretraining loss", xlabel="step", ylabel="loss", yscale="log")
+    ax[0].legend(fontsize=7, ncol=2)
     if tr:
-        ax[0].plot([r["step"] for r in tr], [r["loss"] for r in tr])
-    ax[0].set(title="whole-night TBPTT training loss", xlabel="step", ylabel="loss")
+        ax[1].plot([r["step"] for r in tr], [r["loss"] for r in tr])
+    ax[1].set(title="whole-night TBPTT training loss", xlabel="step", ylabel="loss")
     if val:
         for k in ("val_acc", "val_kappa", "val_apnea_f1", "val_hypopnea_f1"):
-            ax[1].plot([r["pass"] for r in val], [r[k] for r in val], label=k[4:])
-        ax[1].legend()
-    ax[1].set(title="validation (state carried all night)", xlabel="pass")
+            ax[2].plot([r["pass"] for r in val], [r[k] for r in val], label=k[4:])
+        ax[2].legend()
+    ax[2].set(title="validation (state carried all night)", xlabel="pass")
     fig.tight_layout()
     fig.savefig(out / "training_curves.png", dpi=100)
     plt.close(fig)
@@ -339,10 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default="runs/make_model", help="working folder (data, runs)")
     ap.add_argument("--config", default="train_small", help="run config (default train_small)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--subjects", type=int, default=32, help="synthetic subjects (default 32)")
-    ap.add_argument("--two-night-subjects", type=int, default=8,
-                    help="how many of them get a second night (default 8)")
-    ap.add_argument("--hours", type=float, default=3.0, help="hours per night (default 3)")
+    ap.add_argument("--subjects", type=int, default=24, help="synthetic subjects (default 24)")
+    ap.add_argument("--two-night-subjects", type=int, default=4,
+                    help="how many of them get a second night (default 4)")
+    # whole nights: 3-h nights are a third N3 and 3 %% REM (real nights ~15-20 %% / 20-25 %%)
+    ap.add_argument("--hours", type=float, default=7.0, help="hours per night (default 7)")
     ap.add_argument("--workers", type=int, default=2, help="processes for synthesis / prepare")
     ap.add_argument("--budget-scale", type=float, default=1.0,
                     help="multiply every time budget of the run config (default 1)")

@@ -8,11 +8,20 @@ its data is late by ``max_delay`` on the live clock) it is processed on its own:
 2. resampling to 100 Hz, polyphase (``scipy.signal.resample_poly``) for rational rate ratios;
 3. zero-phase band-pass *within the epoch* (SynthSleepNet's bands; the epoch is complete before
    it is scored, so this is causal at epoch granularity);
-4. causal normalisation: running robust statistics (median, IQR) of the filtered epochs seen so
-   far, this one included. For the first ``norm_warmup`` present epochs the statistics are the
-   cumulative average (the warm-up: the first minutes of a night are normalised by fewer
-   epochs); after that an exponential average with a ``norm_horizon``-epoch time constant.
-   Absent epochs never update the statistics. Never whole-night statistics.
+4. causal normalisation, per modality one of:
+   - *per epoch* (``params.epoch_norm``: EEG, EOG, ECG by default): the epoch's own robust
+     statistics (median, IQR/1.349). The encoder then sees the signal's shape and spectrum, never
+     its amplitude, so the input does not depend on how the night started, on the derivation,
+     the amplifier's gain or the subject's age. Amplitude-only cues (N3 = big waves) are traded
+     for spectral ones, which transfer to real recordings (measured in
+     ``benchmarks/bench_real_transfer.py``).
+   - *running* (the montage's ``robust``: EMG, respiratory channels, where the signal matters
+     relative to the same night: chin tone, a breath's amplitude against baseline): running
+     robust statistics (median, IQR) of the filtered epochs seen so far, this one included,
+     cumulative for the first ``norm_warmup`` present epochs, then an exponential average with a
+     ``norm_horizon``-epoch time constant. Absent epochs never update them.
+   - *fixed* (SpO2): a constant offset and scale.
+   Never whole-night statistics.
 
 Because every step depends only on the epoch's own samples and the statistics carried from
 earlier epochs, feeding a recording whole or in random chunk sizes gives identical epochs.
@@ -53,6 +62,8 @@ class PreprocessParams:
         target_rate: output rate, Hz.
         epoch_seconds: epoch length, s.
         filter_order: Butterworth order of the band-pass (applied forward and backward).
+        epoch_norm: modalities normalised by their own epoch's robust statistics (shape only);
+            the others by running statistics (or fixed, per the montage).
         norm_warmup: present epochs averaged cumulatively before the exponential average starts.
         norm_horizon: time constant of the exponential average of the statistics, in epochs.
         clip: normalised values are clipped to [-clip, clip].
@@ -65,6 +76,7 @@ class PreprocessParams:
     target_rate: float = TARGET_RATE
     epoch_seconds: float = EPOCH_SECONDS
     filter_order: int = 4
+    epoch_norm: tuple[str, ...] = ("eeg", "eog", "ecg")
     norm_warmup: int = 20
     norm_horizon: int = 240
     clip: float = 20.0
@@ -76,12 +88,16 @@ class PreprocessParams:
         unknown = [m for m in self.modalities if m not in MODALITIES]
         if unknown:
             raise PreprocessError(f"unknown modalities {unknown}; known: {', '.join(MODALITY_NAMES)}")
+        unknown = [m for m in self.epoch_norm if m not in MODALITIES]
+        if unknown:
+            raise PreprocessError(f"epoch_norm names unknown modalities {unknown}")
         if self.target_rate * self.epoch_seconds != EPOCH_SAMPLES:
             raise PreprocessError("the model expects 30-s epochs at 100 Hz (3000 samples)")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["modalities"] = list(self.modalities)
+        d["epoch_norm"] = list(self.epoch_norm)
         return d
 
     @classmethod
@@ -90,6 +106,9 @@ class PreprocessParams:
         kw = {k: v for k, v in d.items() if k in names}
         if "modalities" in kw:
             kw["modalities"] = tuple(kw["modalities"])
+        # artifacts and shards written before per-epoch normalisation existed used running
+        # statistics for every modality
+        kw["epoch_norm"] = tuple(kw.get("epoch_norm", ()))
         return cls(**kw)
 
 
@@ -121,8 +140,9 @@ def _robust_stats(x: np.ndarray) -> tuple[float, float]:
     return float(q50), float(max(q75 - q25, 1e-12) / 1.349)
 
 
-def _update_normaliser(state: NormaliserState, mod: str, x: np.ndarray, params: PreprocessParams) -> None:
-    center, scale = _robust_stats(x)
+def _update_normaliser(state: NormaliserState, mod: str, center: float, scale: float,
+                       params: PreprocessParams) -> None:
+    """Fold one present epoch's (median, robust sd) into the running statistics of ``mod``."""
     n = state.count.get(mod, 0) + 1
     alpha = 1.0 / n if n <= params.norm_warmup else 1.0 / params.norm_horizon
     if n == 1:
@@ -266,10 +286,14 @@ def preprocess_modality(
             return zeros, int(q | Quality.IMPLAUSIBLE), False
         y = (x - spec.offset) / spec.scale
     else:
-        if _robust_stats(x)[1] * 1.349 > spec.plausible:
+        center, scale = _robust_stats(x)
+        if scale * 1.349 > spec.plausible:
             return zeros, int(q | Quality.IMPLAUSIBLE), False
-        _update_normaliser(norm, mod, x, params)
-        y = (x - norm.center[mod]) / math.exp(norm.log_scale[mod])
+        if mod in params.epoch_norm:
+            y = (x - center) / scale
+        else:
+            _update_normaliser(norm, mod, center, scale, params)
+            y = (x - norm.center[mod]) / math.exp(norm.log_scale[mod])
     if not good.all():  # zero where nothing real was measured (after resampling to 100 Hz)
         bad100 = _resample((~good).astype(np.float64), rate, params) > 0.5
         y[bad100] = 0.0

@@ -233,3 +233,11 @@ def test_onnx_step_export_matches_torch(tiny_cfg, tmp_path):
         for r, g in zip(ref, got):
             np.testing.assert_allclose(g, r.numpy(), atol=1e-4, rtol=1e-4)
         feeds = {"conv_state": got[3], "ssm_state": got[4]}
+
+
+def test_shipped_config_names_win_over_folders_of_the_same_name(tmp_path, monkeypatch):
+    """``load_config("paper")`` in a working directory that holds a folder ``paper`` (a run
+    folder, say) loads the shipped config instead of failing on the folder."""
+    (tmp_path / "paper").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_config("paper").name == "paper"

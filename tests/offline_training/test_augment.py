@@ -38,3 +38,22 @@ def test_montage_dropout_keeps_real_sensor_sets_per_window():
     n_full = sum(row.all() for row in out[1:])
     assert 150 <= n_full <= 250  # about half the windows keep everything
     assert (present == 1).sum() > out.sum()  # input untouched, output a copy
+
+
+def test_corrupt_modality_replaces_one_sensor_never_the_eeg():
+    from synthsleep.offline_training.augment import corrupt_modality
+
+    mods = ("eeg", "eog", "emg", "ecg")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 3, 4, 3000)).astype(np.float32)
+    present = np.ones((300, 3, 4), bool)
+    present[:, :, 2] = False  # EMG absent: stays zero, never picked
+    x[:, :, 2] = 0.0
+    out = corrupt_modality(x, present, np.random.default_rng(1), mods, p=0.5)
+    changed = ~np.isclose(out, x).all(axis=(1, 3))  # [B, M]: a modality changed in the window
+    assert not changed[:, 0].any() and not changed[:, 2].any()  # EEG and the absent EMG untouched
+    assert (changed.sum(axis=1) <= 1).all()  # at most one sensor per window
+    assert 100 <= changed.any(axis=1).sum() <= 200  # about half the windows
+    assert {1, 3} == set(np.flatnonzero(changed.any(axis=0)))
+    assert np.isfinite(out).all() and out.dtype == np.float32
+    np.testing.assert_array_equal(x[:, :, 2], 0.0)  # input untouched (a copy is returned)

@@ -133,12 +133,31 @@ def test_plan_lanes_covers_every_chunk_once_in_order():
     plan = plan_lanes(lengths, 3, 16, np.random.default_rng(0))
     assert len({len(lane) for lane in plan}) == 1
     seen = [it for lane in plan for it in lane if it[0] >= 0]
-    want = [(i, s) for i, n in enumerate(lengths) for s in range(0, n, 16)]
+    want = [(i, s, s == 0) for i, n in enumerate(lengths) for s in range(0, n, 16)]
     assert sorted(seen) == sorted(want) and len(seen) == len(want)
     for lane in plan:  # each night's chunks are consecutive and in order within its lane
         items = [it for it in lane if it[0] >= 0]
         for a, b in zip(items, items[1:]):
-            assert (b[0] == a[0] and b[1] == a[1] + 16) or (b[0] != a[0] and b[1] == 0)
+            assert (b[0] == a[0] and b[1] == a[1] + 16 and not b[2]) or (b[0] != a[0] and b[2])
+
+
+def test_plan_lanes_mid_night_starts_reset_the_state_where_they_enter():
+    lengths = [200] * 40
+    plan = plan_lanes(lengths, 4, 16, np.random.default_rng(1), mid_start=0.5)
+    firsts = {}
+    for lane in plan:
+        for i, s, fresh in lane:
+            if i >= 0 and fresh:
+                assert i not in firsts  # one entry per night
+                firsts[i] = s
+            elif i >= 0:
+                assert i in firsts and s > firsts[i]  # continues the night it entered
+    assert set(firsts) == set(range(40))
+    mid = [s for s in firsts.values() if s > 0]
+    assert 8 <= len(mid) <= 32 and all(s < 100 for s in mid)  # about half, in the first half
+    covered = {i: {s for ln in plan for j, s, _ in ln if j == i} for i in firsts}
+    for i, s0 in firsts.items():  # from the entry point every later chunk is there, in steps
+        assert covered[i] == set(range(s0, 200, 16))
 
 
 def test_label_fraction_by_subject():

@@ -190,3 +190,35 @@ def test_bad_rates_and_modalities():
         EpochAssembler({"brainwaves": 100.0})
     with pytest.raises(PreprocessError, match="no rate registered"):
         EpochAssembler({"eeg": 100.0}).push("ecg", np.zeros(10), 0.0)
+
+
+def test_per_epoch_normalisation_ignores_history_and_gain():
+    """EEG/EOG/ECG are scaled by their own epoch: how the night started, the amplifier's gain
+    and the derivation's amplitude change nothing; running-normalised EMG does depend on them."""
+    params = PreprocessParams()
+    assert {"eeg", "eog", "ecg"} <= set(params.epoch_norm) and "emg" not in params.epoch_norm
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 25, 256 * 30)
+    emg = rng.normal(0, 5, 512 * 30)
+    quiet, loud = NormaliserState(), NormaliserState()
+    for _ in range(5):  # different histories: a quiet start vs a loud one
+        preprocess_modality("eeg", rng.normal(0, 5, 256 * 30), None, 256.0, quiet, params)
+        preprocess_modality("eeg", rng.normal(0, 200, 256 * 30), None, 256.0, loud, params)
+        preprocess_modality("emg", rng.normal(0, 1, 512 * 30), None, 512.0, quiet, params)
+        preprocess_modality("emg", rng.normal(0, 50, 512 * 30), None, 512.0, loud, params)
+    a = preprocess_modality("eeg", x, None, 256.0, quiet, params)[0]
+    b = preprocess_modality("eeg", 3.0 * x, None, 256.0, loud, params)[0]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert abs(float(np.median(a))) < 0.05 and 0.8 < np.subtract(*np.percentile(a, [75, 25])) / 1.349 < 1.2
+    ea = preprocess_modality("emg", emg, None, 512.0, quiet, params)[0]
+    eb = preprocess_modality("emg", emg, None, 512.0, loud, params)[0]
+    assert np.abs(ea).mean() > 5 * np.abs(eb).mean()
+
+
+def test_params_of_older_artifacts_keep_running_normalisation():
+    d = PreprocessParams().to_dict()
+    assert PreprocessParams.from_dict(d) == PreprocessParams()
+    del d["epoch_norm"]  # written before per-epoch normalisation existed
+    assert PreprocessParams.from_dict(d).epoch_norm == ()
+    with pytest.raises(PreprocessError, match="epoch_norm"):
+        PreprocessParams(epoch_norm=("eeg", "brainwaves"))

@@ -26,7 +26,7 @@ FEATURES = ("bg", "alpha", "beta", "theta", "delta", "spindle", "kcomplex", "ver
 # the real DREAMS excerpts (benchmarks/bench_synth_realism.py): N1 has more theta and residual
 # alpha than N2, N3 keeps some theta/alpha under its delta, wake beta stays below alpha.
 STAGE_FEATURES = np.array([
-    [0.85, 1.00, 0.55, 0.25, 0.15, 0.00, 0.00, 0.00, 0.00, 1.00, 1.00, 1.00, 0.05, 0.00],  # W
+    [0.85, 1.00, 1.60, 0.25, 0.15, 0.00, 0.00, 0.00, 0.00, 1.00, 1.00, 1.00, 0.05, 0.00],  # W
     [0.90, 0.55, 0.55, 1.20, 0.28, 0.05, 0.05, 1.00, 0.00, 0.60, 0.10, 0.10, 0.70, 0.00],  # N1
     [1.00, 0.12, 0.30, 0.45, 0.45, 1.00, 1.00, 0.10, 0.00, 0.45, 0.00, 0.00, 0.15, 0.00],  # N2
     [1.05, 0.25, 0.20, 1.20, 1.00, 0.30, 0.30, 0.00, 0.00, 0.40, 0.00, 0.00, 0.00, 0.00],  # N3
@@ -103,7 +103,7 @@ def epoch_features(rng: np.random.Generator, stages: np.ndarray, subject: Subjec
     # wake: eyes open/closed changes alpha vs blinks
     wk = np.flatnonzero(stages == 0)
     if wk.size:
-        closed = rng.uniform(0.2, 1.0, wk.size)
+        closed = np.where(rng.random(wk.size) < 0.3, rng.uniform(0.02, 0.2, wk.size), rng.uniform(0.3, 1.0, wk.size))
         w[wk, _IDX["alpha"]] *= closed
         w[wk, _IDX["blink"]] *= 1.3 - closed
         w[wk, _IDX["saccade"]] *= 1.3 - closed

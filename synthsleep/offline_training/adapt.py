@@ -1,0 +1,202 @@
+"""``synthsleep adapt``: unsupervised adaptation of a model to a site's own recordings.
+
+    synthsleep adapt --in site_recordings/ --model model.onnx --out model-site.onnx
+
+A site's amplifiers, derivations, filters and patients differ from the nights a model was trained
+on. The per-epoch encoders (frame backbones, NeuroNets, fusion projections) normalise their
+activations with BatchNorm statistics estimated on the training nights; on another site's
+recordings those statistics are off. ``adapt`` re-estimates them on the site's own epochs (AdaBN,
+Li et al. 2016) and writes a new artifact. **No label is read**: hypnograms and event files
+beside the recordings are ignored, so the recordings to adapt on may be the very nights that
+will be scored.
+
+What is re-estimated: every BatchNorm of the per-epoch encoder (``model.encoders`` and
+``model.fusion``), from the present rows of each modality only (as in training); a modality the
+site never records keeps the source statistics. The temporal BatchNorm and the heads are left
+as trained: their inputs are the encoder's embeddings, which the new statistics bring back to
+the training distribution, and re-estimating them would bake the site's stage mix into the
+decision (a site whose excerpts are mostly N2 would shift every stage boundary).
+
+The new artifact's provenance names the base model (content hash), the method, and each
+recording adapted on (name, SHA-256, epochs), so a score can always be traced to what the model
+saw. The weights are written beside it (``.safetensors`` + ``.json``) so it can be adapted or
+verified again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..psg.montage import parse_overrides, resolve_channels
+from ..psg.preprocess import PreprocessParams, iter_recording_epochs
+from ..psg.recording import open_recording
+
+log = logging.getLogger(__name__)
+
+RECORDING_SUFFIXES = (".edf", ".bdf", ".rec")
+
+
+def find_recordings(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files given, plus the EDF/BDF files in each folder given (sorted). ValueError if none."""
+    out: list[Path] = []
+    for p in map(Path, inputs):
+        if p.is_dir():
+            out += sorted(q for q in p.iterdir() if q.suffix.lower() in RECORDING_SUFFIXES)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ValueError(f"{p}: no such file or folder")
+    if not out:
+        raise ValueError(f"no EDF/BDF recordings found in {', '.join(map(str, inputs))}")
+    return out
+
+
+def read_epochs(path: Path, params: PreprocessParams, overrides: dict[str, str] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """One recording's preprocessed epochs: (x float32 [T, M, 3000], present bool [T, M])."""
+    with open_recording(path) as rec:
+        chmap = resolve_channels([c.label for c in rec.channels], overrides, required=("eeg",),
+                                 wanted=params.modalities, source=str(path))
+        eps = list(iter_recording_epochs(rec, chmap, params))
+    if not eps:
+        raise ValueError(f"{path}: no complete 30-s epoch")
+    return np.stack([e.data for e in eps]), np.stack([e.present for e in eps])
+
+
+def _encoder_batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for part in (model.encoders, model.fusion) for m in part.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, nights: Sequence[tuple[np.ndarray, np.ndarray]],
+                         batch: int = 64) -> dict[str, int]:
+    """AdaBN on the per-epoch encoder: its BatchNorm running statistics become the average over
+    the given epochs (cumulative, every batch weighted alike). In place; the model is left in
+    eval mode.
+
+    Args:
+        model: a ``SleepModel``.
+        nights: per recording (x float32 [T, M, 3000], present bool [T, M]).
+        batch: epochs per forward pass.
+
+    Returns:
+        {"epochs": epochs seen, "batchnorms": layers re-estimated, "kept": layers that saw no
+        data (a modality the site does not record, the unused pretraining projectors) and kept
+        their trained statistics}.
+    """
+    bns = _encoder_batchnorms(model)
+    saved = [(bn.running_mean.clone(), bn.running_var.clone(), bn.momentum) for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average
+    model.train()  # present rows only through each encoder, BatchNorm in batch mode
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.eval()
+    n = 0
+    for x, present in nights:
+        for s in range(0, len(x), batch):
+            xb = torch.from_numpy(np.ascontiguousarray(x[s:s + batch], dtype=np.float32))
+            pb = torch.from_numpy(np.ascontiguousarray(present[s:s + batch]))
+            if pb.any():
+                model.encode_epochs(xb, pb)
+                n += int(pb.any(dim=1).sum())
+    kept = 0
+    for bn, (mean, var, momentum) in zip(bns, saved):
+        if int(bn.num_batches_tracked) == 0:
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+            kept += 1
+        bn.momentum = momentum
+    model.eval()
+    return {"epochs": n, "batchnorms": len(bns) - kept, "kept": kept}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def adapt(recordings: Sequence[Path], model_path: str | Path, out: str | Path,
+          overrides: dict[str, str] | None = None, progress: bool = False) -> dict[str, Any]:
+    """Adapt the artifact ``model_path`` (its weights beside it) to ``recordings``; write ``out``.
+
+    Returns the adaptation record stored in the new artifact's provenance.
+
+    Raises:
+        ValueError (RecordingError, MontageError, ...) naming the file for bad input;
+        FileNotFoundError when the artifact's weights are not beside it.
+    """
+    from synthsleep.export.artifact import read_artifact
+    from synthsleep.export.onnx_export import export_step
+    from synthsleep.model import load_model, save_model
+
+    model_path, out = Path(model_path), Path(out)
+    info = read_artifact(model_path)
+    weights = model_path.with_suffix(".safetensors")
+    if not weights.is_file():
+        raise FileNotFoundError(f"{model_path}: its PyTorch weights {weights.name} (and .json) must lie "
+                                "beside the artifact to adapt it")
+    model, cfg = load_model(model_path.with_suffix(""))
+    params = PreprocessParams.from_dict(info.preprocess)
+    nights, files = [], []
+    it = recordings
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(recordings, unit="file", desc="reading")
+    for path in it:
+        x, present = read_epochs(Path(path), params, overrides)
+        nights.append((x, present))
+        files.append({"file": Path(path).name, "sha256": _sha256(Path(path)), "epochs": len(x),
+                      "modalities": [m for m, k in zip(params.modalities, present.any(axis=0)) if k]})
+    stats = reestimate_batchnorm(model, nights)
+    record = {"method": "AdaBN: per-epoch encoder BatchNorm statistics re-estimated, no labels",
+              "base_model": info.content_hash, "recordings": files, **stats}
+    provenance = dict(info.provenance)
+    provenance["adapted"] = record
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_model(model, cfg, out.with_suffix(""), metadata={"adapted": record})
+    export_step(model, cfg, out, provenance, params, info.thresholds, exporter="torchscript")
+    log.info("adapted %s on %d recordings (%d epochs) -> %s", model_path, len(files), stats["epochs"], out)
+    return record
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--in", dest="inputs", nargs="+", required=True, metavar="PATH",
+                   help="the site's recordings: EDF/BDF files or folders of them (labels are never read)")
+    p.add_argument("--model", default=None, help="artifact to adapt (default: the bundled model); "
+                   "its .safetensors/.json must lie beside it")
+    p.add_argument("--out", required=True, help="the adapted artifact to write (.onnx)")
+    p.add_argument("--channel", action="append", default=[], metavar="MODALITY=LABEL",
+                   help="channel override, e.g. --channel eeg=C3-A1 (repeatable)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from synthsleep.scoring import resolve_model_path
+
+    try:
+        files = find_recordings(args.inputs)
+        record = adapt(files, resolve_model_path(args.model), args.out, parse_overrides(args.channel),
+                       progress=True)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"synthsleep adapt: {e}")
+        return 2
+    print(f"adapted on {len(record['recordings'])} recordings, {record['epochs']} epochs: "
+          f"{record['batchnorms']} BatchNorm layers re-estimated, {record['kept']} kept "
+          f"(no data: modalities not recorded)\nwrote {args.out} (+ .safetensors, .json)")
+    return 0

@@ -1,0 +1,32 @@
+"""The int8 variant: a valid artifact of its own, traceable to its fp32 source, close to it."""
+
+from __future__ import annotations
+
+import onnx
+
+from synthsleep.export.artifact import read_artifact
+from synthsleep.export.quantize import INT8_ATOL, int8_path, quantize_artifact
+from synthsleep.export.runtime import StepRuntime
+from synthsleep.export.verify import verify_artifact
+
+
+def test_int8_variant_is_a_sealed_artifact_close_to_fp32(artifact, tmp_path):
+    fp32 = tmp_path / "m.onnx"
+    fp32.write_bytes(artifact.read_bytes())
+    q = quantize_artifact(fp32)
+    assert q.path == int8_path(fp32) == tmp_path / "m.int8.onnx"
+    src = read_artifact(fp32)
+    assert q.hash_ok and q.content_hash != src.content_hash
+    assert q.provenance["quantization"]["source"] == src.content_hash
+    assert {k: v for k, v in q.provenance.items() if k != "quantization"} == src.provenance
+    assert (q.modalities, q.preprocess, q.states, q.thresholds) == (src.modalities, src.preprocess, src.states,
+                                                                    src.thresholds)
+    ops = {n.op_type for n in onnx.load(str(q.path)).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeLinear" in ops  # really quantised
+    assert StepRuntime(q.path, threads=1).model_hash == q.content_hash
+    rep = verify_artifact(q.path, reference=fp32, steps=15, batch=3, atol=INT8_ATOL)
+    assert rep.ok, rep.summary()
+    assert rep.stage_agreement is not None and rep.stage_agreement >= 0.8
+    assert 0 < rep.max_abs_diff["stage_prob"] < INT8_ATOL  # different, but not by much
+    strict = verify_artifact(q.path, reference=fp32, steps=15, batch=3, atol=1e-7)
+    assert not strict.ok and "reference" in strict.summary()  # the comparison can fail
