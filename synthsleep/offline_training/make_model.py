@@ -144,8 +144,41 @@ def fold_thresholds(model_dir: Path, thresholds: dict[str, float]) -> None:
     save_model(model, cfg, model_dir / "model", metadata=meta)
 
 
+def stage_confidence_threshold(model_dir: Path, shards: Path, max_unknown: float = 0.05) -> dict[str, Any]:
+    """Below which top stage probability an epoch's stage is reported ``unknown``, chosen on the
+    VALIDATION nights (full montage and EEG only, state carried): the largest threshold on a
+    0.05 grid below which the model is wrong more often than right, as long as at most
+    ``max_unknown`` of the validation epochs fall below it (0.0 when no such threshold)."""
+    from synthsleep.model import load_model
+
+    from .augment import montage_mask
+    from .finetune import predict_embedded
+
+    model, cfg = load_model(model_dir / "model")
+    val = load_nights(shards, "val", cfg.modalities)
+    conf, right = [], []
+    for keep in (None, montage_mask(("eeg",), tuple(cfg.modalities))):
+        for n, e in zip(val, embed_nights(model, val, torch.device("cpu"), desc="embed val", keep=keep)):
+            st, _, _ = predict_embedded(model, e, "carried")
+            m = n.stage >= 0
+            conf.append(st.max(-1)[m])
+            right.append(st.argmax(-1)[m] == n.stage[m])
+    c, ok = np.concatenate(conf), np.concatenate(right)
+    t = 0.0
+    for cand in np.arange(0.25, 0.701, 0.05):
+        below = c < cand
+        if below.mean() > max_unknown:
+            break
+        if below.any() and ok[below].mean() < 0.5:
+            t = round(float(cand), 2)
+    below = c < t
+    return {"stage_confidence": t, "val_unknown_fraction": float(below.mean()),
+            "val_accuracy_below": float(ok[below].mean()) if below.any() else None,
+            "val_accuracy_above": float(ok[~below].mean()), "val_epochs": int(c.size)}
+
+
 def export_and_check(model_dir: Path, out: Path, shards: Path, provenance: dict[str, Any],
-                     window: int) -> dict[str, Any] | None:
+                     window: int, thresholds: dict[str, float]) -> dict[str, Any] | None:
     """ONNX export + evaluation of the artifact through ONNX Runtime (None if export missing)."""
     try:
         from synthsleep.export.onnx_export import export_step
@@ -157,8 +190,7 @@ def export_and_check(model_dir: Path, out: Path, shards: Path, provenance: dict[
 
     model, cfg = load_model(model_dir / "model")
     params = load_manifest(shards).params
-    export_step(model, cfg, out / "model.onnx", provenance, params,
-                {"apnea": 0.5, "hypopnea": 0.5})
+    export_step(model, cfg, out / "model.onnx", provenance, params, thresholds)
     try:
         from synthsleep.offline_training.evaluate import evaluate_model
     except ImportError:
@@ -208,6 +240,8 @@ def make_model(out: Path, work: Path, rc: dict[str, Any], subjects: int, two_nig
     thresholds = ft["thresholds"]
     timer.run("fold val thresholds into heads", fold_thresholds, work / "finetune", thresholds)
     window = int(rc["finetune"]["eval_window"])
+    confidence = timer.run("stage confidence threshold on val", stage_confidence_threshold,
+                           work / "finetune", shards)
     test = timer.run("evaluate test split (torch)", evaluate_test, work / "finetune", shards, window)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -221,10 +255,11 @@ def make_model(out: Path, work: Path, rc: dict[str, Any], subjects: int, two_nig
         "run_config": _jsonable(rc), "metrics": {"test_carried": _short(test["carried"]),
                                                  f"test_window{window}": _short(test[f"window{window}"]),
                                                  "val": _short(ft["val"])},
-        "thresholds_folded": thresholds,
+        "thresholds_folded": thresholds, "stage_confidence": confidence,
     }
     onnx_rep = timer.run("export ONNX + evaluate artifact (ORT)", export_and_check, work / "finetune", out,
-                         shards, provenance, window)
+                         shards, provenance, window,
+                         {"apnea": 0.5, "hypopnea": 0.5, "stage_confidence": confidence["stage_confidence"]})
 
     study = None
     if label_study:

@@ -84,11 +84,20 @@ def test_window_phase_trains_end_to_end(shards, tmp_path):
 
 
 def test_montage_dropout_runs_both_phases(shards, tmp_path):
+    from synthsleep.offline_training.make_model import stage_confidence_threshold
+
     rc = load_run_config(None, tiny_overrides(**{"finetune.window_steps": 2, "finetune.night_passes": 1,
-                                                 "finetune.montage_dropout": 1.0}))
+                                                 "finetune.montage_dropout": 1.0, "finetune.corrupt_modality": 1.0,
+                                                 "finetune.mid_start": 1.0}))
     s = finetune(shards, tmp_path / "ft", rc)
     # every labelled training night got a reduced-montage copy for the whole-night phase
     assert s["reduced_montage_nights"] == s["labelled_train_nights"] > 0
+    # the stage confidence threshold follows its rule on the validation nights
+    c = stage_confidence_threshold(tmp_path / "ft", shards)
+    assert 0.0 <= c["stage_confidence"] <= 0.7 and c["val_epochs"] > 0
+    assert c["val_unknown_fraction"] <= 0.05
+    if c["stage_confidence"] > 0:
+        assert c["val_accuracy_below"] < 0.5
 
 
 def test_embed_nights_keep_equals_a_recording_without_those_sensors(shards):
