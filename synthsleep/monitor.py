@@ -165,6 +165,8 @@ class Monitor:
                 self.markers.open_bed(spec.bed)
         self.recent: deque[Event] = deque(maxlen=10)
         self.epochs_done = 0
+        #: called with (bed id, events, its BedSession) whenever a bed's events are written
+        self.observers: list[Callable[[str, list[Event], BedSession], None]] = []
 
     # -- resume ----------------------------------------------------------------------------------
     def _state_path(self, bed: str) -> Path | None:
@@ -292,6 +294,11 @@ class Monitor:
         if self.metrics:
             self.metrics.write(events)
         self.recent.extend(e for e in events if e.type != "stage")
+        for observe in self.observers:
+            try:
+                observe(bed.spec.bed, events, bed.session)
+            except Exception:  # a view must never stop the clinical record
+                log.exception("bed %s: event observer %r failed", bed.spec.bed, observe)
 
     def _stream_metrics(self, bed: _Bed) -> None:
         if self.metrics is None or bed.stream is None:
@@ -394,7 +401,7 @@ def parse_hostport(text: str, default_port: int = 9109) -> tuple[str, int]:
     try:
         return host or "127.0.0.1", int(port or default_port)
     except ValueError:
-        raise ValueError(f"--metrics expects HOST:PORT or PORT, got {text!r}") from None
+        raise ValueError(f"expected HOST:PORT or PORT, got {text!r}") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -407,6 +414,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="ONNX artifact (default: the bundled model)")
     p.add_argument("--metrics", default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics (bound to 127.0.0.1 unless a host is given)")
+    p.add_argument("--http", default=None, metavar="HOST:PORT",
+                   help="serve the ward view (a live web page of every bed); 127.0.0.1 unless a host is given")
     p.add_argument("--events", default="events.jsonl", help="JSONL event log (append-only)")
     p.add_argument("--state-dir", default=None, help="save per-bed state here after every epoch; resume from it")
     p.add_argument("--rules", default=None, help="alert rules TOML (default: shipped rules)")
@@ -433,6 +442,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"metrics at {server.url}")
     mon = Monitor(beds, runtime, opts.get("events", args.events), args.state_dir or opts.get("state_dir"),
                   metrics, markers=not args.no_markers, rules_path=args.rules or opts.get("rules"))
+    ward = None
+    if args.http or opts.get("http"):
+        from .ward.server import serve_monitor
+
+        ward = serve_monitor(mon, *parse_hostport(str(args.http or opts.get("http")), default_port=8080))
+        print(f"ward view at {ward.url}")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -449,6 +464,8 @@ def run(args: argparse.Namespace) -> int:
         mon.close(flush=not stop.is_set())
         if server:
             server.stop()
+        if ward:
+            ward.stop()
     print(f"monitored {len(beds)} bed(s) for {time.monotonic() - t0:.0f} s: {mon.epochs_done} epochs scored; "
           f"events in {opts.get('events', args.events)}")
     return 0
