@@ -452,14 +452,26 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     t0 = time.monotonic()
+    reported: set[str] = set()
+
+    def report_channels(m: Monitor) -> None:  # once per bed, when its streams are connected
+        for name, bed in m.beds.items():
+            if bed.stream is not None and name not in reported:
+                reported.add(name)
+                print(f"bed {name}: {bed.stream.inlet.channel_report}", flush=True)
+
     try:
         if args.no_console:
-            mon.run(stop, idle_exit=args.idle_exit)
+            mon.run(stop, idle_exit=args.idle_exit, on_round=report_channels)
         else:
             from rich.live import Live
 
+            def on_round(m: Monitor) -> None:
+                report_channels(m)
+                live.update(render_console(m))
+
             with Live(render_console(mon), refresh_per_second=4) as live:
-                mon.run(stop, idle_exit=args.idle_exit, on_round=lambda m: live.update(render_console(m)))
+                mon.run(stop, idle_exit=args.idle_exit, on_round=on_round)
     finally:
         mon.close(flush=not stop.is_set())
         if server:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 from .alerts.rules import load_rules
 from .alerts.sinks import JsonlSink
 from .export.runtime import StepRuntime
-from .psg.montage import parse_overrides, resolve_channels
+from .psg.montage import describe_mapping, parse_overrides, resolve_channels
 from .psg.preprocess import PreprocessParams, iter_recording_epochs
 from .psg.recording import open_recording
 from .report import format_statistics, sleep_statistics, write_report
@@ -30,8 +31,12 @@ log = logging.getLogger(__name__)
 
 def score_recording(edf: str | Path, runtime: StepRuntime, overrides: dict[str, str] | None = None,
                     bed: str | None = None, rules_path: str | None = None,
-                    progress: bool = False) -> tuple[list[ScoredEpoch], list[Any], Any]:
+                    progress: bool = False, on_mapping: Callable[[str], None] | None = None,
+                    ) -> tuple[list[ScoredEpoch], list[Any], Any]:
     """Score one recording with the artifact; returns (scored epochs, events, recording).
+
+    ``on_mapping`` receives one line saying which channels were mapped and which were left out
+    (``montage.describe_mapping``; the CLI prints it).
 
     Raises:
         RecordingError / MontageError / PreprocessError (all ValueError) for bad input.
@@ -40,7 +45,11 @@ def score_recording(edf: str | Path, runtime: StepRuntime, overrides: dict[str, 
     params = PreprocessParams.from_dict(runtime.preprocess_params)
     channel_map = resolve_channels([c.label for c in rec.channels], overrides, required=("eeg",),
                                    wanted=params.modalities, source=str(edf))
-    log.info("%s: channels %s", edf, channel_map)
+    mapping_text = f"{Path(edf).name}: " + describe_mapping(channel_map, [c.label for c in rec.channels],
+                                                             params.modalities)
+    log.info("%s", mapping_text)
+    if on_mapping is not None:
+        on_mapping(mapping_text)
     session = BedSession(bed or Path(edf).stem, params.modalities, runtime.new_state(1),
                          runtime.model_hash, runtime.thresholds, load_rules(rules_path),
                          recorded=list(channel_map))
@@ -118,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     runtime = StepRuntime(resolve_model_path(args.model), threads=args.threads)
     scored, events, rec = score_recording(args.edf, runtime, parse_overrides(args.channel),
-                                          rules_path=args.rules, progress=True)
+                                          rules_path=args.rules, progress=True, on_mapping=print)
     elapsed = time.perf_counter() - t0
     write_hypnogram_csv(out / "hypnogram.csv", scored)
     events_path = out / "events.jsonl"

@@ -125,6 +125,9 @@ def test_sigterm_stops_cleanly_with_state_saved(tiny_artifact, synthetic_edf, tm
         player.stop()
     assert proc.returncode == 0, err[-2000:]
     assert "epochs scored" in out and "Traceback" not in err
+    mapped = next(line for line in out.splitlines() if line.startswith("bed b1: channels "))
+    assert mapped.startswith("bed b1: channels eeg=EEG C4-M1, eog=EOG E1-M2, emg=EMG Chin; not used: ")
+    assert "EEG C3-M2" in mapped and mapped.endswith("; no channel for: none")
     assert (state / "bed-b1.npz").exists()
     idx = [e["epoch_index"] for e in _stage_events(events)]
     assert idx == list(range(len(idx))) and len(idx) >= 3

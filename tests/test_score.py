@@ -27,7 +27,10 @@ def test_score_writes_every_output(tiny_artifact, synthetic_edf, tmp_path, capsy
     assert report["statistics"]["epochs"] == 20
     assert report["agreement"]["epochs"] == 20  # compared with the night's own scoring
     assert (out / "hypnogram.png").stat().st_size > 5000
-    assert "agreement with the file's own scoring" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "agreement with the file's own scoring" in text
+    # what was mapped and what was left out, printed (not only logged)
+    assert "channels eeg=EEG C4-M1, eog=EOG E1-M2, emg=EMG Chin; not used: EEG C3-M2, EOG E2-M2" in text
 
 
 def test_score_is_deterministic_and_matches_runtime_loop(tiny_artifact, synthetic_edf):

@@ -50,7 +50,13 @@ import pylsl
 from pylsl.util import LostError
 from pylsl.util import TimeoutError as LSLTimeoutError
 
-from synthsleep.psg.montage import MODALITIES, MODALITY_NAMES, MontageError, resolve_channels
+from synthsleep.psg.montage import (
+    MODALITIES,
+    MODALITY_NAMES,
+    MontageError,
+    describe_mapping,
+    resolve_channels,
+)
 from synthsleep.psg.preprocess import PreprocessError, samples_per_epoch
 
 log = logging.getLogger(__name__)
@@ -411,6 +417,7 @@ class BedInlet:
         return inlet, full
 
     def _map_channels(self, opened, overrides, required, modalities) -> dict[str, list[ChannelRoute]]:
+        modalities = tuple(modalities)
         labels: list[str] = []
         where: dict[str, tuple[pylsl.StreamInfo, _Desc, int]] = {}
         for full, _, desc in opened:
@@ -424,6 +431,8 @@ class BedInlet:
         except MontageError as exc:
             raise MontageError(
                 f"{exc} Labels are read from each stream's desc/channels/channel/label.") from None
+        #: what was mapped and what was left out, one line (the monitor prints it)
+        self.channel_report = describe_mapping(mapping, labels, modalities)
         routes: dict[str, list[ChannelRoute]] = {}
         for mod, lab in mapping.items():
             full, desc, i = where[lab]
