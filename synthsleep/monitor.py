@@ -35,11 +35,11 @@ from .alerts.rules import load_rules
 from .alerts.sinks import JsonlSink, LslMarkerSink
 from .export.runtime import StepRuntime, StepState
 from .psg.epoch import STAGES, Epoch
-from .psg.montage import parse_overrides
+from .psg.montage import MODALITIES, parse_overrides
 from .psg.preprocess import PreprocessParams
 from .scoring import BedSession, resolve_model_path
 from .stream.assembler import StreamEpochs
-from .stream.lsl_inlet import BedInlet, StreamNotFound
+from .stream.lsl_inlet import BedInlet, StreamNotFound, unit_factor
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,14 @@ class BedSpec:
         stream: LSL stream name (every stream of that name belongs to the bed).
         source_ids: or: exact LSL source_ids of the bed's streams.
         channels: ``{modality: label}`` overrides of the channel map.
+        units: ``{modality: unit}`` overrides of the units the streams describe.
     """
 
     bed: str
     stream: str | None = None
     source_ids: list[str] = field(default_factory=list)
     channels: dict[str, str] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
 
 
 def load_beds_config(path: str | Path) -> tuple[list[BedSpec], dict[str, Any]]:
@@ -79,14 +81,39 @@ def load_beds_config(path: str | Path) -> tuple[list[BedSpec], dict[str, Any]]:
     for i, t in enumerate(doc.get("bed", [])):
         if "id" not in t or not (t.get("stream") or t.get("source_ids")):
             raise ValueError(f"{path}: [[bed]] #{i + 1} needs an id and a stream (or source_ids)")
+        units = {str(m): str(u) for m, u in dict(t.get("units", {})).items()}
+        try:
+            check_units(units)
+        except ValueError as exc:
+            raise ValueError(f"{path}: [[bed]] {t['id']}: {exc}") from None
         beds.append(BedSpec(str(t["id"]), t.get("stream"), list(t.get("source_ids", [])),
-                            dict(t.get("channels", {}))))
+                            dict(t.get("channels", {})), units))
     if not beds:
         raise ValueError(f"{path}: no [[bed]] tables")
     ids = [b.bed for b in beds]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{path}: bed ids must be unique, got {ids}")
     return beds, dict(doc.get("monitor", {}))
+
+
+def parse_units(items: Sequence[str]) -> dict[str, str]:
+    """CLI ``MODALITY=UNIT`` pairs (``--unit eeg=V``) → ``{modality: unit}``, checked."""
+    units: dict[str, str] = {}
+    for item in items:
+        mod, sep, unit = item.partition("=")
+        if not sep or not unit.strip():
+            raise ValueError(f"--unit {item!r} must look like MODALITY=UNIT, e.g. --unit eeg=V")
+        units[mod.strip().lower()] = unit.strip()
+    check_units(units)
+    return units
+
+
+def check_units(units: dict[str, str]) -> None:
+    """ValueError naming the entry when a modality is unknown or a unit unusable for it."""
+    for mod, unit in units.items():
+        if mod not in MODALITIES:
+            raise ValueError(f"unit override {mod}={unit!r}: unknown modality; known: {', '.join(MODALITIES)}")
+        unit_factor(mod, unit, f"unit override {mod}={unit!r}")  # StreamError (a ValueError) if unusable
 
 
 def _atomic_write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -212,6 +239,7 @@ class Monitor:
                 bed.resolving = self._resolver.submit(
                     BedInlet.resolve, name=spec.stream, source_ids=spec.source_ids,
                     timeout=self.resolve_timeout, bed=spec.bed, overrides=spec.channels or None,
+                    units=spec.units or None,
                     modalities=self.params.modalities, max_buflen=self.max_buflen)
             return
         if not bed.resolving.done():
@@ -411,6 +439,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bed", default=None, help="bed id for --stream (default: the stream name)")
     p.add_argument("--channel", action="append", default=[], metavar="MODALITY=LABEL",
                    help="channel override for --stream, e.g. --channel eeg='C3-A2'")
+    p.add_argument("--unit", action="append", default=[], metavar="MODALITY=UNIT",
+                   help="unit of a modality's channel when the stream describes it wrongly or not at all, "
+                        "e.g. --unit eeg=V (also mV, uV, or mne-lsl's power-of-ten codes 0, -3, -6); "
+                        "for every bed")
     p.add_argument("--model", default=None, help="ONNX artifact (default: the bundled model)")
     p.add_argument("--metrics", default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics (bound to 127.0.0.1 unless a host is given)")
@@ -431,6 +463,9 @@ def run(args: argparse.Namespace) -> int:
         beds, opts = load_beds_config(args.config)
     else:
         beds, opts = [BedSpec(args.bed or args.stream, args.stream, channels=parse_overrides(args.channel))], {}
+    units = parse_units(args.unit)
+    for spec in beds:
+        spec.units = {**spec.units, **units}
     model = args.model or opts.get("model")
     metrics_addr = args.metrics or opts.get("metrics")
     runtime = StepRuntime(resolve_model_path(model), threads=args.threads)

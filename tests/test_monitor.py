@@ -18,7 +18,7 @@ from prometheus_helpers import scrape
 
 from synthsleep.alerts.metrics import MonitorMetrics, start_metrics_server
 from synthsleep.export.runtime import StepRuntime
-from synthsleep.monitor import BedSpec, Monitor, load_beds_config, parse_hostport
+from synthsleep.monitor import BedSpec, Monitor, load_beds_config, parse_hostport, parse_units
 from synthsleep.score import score_recording
 from synthsleep.stream.player import ReplayPlayer
 
@@ -171,3 +171,33 @@ def test_a_bed_without_stream_does_not_hold_up_the_others(tiny_artifact, synthet
     assert mon.beds["live"].session.detector.last_index == 19  # the whole night, scored live
     assert mon.beds["off"].stream is None
     assert slowest < 2.5, f"one polling round took {slowest:.1f} s (a blocking resolve?)"
+
+
+def test_unit_overrides_reach_the_inlet(tiny_artifact, synthetic_edf, tmp_path):
+    """--unit MODALITY=UNIT / beds.toml units: checked at start, applied to the bed's channels."""
+    assert parse_units(["eeg=V", "EOG = -3"]) == {"eeg": "V", "eog": "-3"}
+    for bad, words in ((["eeg"], "MODALITY=UNIT"), (["brain=V"], "unknown modality"), (["eeg=mmHg"], "not a voltage")):
+        with pytest.raises(ValueError, match=words):
+            parse_units(bad)
+    cfg = tmp_path / "beds.toml"
+    cfg.write_text('[[bed]]\nid = "1"\nstream = "s"\nunits = { eeg = "-6", ecg = "mV" }\n')
+    assert load_beds_config(cfg)[0][0].units == {"eeg": "-6", "ecg": "mV"}
+    cfg.write_text('[[bed]]\nid = "1"\nstream = "s"\nunits = { eeg = "furlongs" }\n')
+    with pytest.raises(ValueError, match="beds.toml: \\[\\[bed\\]\\] 1: .*furlongs"):
+        load_beds_config(cfg)
+    name = f"test-units-{uuid.uuid4().hex[:8]}"
+    player = ReplayPlayer(str(synthetic_edf), name=name, speed=1.0)
+    player.start()
+    try:
+        mon = Monitor([BedSpec("b1", name, units={"eeg": "mV"})], StepRuntime(tiny_artifact),
+                      tmp_path / "events.jsonl", markers=False)
+        deadline = time.monotonic() + 60
+        while mon.beds["b1"].stream is None and time.monotonic() < deadline:
+            mon.poll_once()
+            time.sleep(0.05)
+        routes = {r.modality: r for r in mon.beds["b1"].stream.inlet.routes}
+        mon.close(flush=False)
+    finally:
+        player.stop()
+    assert (routes["eeg"].unit, routes["eeg"].factor) == ("mV", 1e3)
+    assert routes["eog"].factor == 1.0  # the others keep the unit their stream describes (uV)

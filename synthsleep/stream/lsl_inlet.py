@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +75,8 @@ _VOLT_TO_UV: dict[str, float] = {
     "nv": 1e-3, "nanovolt": 1e-3, "nanovolts": 1e-3,
 }
 _VOLTAGE_MODALITIES = ("eeg", "eog", "emg", "ecg")
+#: mne-lsl writes a channel's unit as the power of ten of its SI unit ("-6": µV)
+_POWER_CODE = re.compile(r"^[+-]?\d{1,2}$")
 
 
 class StreamNotFound(LookupError):
@@ -153,7 +156,8 @@ def unit_factor(modality: str, unit: str, where: str) -> float:
 
     An empty unit is taken as already right (logged). Voltage modalities (EEG/EOG/EMG/ECG) need
     a voltage unit; respiratory channels in a voltage unit are converted to µV, in any other
-    unit (arbitrary effort/flow units) they pass unchanged. SpO2 is taken in %.
+    unit (arbitrary effort/flow units) they pass unchanged. SpO2 is taken in %. mne-lsl's unit
+    codes (the power of ten of the SI unit: ``"0"`` V, ``"-3"`` mV, ``"-6"`` µV) are voltages.
 
     Raises:
         StreamError: a voltage modality in a non-voltage unit (``where`` names stream/channel).
@@ -162,8 +166,13 @@ def unit_factor(modality: str, unit: str, where: str) -> float:
     if not key:
         log.info("%s: no unit in the stream description; assuming %s", where, MODALITIES[modality].unit)
         return 1.0
+    power = _POWER_CODE.match(key)
+    if power and MODALITIES[modality].unit == "uV":
+        return 10.0 ** (int(power.group(0)) + 6)
     if key in _VOLT_TO_UV and MODALITIES[modality].unit == "uV":
         return _VOLT_TO_UV[key]
+    if power and modality == "spo2" and int(power.group(0)) == 0:
+        return 1.0  # mne-lsl's "no scale": the value as sent (%)
     if modality in _VOLTAGE_MODALITIES:
         raise StreamError(f"{where}: unit {unit!r} is not a voltage; {modality} needs V, mV, uV or "
                           "microvolts")
@@ -269,6 +278,8 @@ class BedInlet:
         clock_refresh: seconds between clock-correction refreshes (non-blocking).
         gap_tolerance: timestamp jitter (s) tolerated before a jump counts as a gap (at least
             2.5 samples).
+        units: ``{modality: unit}`` replacing the unit a stream description gives (or lacks)
+            for that modality's channel (e.g. ``{"eeg": "V"}``).
 
     Raises:
         MontageError: the labels map to no required modality (names the streams and labels).
@@ -292,6 +303,7 @@ class BedInlet:
         open_timeout: float = 5.0,
         clock_refresh: float = 5.0,
         gap_tolerance: float = 0.1,
+        units: Mapping[str, str] | None = None,
     ) -> None:
         if not infos:
             raise StreamError(f"bed {bed!r}: no streams given")
@@ -303,6 +315,7 @@ class BedInlet:
         self.open_timeout = float(open_timeout)
         self.clock_refresh = float(clock_refresh)
         self.gap_tolerance = float(gap_tolerance)
+        self.units = dict(units or {})
         self._links: list[_Link] = []
         opened: list[tuple[pylsl.StreamInfo, pylsl.StreamInlet, _Desc]] = []
         try:
@@ -436,9 +449,10 @@ class BedInlet:
         routes: dict[str, list[ChannelRoute]] = {}
         for mod, lab in mapping.items():
             full, desc, i = where[lab]
-            factor = unit_factor(mod, desc.units[i], f"bed {self.bed}, stream {full.name()!r}, channel {lab!r}")
+            unit = self.units.get(mod, desc.units[i])
+            factor = unit_factor(mod, unit, f"bed {self.bed}, stream {full.name()!r}, channel {lab!r}")
             routes.setdefault(full.uid(), []).append(
-                ChannelRoute(mod, full.name(), i, lab, desc.units[i], desc.types[i], factor))
+                ChannelRoute(mod, full.name(), i, lab, unit, desc.types[i], factor))
         return routes
 
     def _validate_rate(self, info: pylsl.StreamInfo) -> None:
