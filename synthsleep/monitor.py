@@ -190,6 +190,8 @@ class Monitor:
             self.beds[spec.bed] = bed
             if self.markers:
                 self.markers.open_bed(spec.bed)
+            if self.metrics:
+                self.metrics.add_bed(spec.bed)  # every series exists (zero) from the start
         self.recent: deque[Event] = deque(maxlen=10)
         self.epochs_done = 0
         #: called with (bed id, events, its BedSession) whenever a bed's events are written
