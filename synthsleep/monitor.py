@@ -330,6 +330,11 @@ class Monitor:
             except Exception:  # a view must never stop the clinical record
                 log.exception("bed %s: event observer %r failed", bed.spec.bed, observe)
 
+    def _samples_received(self) -> int:
+        """Samples received so far, all beds and streams together."""
+        return sum(int(st["samples"]) for b in self.beds.values() if b.stream is not None
+                   for st in b.stream.stats["streams"].values())
+
     def _stream_metrics(self, bed: _Bed) -> None:
         if self.metrics is None or bed.stream is None:
             return
@@ -349,15 +354,18 @@ class Monitor:
     # -- lifecycle -------------------------------------------------------------------------------
     def run(self, stop: threading.Event, idle_exit: float | None = None, poll_interval: float = 0.02,
             on_round: Callable[[Monitor], None] | None = None) -> None:
-        """Poll until ``stop`` is set (or no epoch for ``idle_exit`` s once data flowed)."""
-        last_epoch = time.monotonic()
+        """Poll until ``stop`` is set (or, with ``idle_exit``, once data flowed and then no sample
+        arrived for ``idle_exit`` s: a short idle_exit never ends a running stream mid-epoch)."""
+        last_data, seen = time.monotonic(), 0
         while not stop.is_set():
             n = self.poll_once()
-            if n:
-                last_epoch = time.monotonic()
-            elif idle_exit is not None and self.epochs_done and time.monotonic() - last_epoch > idle_exit:
-                log.info("no epoch for %.0f s: stopping", idle_exit)
-                break
+            if idle_exit is not None:
+                received = self._samples_received()
+                if n or received != seen:
+                    last_data, seen = time.monotonic(), received
+                elif seen and time.monotonic() - last_data > idle_exit:
+                    log.info("no sample for %.0f s: stopping", idle_exit)
+                    break
             if on_round:
                 on_round(self)
             if not n:
@@ -456,7 +464,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-markers", action="store_true", help="do not publish events as LSL markers")
     p.add_argument("--no-console", action="store_true", help="no live console view (log lines only)")
     p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
-                   help="stop when no epoch closed for this long (e.g. at the end of a replay)")
+                   help="stop once no sample arrived for this long (e.g. at the end of a replay)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
 
 

@@ -201,3 +201,25 @@ def test_unit_overrides_reach_the_inlet(tiny_artifact, synthetic_edf, tmp_path):
         player.stop()
     assert (routes["eeg"].unit, routes["eeg"].factor) == ("mV", 1e3)
     assert routes["eog"].factor == 1.0  # the others keep the unit their stream describes (uV)
+
+
+def test_short_idle_exit_waits_for_silence_not_for_an_epoch(tiny_artifact, synthetic_edf, tmp_path):
+    """--idle-exit shorter than an epoch: the monitor runs on while samples arrive (an epoch every
+    5 s here, idle-exit 2 s), and stops on its own once the stream falls silent."""
+    name = f"test-idle-{uuid.uuid4().hex[:8]}"
+    player = ReplayPlayer(str(synthetic_edf), name=name, speed=6.0, wait_consumers=60.0)
+    player.start()
+    mon = Monitor([BedSpec("b1", name)], StepRuntime(tiny_artifact), tmp_path / "events.jsonl", markers=False)
+    runner = threading.Thread(target=mon.run, args=(threading.Event(),), kwargs={"idle_exit": 2.0}, daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and runner.is_alive() and (mon.beds["b1"].session.detector.last_index or 0) < 1:
+            time.sleep(0.1)
+        assert runner.is_alive(), f"stopped after epoch {mon.beds['b1'].session.detector.last_index} mid-stream"
+        assert mon.beds["b1"].session.detector.last_index >= 1
+    finally:
+        player.stop()  # the stream falls silent
+    runner.join(60)
+    assert not runner.is_alive(), "did not stop once no sample arrived"
+    mon.close(flush=True)
