@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     write_hypnogram_csv(out / "hypnogram.csv", scored)
     ref = truth[: len(stages)] if truth is not None else None
     meta = {"recording": str(edf), "model": runtime.model_hash, "replay_speed": args.speed,
-            "wall_seconds": wall}
+            "wall_seconds": wall, "start_time": scored[0].time if scored else None}
     if true_events is not None:
         tst_h = float((truth > 0).sum()) * 30.0 / 3600.0
         meta["true_ahi"] = len([e for e in true_events if e.type in APNEA_TYPES + ("hypopnea",)]) / max(tst_h, 1e-9)

@@ -39,7 +39,7 @@ from .psg.montage import MODALITIES, parse_overrides
 from .psg.preprocess import PreprocessParams
 from .scoring import BedSession, resolve_model_path
 from .stream.assembler import StreamEpochs
-from .stream.lsl_inlet import BedInlet, StreamNotFound, unit_factor
+from .stream.lsl_inlet import BedInlet, StreamNotFound, unit_factor, wall_clock_offset
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +255,7 @@ class Monitor:
             return
         saved = self._load_state(bed)
         bed.stream = StreamEpochs(inlet, self.params, state=saved)
+        bed.session.time_origin = wall_clock_offset()  # stream clock → system clock (event times)
         bed.session.detector.recorded = frozenset(inlet.rates)  # no "lost" for sensors never there
         log.info("bed %s: connected (%s)", spec.bed, ", ".join(f"{m} {r:g} Hz" for m, r in inlet.rates.items()))
 
@@ -277,7 +278,7 @@ class Monitor:
                 break
             scored += self._step(ready)
         for bed in self.beds.values():  # timers (no-output alerts)
-            evs = bed.session.alerts.tick()
+            evs = bed.session.stamp(bed.session.alerts.tick())
             if evs:
                 self._emit(bed, evs, None)
                 self._save_state(bed)

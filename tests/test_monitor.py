@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ def test_replay_into_monitor_equals_offline_score(tiny_artifact, synthetic_edf, 
     metrics = MonitorMetrics()
     server = start_metrics_server(metrics, port=0)
     player = ReplayPlayer(str(synthetic_edf), name=name, speed=float("inf"))
+    started = time.time()
     player.start()
     try:
         mon = Monitor([BedSpec("b1", name)], rt, tmp_path / "events.jsonl", metrics=metrics,
@@ -56,8 +58,14 @@ def test_replay_into_monitor_equals_offline_score(tiny_artifact, synthetic_edf, 
     np.testing.assert_allclose([s.apnea_prob for s in live], [s.apnea_prob for s in offline], atol=1e-4)
     assert [s.stage for s in live] == [s.stage for s in offline]
     # the JSONL holds the same events as offline scoring (same types per epoch)
-    live_types = [(e["epoch_index"], e["type"]) for e in map(json.loads, (tmp_path / "events.jsonl").read_text().splitlines())]
+    written = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    live_types = [(e["epoch_index"], e["type"]) for e in written]
     assert live_types == [(e.epoch_index, e.type) for e in offline_events]
+    # clinical time: the stream clock mapped to the system clock (the replay stamps its first
+    # sample with the LSL clock of now), 30 s apart like the onsets
+    times = [datetime.fromisoformat(e["time"].replace("Z", "+00:00")) for e in written if e["type"] == "stage"]
+    assert abs(times[0].timestamp() - started) < 120
+    assert all(abs((b - a).total_seconds() - 30.0) < 0.002 for a, b in zip(times, times[1:]))
     # metrics moved with the epochs, and parse as Prometheus text format
     key = ("synthsleep_epochs_processed_total", (("bed", "b1"),))
     assert before.get(key, 0.0) == 0.0 and after[key] == 20.0

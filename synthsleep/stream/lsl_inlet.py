@@ -151,6 +151,12 @@ def resolve_stream(
     return sorted(found.values(), key=lambda i: (i.source_id(), i.uid()))
 
 
+def wall_clock_offset() -> float:
+    """System clock (s since 1970, UTC) minus LSL's ``local_clock``: add it to a time on the
+    stream clock to get the wall-clock time."""
+    return time.time() - pylsl.local_clock()
+
+
 def unit_factor(modality: str, unit: str, where: str) -> float:
     """Factor turning a channel's samples into the modality's unit (µV for voltages).
 
