@@ -45,6 +45,7 @@ class _BedView:
             "prob": self.last["prob"] if self.last else None,
             "elapsed": (self.last["onset"] + EPOCH_SECONDS - self.origin) if self.last and self.origin is not None
             else None,
+            "epoch_time": self.last["time"] if self.last else None,  # the epoch's onset, ISO 8601 UTC
             "last_epoch_time": self.last_time,
             "first_epoch": self.first_epoch,
             "hypnogram": list(self.hypnogram),
@@ -120,7 +121,7 @@ class WardState:
             if confidence is None:
                 confidence = float(prob.get(stage, 0.0)) if code >= 0 else None
             view.last = {"epoch": idx, "onset": ev.onset, "stage": stage, "confidence": confidence,
-                         "prob": {n: float(prob.get(n, 0.0)) for n in self.stage_names}}
+                         "prob": {n: float(prob.get(n, 0.0)) for n in self.stage_names}, "time": ev.time}
             view.last_time = self._clock()
         elif ev.type in ("apnea", "hypopnea"):
             view.resp_events.append({"type": ev.type, "onset": ev.onset - (view.origin or 0.0),

@@ -93,6 +93,8 @@ def test_ward_page_shows_every_bed_and_follows_epochs(tiny_artifact, synthetic_e
             assert done is not None and int(later[b]["epoch"]) <= done
             assert later[b]["stage"] in ("W", "N1", "N2", "N3", "REM", "unknown")
         assert driver.execute_script("return document.getElementById('conn').textContent") == "live"
+        # the epoch's clinical time (the stream clock mapped to the system clock), in local time
+        assert driver.execute_script("return document.querySelectorAll('section.bed .epoch-time').length") == 3
         hyp = driver.execute_script("return document.querySelectorAll('section.bed svg.hyp path.trace').length")
         assert hyp >= len(beds)
         ARTIFACTS.mkdir(exist_ok=True)

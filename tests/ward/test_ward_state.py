@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from synthsleep.alerts.events import iso_utc
 from synthsleep.alerts.rules import load_rules
 from synthsleep.psg.epoch import EPOCH_SAMPLES, Epoch
 from synthsleep.scoring import BedSession
@@ -53,10 +54,14 @@ def test_stage_hypnogram_events_ahi_alerts_and_sensors():
     assert bed["ahi"] == s.detector.ahi > 0
     assert {x["modality"]: x["ok"] for x in bed["sensors"]} == {"eeg": True, "eog": True, "airflow": False}
     assert [x["reason"] for x in bed["sensors"] if not x["ok"]] == ["flat"]
+    assert bed["epoch_time"] is None  # no clock known to this session
     assert bed["elapsed"] == 150.0 and bed["last_epoch_time"] == 105.0  # the clock also stamps each snapshot
     assert ward.snapshot()["beds"][1]["epoch"] is None  # the other bed is untouched
+    s.time_origin = 1_800_000_000.0  # the monitor maps the stream clock to the system clock
     _feed(ward, s, 5, 2, 0.0)
-    assert all(x["ok"] for x in ward.snapshot()["beds"][0]["sensors"])
+    bed = ward.snapshot()["beds"][0]
+    assert all(x["ok"] for x in bed["sensors"])
+    assert bed["epoch_time"] == iso_utc(1_800_000_000.0 + 1150.0) == "2027-01-15T08:19:10.000Z"
 
 
 def test_gap_and_unknown_epochs_and_alerts():

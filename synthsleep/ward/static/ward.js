@@ -57,6 +57,7 @@
   <div class="stage"><span class="stage-name">${esc(stage)}</span><span class="conf">${conf}</span></div>
   <div class="row"><span>epoch <b class="epoch">${bed.epoch === null ? "—" : bed.epoch}</b></span>
     <span>elapsed <b>${bed.elapsed === null ? "—" : hm(bed.elapsed)}</b></span>
+    ${bed.epoch_time ? `<span>at <b class="epoch-time">${new Date(bed.epoch_time).toLocaleTimeString()}</b></span>` : ""}
     <span>AHI <b class="ahi">${ahi}</b></span>
     <span>apnea <b>${bed.counts.apnea}</b></span><span>hypopnea <b>${bed.counts.hypopnea}</b></span></div>
   ${hypnogram(bed, s.epoch_seconds)}
@@ -72,7 +73,7 @@
 
   function tick() { // ages move on between updates
     const now = Date.now() / 1000 + skew;
-    clockEl.textContent = new Date(now * 1000).toISOString().slice(11, 19) + " UTC";
+    clockEl.textContent = new Date(now * 1000).toLocaleTimeString();
     for (const el of document.querySelectorAll(".age[data-t]")) {
       const t = parseFloat(el.dataset.t);
       if (!isNaN(t)) el.textContent = `last epoch ${ago(now - t)}`;
