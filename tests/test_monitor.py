@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -119,7 +121,10 @@ def test_sigterm_stops_cleanly_with_state_saved(tiny_artifact, synthetic_edf, tm
     name = f"test-term-{uuid.uuid4().hex[:8]}"
     events, state = tmp_path / "events.jsonl", tmp_path / "state"
     player = ReplayPlayer(str(synthetic_edf), name=name, speed=20.0, wait_consumers=120.0)
-    proc = subprocess.Popen(_monitor_cmd(tiny_artifact, name, events, state), cwd=REPO,
+    with socket.socket() as s:  # a free port for the ward view
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(_monitor_cmd(tiny_artifact, name, events, state) + ["--http", str(port)], cwd=REPO,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     player.start()
@@ -127,12 +132,20 @@ def test_sigterm_stops_cleanly_with_state_saved(tiny_artifact, synthetic_edf, tm
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (events.exists() and len(_stage_events(events)) >= 3):
             time.sleep(0.1)
+        # --http: the ward view of the running monitor, on 127.0.0.1
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/ward", timeout=10) as r:
+            ward = json.loads(r.read())
+        assert [b["bed"] for b in ward["beds"]] == ["b1"] and ward["beds"][0]["epoch"] >= 2
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:
         player.stop()
+        if proc.poll() is None:  # a failed check above: do not leave the monitor running
+            proc.kill()
+            proc.wait(10)
     assert proc.returncode == 0, err[-2000:]
     assert "epochs scored" in out and "Traceback" not in err
+    assert f"ward view at http://127.0.0.1:{port}/" in out
     mapped = next(line for line in out.splitlines() if line.startswith("bed b1: channels "))
     assert mapped.startswith("bed b1: channels eeg=EEG C4-M1, eog=EOG E1-M2, emg=EMG Chin; not used: ")
     assert "EEG C3-M2" in mapped and mapped.endswith("; no channel for: none")
