@@ -35,11 +35,11 @@ from .alerts.rules import load_rules
 from .alerts.sinks import JsonlSink, LslMarkerSink
 from .export.runtime import StepRuntime, StepState
 from .psg.epoch import STAGES, Epoch
-from .psg.montage import MODALITIES, parse_overrides
+from .psg.montage import parse_overrides
 from .psg.preprocess import PreprocessParams
 from .scoring import BedSession, resolve_model_path
 from .stream.assembler import StreamEpochs
-from .stream.lsl_inlet import BedInlet, StreamNotFound, unit_factor, wall_clock_offset
+from .stream.lsl_inlet import BedInlet, StreamNotFound, check_units, parse_units, wall_clock_offset
 
 log = logging.getLogger(__name__)
 
@@ -94,26 +94,6 @@ def load_beds_config(path: str | Path) -> tuple[list[BedSpec], dict[str, Any]]:
     if len(set(ids)) != len(ids):
         raise ValueError(f"{path}: bed ids must be unique, got {ids}")
     return beds, dict(doc.get("monitor", {}))
-
-
-def parse_units(items: Sequence[str]) -> dict[str, str]:
-    """CLI ``MODALITY=UNIT`` pairs (``--unit eeg=V``) → ``{modality: unit}``, checked."""
-    units: dict[str, str] = {}
-    for item in items:
-        mod, sep, unit = item.partition("=")
-        if not sep or not unit.strip():
-            raise ValueError(f"--unit {item!r} must look like MODALITY=UNIT, e.g. --unit eeg=V")
-        units[mod.strip().lower()] = unit.strip()
-    check_units(units)
-    return units
-
-
-def check_units(units: dict[str, str]) -> None:
-    """ValueError naming the entry when a modality is unknown or a unit unusable for it."""
-    for mod, unit in units.items():
-        if mod not in MODALITIES:
-            raise ValueError(f"unit override {mod}={unit!r}: unknown modality; known: {', '.join(MODALITIES)}")
-        unit_factor(mod, unit, f"unit override {mod}={unit!r}")  # StreamError (a ValueError) if unusable
 
 
 def _atomic_write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -21,8 +21,9 @@ from prometheus_helpers import scrape
 
 from synthsleep.alerts.metrics import MonitorMetrics, start_metrics_server
 from synthsleep.export.runtime import StepRuntime
-from synthsleep.monitor import BedSpec, Monitor, load_beds_config, parse_hostport, parse_units
+from synthsleep.monitor import BedSpec, Monitor, load_beds_config, parse_hostport
 from synthsleep.score import score_recording
+from synthsleep.stream.lsl_inlet import parse_units
 from synthsleep.stream.player import ReplayPlayer
 
 REPO = Path(__file__).resolve().parents[1]

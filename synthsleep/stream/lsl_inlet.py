@@ -187,6 +187,26 @@ def unit_factor(modality: str, unit: str, where: str) -> float:
     return 1.0
 
 
+def parse_units(items: Sequence[str]) -> dict[str, str]:
+    """CLI ``MODALITY=UNIT`` pairs (``--unit eeg=V``) → ``{modality: unit}``, checked."""
+    units: dict[str, str] = {}
+    for item in items:
+        mod, sep, unit = item.partition("=")
+        if not sep or not unit.strip():
+            raise ValueError(f"--unit {item!r} must look like MODALITY=UNIT, e.g. --unit eeg=V")
+        units[mod.strip().lower()] = unit.strip()
+    check_units(units)
+    return units
+
+
+def check_units(units: Mapping[str, str]) -> None:
+    """ValueError naming the entry when a modality is unknown or a unit unusable for it."""
+    for mod, unit in units.items():
+        if mod not in MODALITIES:
+            raise ValueError(f"unit override {mod}={unit!r}: unknown modality; known: {', '.join(MODALITIES)}")
+        unit_factor(mod, unit, f"unit override {mod}={unit!r}")  # StreamError (a ValueError) if unusable
+
+
 @dataclass(frozen=True)
 class ChannelRoute:
     """Where one modality comes from: stream, channel index, label, unit and µV factor."""
