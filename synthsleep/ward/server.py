@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,10 @@ PUSH_INTERVAL = 0.25
 KEEPALIVE_SECONDS = 15.0
 
 
-def make_app(state: WardState, push_interval: float = PUSH_INTERVAL) -> web.Application:
-    """The aiohttp application serving ``state``."""
+def make_app(state: WardState, push_interval: float = PUSH_INTERVAL,
+             refresh: Callable[[], None] | None = None) -> web.Application:
+    """The aiohttp application serving ``state``; ``refresh`` (if given) is called every
+    ``push_interval`` s on the server's thread to update what no event reports (connections)."""
     app = web.Application()
     closing = asyncio.Event()
 
@@ -59,13 +62,30 @@ def make_app(state: WardState, push_interval: float = PUSH_INTERVAL) -> web.Appl
         return resp
 
     async def on_shutdown(_: web.Application) -> None:
-        closing.set()  # ends the open event streams
+        closing.set()  # ends the open event streams and the refresher
+
+    async def refresher(_: web.Application):
+        async def loop() -> None:
+            while not closing.is_set():
+                try:
+                    refresh()
+                except Exception:  # a view must not die of what it shows
+                    log.exception("ward view: refresh failed")
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(closing.wait(), push_interval)
+
+        task = asyncio.ensure_future(loop())
+        yield
+        closing.set()
+        await task
 
     app.router.add_get("/", index)
     app.router.add_get("/api/ward", snapshot)
     app.router.add_get("/api/stream", stream)
     app.router.add_static("/static/", STATIC_DIR)
     app.on_shutdown.append(on_shutdown)
+    if refresh is not None:
+        app.cleanup_ctx.append(refresher)
     return app
 
 
@@ -80,10 +100,13 @@ class WardServer:
         state: what to serve.
         host: bind address (loopback by default).
         port: TCP port; 0 picks a free one (read it from ``.port`` after :meth:`start`).
+        refresh: called every push interval on the server's thread (see :func:`make_app`).
     """
 
-    def __init__(self, state: WardState, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, state: WardState, host: str = "127.0.0.1", port: int = 0,
+                 refresh: Callable[[], None] | None = None) -> None:
         self.state = state
+        self.refresh = refresh
         self.host = host
         self.port = port
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -103,7 +126,8 @@ class WardServer:
             loop = self._loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
             try:
-                self._runner = web.AppRunner(make_app(self.state), shutdown_timeout=2.0, access_log=None)
+                self._runner = web.AppRunner(make_app(self.state, refresh=self.refresh), shutdown_timeout=2.0,
+                                             access_log=None)
                 loop.run_until_complete(self._runner.setup())
                 site = web.TCPSite(self._runner, self.host, self.port)
                 loop.run_until_complete(site.start())
@@ -142,7 +166,13 @@ class WardServer:
 
 
 def serve_monitor(monitor: Any, host: str = "127.0.0.1", port: int = 0) -> WardServer:
-    """Attach a :class:`WardState` of ``monitor``'s beds to its event hook and serve it."""
+    """Attach a :class:`WardState` of ``monitor``'s beds to its event hook and serve it; whether
+    each bed's streams are attached is read from the monitor (one attribute per bed) meanwhile."""
     state = WardState(list(monitor.beds))
     monitor.observers.append(state.observe)
-    return WardServer(state, host, port).start()
+
+    def connections() -> None:
+        for name, bed in list(monitor.beds.items()):
+            state.set_connected(name, bed.stream is not None)
+
+    return WardServer(state, host, port, refresh=connections).start()

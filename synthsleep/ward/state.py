@@ -34,11 +34,13 @@ class _BedView:
         self.alerts: list[str] = []
         self.sensors: list[str] = []
         self.lost: dict[str, str] = {}  # modality -> reason
+        self.connected: bool | None = None  # its streams are attached (None: nobody said)
 
     def to_dict(self) -> dict[str, Any]:
         counts = {k: sum(1 for e in self.resp_events if e["type"] == k) for k in ("apnea", "hypopnea")}
         return {
             "bed": self.bed,
+            "connected": self.connected,
             "epoch": self.last["epoch"] if self.last else None,
             "stage": self.last["stage"] if self.last else None,
             "confidence": self.last["confidence"] if self.last else None,
@@ -103,6 +105,16 @@ class WardState:
             view.alerts = list(alerts)
             view.sensors = list(sensors)
             self._version += 1
+
+    def set_connected(self, bed: str, connected: bool) -> None:
+        """Whether ``bed``'s streams are attached (a change counts as a change of the snapshot)."""
+        with self._lock:
+            view = self._beds.get(str(bed))
+            if view is None:
+                view = self._beds[str(bed)] = _BedView(str(bed))
+            if view.connected != bool(connected):
+                view.connected = bool(connected)
+                self._version += 1
 
     def _apply(self, view: _BedView, ev: Event) -> None:
         if ev.type == "stage":

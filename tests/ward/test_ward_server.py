@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import urllib.request
 
 import pytest
@@ -85,3 +86,20 @@ def test_port_taken_is_a_clear_error(served):
     _, server = served
     with pytest.raises(OSError, match=f"cannot serve the ward view on 127.0.0.1:{server.port}"):
         WardServer(WardState(["1"]), port=server.port).start()
+
+
+def test_refresh_runs_on_the_server_and_its_changes_are_pushed():
+    """``refresh`` (what no event reports, e.g. a bed's connection) runs on the server's thread
+    while it serves; a change it makes reaches open streams."""
+    state = WardState(["1"])
+    up = threading.Event()
+    server = WardServer(state, refresh=lambda: state.set_connected("1", up.is_set())).start()
+    try:
+        with urllib.request.urlopen(server.url + "api/stream", timeout=10) as resp:
+            while _next_event(resp)["beds"][0]["connected"] is not False:
+                pass
+            up.set()
+            while _next_event(resp)["beds"][0]["connected"] is not True:
+                pass
+    finally:
+        server.stop()

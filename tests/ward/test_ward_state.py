@@ -30,7 +30,19 @@ def test_every_bed_is_listed_before_its_first_epoch():
     snap = WardState(["1", "2"]).snapshot()
     assert [b["bed"] for b in snap["beds"]] == ["1", "2"]
     assert all(b["epoch"] is None and b["ahi"] is None and b["hypnogram"] == [] for b in snap["beds"])
+    assert all(b["connected"] is None for b in snap["beds"])  # nobody said yet
     json.dumps(snap, allow_nan=False)
+
+
+def test_connection_changes_count_as_changes():
+    ward = WardState(["1", "2"])
+    v = ward.version
+    ward.set_connected("1", False)
+    assert ward.version == v + 1
+    ward.set_connected("1", False)  # no change, no new version (no push to the browsers)
+    assert ward.version == v + 1
+    ward.set_connected("1", True)
+    assert [b["connected"] for b in ward.snapshot()["beds"]] == [True, None]
 
 
 def test_stage_hypnogram_events_ahi_alerts_and_sensors():

@@ -44,7 +44,8 @@
   function card(bed, s) {
     const now = Date.now() / 1000 + skew;
     const alerting = bed.alerts.length > 0;
-    const stage = bed.stage === null ? "waiting" : bed.stage;
+    // before its first epoch a bed is "connecting" (no stream found yet) or "waiting" (data coming)
+    const stage = bed.stage !== null ? bed.stage : bed.connected === false ? "connecting" : "waiting";
     const conf = bed.confidence === null || bed.confidence === undefined ? "" : `${Math.round(bed.confidence * 100)} %`;
     const age = bed.last_epoch_time === null ? "no epoch yet" : `last epoch ${ago(now - bed.last_epoch_time)}`;
     const stale = bed.last_epoch_time !== null && now - bed.last_epoch_time > 2 * s.epoch_seconds;
