@@ -61,6 +61,8 @@ class BedSession:
         self.keep_history = True
         #: seconds since 1970 (UTC) at onset 0 of this bed's clock; events get a ``time`` from it
         self.time_origin: float | None = None
+        #: ``Quality`` bits per modality of the last epoch handled
+        self.last_quality: dict[str, int] = {}
 
     def clock_time(self, onset: float) -> str | None:
         """``onset`` (s, the bed's clock) as ISO 8601 UTC, or None when no clock is known."""
@@ -75,6 +77,7 @@ class BedSession:
     def handle(self, epoch: Epoch, stage_prob: np.ndarray, apnea_prob: float, hypopnea_prob: float,
                now: float | None = None) -> list[Event]:
         """Turn one epoch's step outputs into events (stage, changes, episodes, alerts)."""
+        self.last_quality = {m: int(q) for m, q in zip(epoch.modalities, epoch.quality)}
         events = self.detector.update(epoch.index, epoch.start, stage_prob, apnea_prob, hypopnea_prob,
                                       epoch.present, epoch.quality)
         if self.detector.summary is not None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..alerts.events import STAGE_NAMES, UNKNOWN_STAGE, Event
-from ..psg.epoch import EPOCH_SECONDS
+from ..psg.epoch import EPOCH_SECONDS, Quality
 
 #: how many respiratory events each bed keeps for the page (a whole night at a high AHI)
 MAX_RESP_EVENTS = 2000
@@ -34,6 +34,7 @@ class _BedView:
         self.alerts: list[str] = []
         self.sensors: list[str] = []
         self.lost: dict[str, str] = {}  # modality -> reason
+        self.quality: dict[str, int] = {}  # modality -> Quality bits of the last epoch
         self.connected: bool | None = None  # its streams are attached (None: nobody said)
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,7 +56,9 @@ class _BedView:
             "counts": counts,
             "ahi": self.ahi,
             "alerts": list(self.alerts),
-            "sensors": [{"modality": m, "ok": m not in self.lost, "reason": self.lost.get(m, "ok")}
+            # a sensor is ok (present; its reason may still say "clipped") or lost (with why)
+            "sensors": [{"modality": m, "ok": m not in self.lost,
+                         "reason": self.lost.get(m) or Quality.describe(self.quality.get(m, 0))}
                         for m in self.sensors],
         }
 
@@ -90,11 +93,14 @@ class WardState:
         sensors = [m for m in det.modalities if det.recorded is None or m in det.recorded]
         # AHI is undefined (n/a, not 0) until there was predicted sleep with a respiratory sensor
         ahi = det.ahi if det.resp_sleep_seconds > 0 else None
-        self.update(bed, events, ahi=ahi, alerts=session.alerts.active, sensors=sensors)
+        self.update(bed, events, ahi=ahi, alerts=session.alerts.active, sensors=sensors,
+                    quality=session.last_quality)
 
     def update(self, bed: str, events: Sequence[Event], ahi: float | None = None,
-               alerts: Sequence[str] = (), sensors: Sequence[str] = ()) -> None:
-        """Apply one batch of ``bed``'s events and its current AHI, alerts and recorded sensors."""
+               alerts: Sequence[str] = (), sensors: Sequence[str] = (),
+               quality: Mapping[str, int] | None = None) -> None:
+        """Apply one batch of ``bed``'s events and its current AHI, alerts, recorded sensors and
+        the ``Quality`` bits of its last epoch per modality."""
         with self._lock:
             view = self._beds.get(str(bed))
             if view is None:
@@ -104,6 +110,8 @@ class WardState:
             view.ahi = None if ahi is None else float(ahi)
             view.alerts = list(alerts)
             view.sensors = list(sensors)
+            if quality is not None:
+                view.quality = dict(quality)
             self._version += 1
 
     def set_connected(self, bed: str, connected: bool) -> None:

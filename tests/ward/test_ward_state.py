@@ -15,15 +15,17 @@ from synthsleep.ward import WardState
 MODS = ("eeg", "eog", "airflow")
 
 
-def _epoch(i: int, present=(True, True, True)) -> Epoch:
+def _epoch(i: int, present=(True, True, True), quality=None) -> Epoch:
+    bits = quality if quality is not None else [0 if p else 2 for p in present]  # 2: FLAT
     return Epoch(i, 1000.0 + 30.0 * i, MODS, np.zeros((3, EPOCH_SAMPLES), np.float32),
-                 np.array([0 if p else 2 for p in present], np.uint8), np.array(present, bool))
+                 np.array(bits, np.uint8), np.array(present, bool))
 
 
-def _feed(ward: WardState, session: BedSession, i: int, stage: int, apnea: float, present=(True, True, True)):
+def _feed(ward: WardState, session: BedSession, i: int, stage: int, apnea: float, present=(True, True, True),
+          quality=None):
     prob = np.full(5, 0.05, np.float32)
     prob[stage] = 0.8
-    ward.observe(session.bed, session.handle(_epoch(i, present), prob, apnea, 0.0), session)
+    ward.observe(session.bed, session.handle(_epoch(i, present, quality), prob, apnea, 0.0), session)
 
 
 def test_every_bed_is_listed_before_its_first_epoch():
@@ -70,9 +72,10 @@ def test_stage_hypnogram_events_ahi_alerts_and_sensors():
     assert bed["elapsed"] == 150.0 and bed["last_epoch_time"] == 105.0  # the clock also stamps each snapshot
     assert ward.snapshot()["beds"][1]["epoch"] is None  # the other bed is untouched
     s.time_origin = 1_800_000_000.0  # the monitor maps the stream clock to the system clock
-    _feed(ward, s, 5, 2, 0.0)
+    _feed(ward, s, 5, 2, 0.0, quality=(4, 0, 0))  # EEG clipped: still present, and said so
     bed = ward.snapshot()["beds"][0]
-    assert all(x["ok"] for x in bed["sensors"])
+    assert [(x["modality"], x["ok"], x["reason"]) for x in bed["sensors"]] == [
+        ("eeg", True, "clipped"), ("eog", True, "ok"), ("airflow", True, "ok")]
     assert bed["epoch_time"] == iso_utc(1_800_000_000.0 + 1150.0) == "2027-01-15T08:19:10.000Z"
 
 

@@ -50,7 +50,10 @@
     const age = bed.last_epoch_time === null ? "no epoch yet" : `last epoch ${ago(now - bed.last_epoch_time)}`;
     const stale = bed.last_epoch_time !== null && now - bed.last_epoch_time > 2 * s.epoch_seconds;
     const ahi = bed.ahi === null ? "n/a" : `${bed.ahi.toFixed(1)}/h`;
-    const sensors = bed.sensors.map((x) => `<span class="chip ${x.ok ? "ok" : "lost"}" data-modality="${esc(x.modality)}">${esc(x.modality)}${x.ok ? "" : ": " + esc(x.reason)}</span>`).join("");
+    const sensors = bed.sensors.map((x) => {
+      const cls = !x.ok ? "lost" : x.reason !== "ok" ? "warn" : "ok";
+      return `<span class="chip ${cls}" data-modality="${esc(x.modality)}">${esc(x.modality)}${x.reason === "ok" ? "" : ": " + esc(x.reason)}</span>`;
+    }).join("");
     const alerts = bed.alerts.map((a) => `<span class="chip alert">${esc(a)}</span>`).join("");
     const recent = bed.resp_events.slice(-4).reverse().map((e) => `${esc(e.type)} ${hms(e.onset)} (${Math.round(e.duration)} s)`).join(" · ");
     return `<section class="bed${alerting ? " alerting" : ""}" data-bed="${esc(bed.bed)}" data-epoch="${bed.epoch === null ? "" : bed.epoch}">
