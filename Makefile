@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup model bench lint clean
+.PHONY: demo test test-tools setup model bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,7 +20,19 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/synthsleep demo
 
-test: $(STAMP)
+# Tools some tests drive (Debian's chromium + chromedriver for the ward view's browser test),
+# installed when missing and root; otherwise those tests skip and say why.
+TEST_TOOLS := chromium:chromium chromedriver:chromium-driver
+test-tools:
+	@missing=""; for t in $(TEST_TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing$$missing (apt-get)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; } \
+	    || echo "could not install$$missing: the tests that need them will be skipped"; \
+	else echo "missing$$missing (not root, no apt-get): the tests that need them will be skipped"; fi
+
+test: $(STAMP) test-tools
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests
 
 model: $(STAMP)

@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo-out", help="output folder (default ./demo-out)")
     p.add_argument("--metrics", default="127.0.0.1:9109", metavar="HOST:PORT",
                    help="Prometheus endpoint (default 127.0.0.1:9109; port 0 picks a free one)")
+    p.add_argument("--http", default="127.0.0.1:0", metavar="HOST:PORT",
+                   help="ward view web page (default: 127.0.0.1 on a free port, printed)")
+    p.add_argument("--no-http", action="store_true", help="do not serve the ward view")
     p.add_argument("--no-console", action="store_true", help="no live console view")
 
 
@@ -76,7 +79,13 @@ def run(args: argparse.Namespace) -> int:
     mon = Monitor([BedSpec("demo", name)], runtime, events_path, metrics=metrics, resolve_timeout=10.0,
                   max_buflen=int(6 * 3600))
     mon.beds["demo"].session.keep_history = True
-    print(f"replaying {edf.name} at {args.speed:g}x as LSL stream '{name}'; metrics at {server.url}")
+    ward = None
+    if not args.no_http:
+        from .ward.server import serve_monitor
+
+        ward = serve_monitor(mon, *parse_hostport(args.http, default_port=0))
+    print(f"replaying {edf.name} at {args.speed:g}x as LSL stream '{name}'; metrics at {server.url}"
+          + (f"; ward view at {ward.url}" if ward else ""), flush=True)
     stop = threading.Event()
     t0 = time.monotonic()
     try:
@@ -92,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         player.stop()
         mon.close(flush=True)
+        if ward:
+            ward.stop()
     wall = time.monotonic() - t0
     scraped = _scrape(server.url)
     server.stop()
@@ -105,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     write_hypnogram_csv(out / "hypnogram.csv", scored)
     ref = truth[: len(stages)] if truth is not None else None
     meta = {"recording": str(edf), "model": runtime.model_hash, "replay_speed": args.speed,
-            "wall_seconds": wall}
+            "wall_seconds": wall, "start_time": scored[0].time if scored else None}
     if true_events is not None:
         tst_h = float((truth > 0).sum()) * 30.0 / 3600.0
         meta["true_ahi"] = len([e for e in true_events if e.type in APNEA_TYPES + ("hypopnea",)]) / max(tst_h, 1e-9)

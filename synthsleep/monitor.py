@@ -39,7 +39,7 @@ from .psg.montage import parse_overrides
 from .psg.preprocess import PreprocessParams
 from .scoring import BedSession, resolve_model_path
 from .stream.assembler import StreamEpochs
-from .stream.lsl_inlet import BedInlet, StreamNotFound
+from .stream.lsl_inlet import BedInlet, StreamNotFound, check_units, parse_units, wall_clock_offset
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,14 @@ class BedSpec:
         stream: LSL stream name (every stream of that name belongs to the bed).
         source_ids: or: exact LSL source_ids of the bed's streams.
         channels: ``{modality: label}`` overrides of the channel map.
+        units: ``{modality: unit}`` overrides of the units the streams describe.
     """
 
     bed: str
     stream: str | None = None
     source_ids: list[str] = field(default_factory=list)
     channels: dict[str, str] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
 
 
 def load_beds_config(path: str | Path) -> tuple[list[BedSpec], dict[str, Any]]:
@@ -79,8 +81,13 @@ def load_beds_config(path: str | Path) -> tuple[list[BedSpec], dict[str, Any]]:
     for i, t in enumerate(doc.get("bed", [])):
         if "id" not in t or not (t.get("stream") or t.get("source_ids")):
             raise ValueError(f"{path}: [[bed]] #{i + 1} needs an id and a stream (or source_ids)")
+        units = {str(m): str(u) for m, u in dict(t.get("units", {})).items()}
+        try:
+            check_units(units)
+        except ValueError as exc:
+            raise ValueError(f"{path}: [[bed]] {t['id']}: {exc}") from None
         beds.append(BedSpec(str(t["id"]), t.get("stream"), list(t.get("source_ids", [])),
-                            dict(t.get("channels", {}))))
+                            dict(t.get("channels", {})), units))
     if not beds:
         raise ValueError(f"{path}: no [[bed]] tables")
     ids = [b.bed for b in beds]
@@ -163,8 +170,12 @@ class Monitor:
             self.beds[spec.bed] = bed
             if self.markers:
                 self.markers.open_bed(spec.bed)
+            if self.metrics:
+                self.metrics.add_bed(spec.bed)  # every series exists (zero) from the start
         self.recent: deque[Event] = deque(maxlen=10)
         self.epochs_done = 0
+        #: called with (bed id, events, its BedSession) whenever a bed's events are written
+        self.observers: list[Callable[[str, list[Event], BedSession], None]] = []
 
     # -- resume ----------------------------------------------------------------------------------
     def _state_path(self, bed: str) -> Path | None:
@@ -210,6 +221,7 @@ class Monitor:
                 bed.resolving = self._resolver.submit(
                     BedInlet.resolve, name=spec.stream, source_ids=spec.source_ids,
                     timeout=self.resolve_timeout, bed=spec.bed, overrides=spec.channels or None,
+                    units=spec.units or None,
                     modalities=self.params.modalities, max_buflen=self.max_buflen)
             return
         if not bed.resolving.done():
@@ -223,6 +235,7 @@ class Monitor:
             return
         saved = self._load_state(bed)
         bed.stream = StreamEpochs(inlet, self.params, state=saved)
+        bed.session.time_origin = wall_clock_offset()  # stream clock → system clock (event times)
         bed.session.detector.recorded = frozenset(inlet.rates)  # no "lost" for sensors never there
         log.info("bed %s: connected (%s)", spec.bed, ", ".join(f"{m} {r:g} Hz" for m, r in inlet.rates.items()))
 
@@ -245,7 +258,7 @@ class Monitor:
                 break
             scored += self._step(ready)
         for bed in self.beds.values():  # timers (no-output alerts)
-            evs = bed.session.alerts.tick()
+            evs = bed.session.stamp(bed.session.alerts.tick())
             if evs:
                 self._emit(bed, evs, None)
                 self._save_state(bed)
@@ -292,6 +305,16 @@ class Monitor:
         if self.metrics:
             self.metrics.write(events)
         self.recent.extend(e for e in events if e.type != "stage")
+        for observe in self.observers:
+            try:
+                observe(bed.spec.bed, events, bed.session)
+            except Exception:  # a view must never stop the clinical record
+                log.exception("bed %s: event observer %r failed", bed.spec.bed, observe)
+
+    def _samples_received(self) -> int:
+        """Samples received so far, all beds and streams together."""
+        return sum(int(st["samples"]) for b in self.beds.values() if b.stream is not None
+                   for st in b.stream.stats["streams"].values())
 
     def _stream_metrics(self, bed: _Bed) -> None:
         if self.metrics is None or bed.stream is None:
@@ -312,15 +335,18 @@ class Monitor:
     # -- lifecycle -------------------------------------------------------------------------------
     def run(self, stop: threading.Event, idle_exit: float | None = None, poll_interval: float = 0.02,
             on_round: Callable[[Monitor], None] | None = None) -> None:
-        """Poll until ``stop`` is set (or no epoch for ``idle_exit`` s once data flowed)."""
-        last_epoch = time.monotonic()
+        """Poll until ``stop`` is set (or, with ``idle_exit``, once data flowed and then no sample
+        arrived for ``idle_exit`` s: a short idle_exit never ends a running stream mid-epoch)."""
+        last_data, seen = time.monotonic(), 0
         while not stop.is_set():
             n = self.poll_once()
-            if n:
-                last_epoch = time.monotonic()
-            elif idle_exit is not None and self.epochs_done and time.monotonic() - last_epoch > idle_exit:
-                log.info("no epoch for %.0f s: stopping", idle_exit)
-                break
+            if idle_exit is not None:
+                received = self._samples_received()
+                if n or received != seen:
+                    last_data, seen = time.monotonic(), received
+                elif seen and time.monotonic() - last_data > idle_exit:
+                    log.info("no sample for %.0f s: stopping", idle_exit)
+                    break
             if on_round:
                 on_round(self)
             if not n:
@@ -394,7 +420,7 @@ def parse_hostport(text: str, default_port: int = 9109) -> tuple[str, int]:
     try:
         return host or "127.0.0.1", int(port or default_port)
     except ValueError:
-        raise ValueError(f"--metrics expects HOST:PORT or PORT, got {text!r}") from None
+        raise ValueError(f"expected HOST:PORT or PORT, got {text!r}") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -404,16 +430,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bed", default=None, help="bed id for --stream (default: the stream name)")
     p.add_argument("--channel", action="append", default=[], metavar="MODALITY=LABEL",
                    help="channel override for --stream, e.g. --channel eeg='C3-A2'")
+    p.add_argument("--unit", action="append", default=[], metavar="MODALITY=UNIT",
+                   help="unit of a modality's channel when the stream describes it wrongly or not at all, "
+                        "e.g. --unit eeg=V (also mV, uV, or mne-lsl's power-of-ten codes 0, -3, -6); "
+                        "for every bed")
     p.add_argument("--model", default=None, help="ONNX artifact (default: the bundled model)")
     p.add_argument("--metrics", default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics (bound to 127.0.0.1 unless a host is given)")
+    p.add_argument("--http", default=None, metavar="HOST:PORT",
+                   help="serve the ward view (a live web page of every bed); 127.0.0.1 unless a host is given")
     p.add_argument("--events", default="events.jsonl", help="JSONL event log (append-only)")
     p.add_argument("--state-dir", default=None, help="save per-bed state here after every epoch; resume from it")
     p.add_argument("--rules", default=None, help="alert rules TOML (default: shipped rules)")
     p.add_argument("--no-markers", action="store_true", help="do not publish events as LSL markers")
     p.add_argument("--no-console", action="store_true", help="no live console view (log lines only)")
     p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
-                   help="stop when no epoch closed for this long (e.g. at the end of a replay)")
+                   help="stop once no sample arrived for this long (e.g. at the end of a replay)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
 
 
@@ -422,6 +454,9 @@ def run(args: argparse.Namespace) -> int:
         beds, opts = load_beds_config(args.config)
     else:
         beds, opts = [BedSpec(args.bed or args.stream, args.stream, channels=parse_overrides(args.channel))], {}
+    units = parse_units(args.unit)
+    for spec in beds:
+        spec.units = {**spec.units, **units}
     model = args.model or opts.get("model")
     metrics_addr = args.metrics or opts.get("metrics")
     runtime = StepRuntime(resolve_model_path(model), threads=args.threads)
@@ -433,22 +468,42 @@ def run(args: argparse.Namespace) -> int:
         print(f"metrics at {server.url}")
     mon = Monitor(beds, runtime, opts.get("events", args.events), args.state_dir or opts.get("state_dir"),
                   metrics, markers=not args.no_markers, rules_path=args.rules or opts.get("rules"))
+    ward = None
+    if args.http or opts.get("http"):
+        from .ward.server import serve_monitor
+
+        ward = serve_monitor(mon, *parse_hostport(str(args.http or opts.get("http")), default_port=8080))
+        print(f"ward view at {ward.url}")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     t0 = time.monotonic()
+    reported: set[str] = set()
+
+    def report_channels(m: Monitor) -> None:  # once per bed, when its streams are connected
+        for name, bed in m.beds.items():
+            if bed.stream is not None and name not in reported:
+                reported.add(name)
+                print(f"bed {name}: {bed.stream.inlet.channel_report}", flush=True)
+
     try:
         if args.no_console:
-            mon.run(stop, idle_exit=args.idle_exit)
+            mon.run(stop, idle_exit=args.idle_exit, on_round=report_channels)
         else:
             from rich.live import Live
 
+            def on_round(m: Monitor) -> None:
+                report_channels(m)
+                live.update(render_console(m))
+
             with Live(render_console(mon), refresh_per_second=4) as live:
-                mon.run(stop, idle_exit=args.idle_exit, on_round=lambda m: live.update(render_console(m)))
+                mon.run(stop, idle_exit=args.idle_exit, on_round=on_round)
     finally:
         mon.close(flush=not stop.is_set())
         if server:
             server.stop()
+        if ward:
+            ward.stop()
     print(f"monitored {len(beds)} bed(s) for {time.monotonic() - t0:.0f} s: {mon.epochs_done} epochs scored; "
           f"events in {opts.get('events', args.events)}")
     return 0

@@ -9,17 +9,20 @@ annotations, Sleep-EDF convention), ``report.json`` and ``hypnogram.png``.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .alerts.events import iso_utc
 from .alerts.rules import load_rules
 from .alerts.sinks import JsonlSink
 from .export.runtime import StepRuntime
-from .psg.montage import parse_overrides, resolve_channels
+from .psg.montage import describe_mapping, parse_overrides, resolve_channels
 from .psg.preprocess import PreprocessParams, iter_recording_epochs
 from .psg.recording import open_recording
 from .report import format_statistics, sleep_statistics, write_report
@@ -30,8 +33,12 @@ log = logging.getLogger(__name__)
 
 def score_recording(edf: str | Path, runtime: StepRuntime, overrides: dict[str, str] | None = None,
                     bed: str | None = None, rules_path: str | None = None,
-                    progress: bool = False) -> tuple[list[ScoredEpoch], list[Any], Any]:
+                    progress: bool = False, on_mapping: Callable[[str], None] | None = None,
+                    ) -> tuple[list[ScoredEpoch], list[Any], Any]:
     """Score one recording with the artifact; returns (scored epochs, events, recording).
+
+    ``on_mapping`` receives one line saying which channels were mapped and which were left out
+    (``montage.describe_mapping``; the CLI prints it).
 
     Raises:
         RecordingError / MontageError / PreprocessError (all ValueError) for bad input.
@@ -40,10 +47,15 @@ def score_recording(edf: str | Path, runtime: StepRuntime, overrides: dict[str, 
     params = PreprocessParams.from_dict(runtime.preprocess_params)
     channel_map = resolve_channels([c.label for c in rec.channels], overrides, required=("eeg",),
                                    wanted=params.modalities, source=str(edf))
-    log.info("%s: channels %s", edf, channel_map)
+    mapping_text = f"{Path(edf).name}: " + describe_mapping(channel_map, [c.label for c in rec.channels],
+                                                             params.modalities)
+    log.info("%s", mapping_text)
+    if on_mapping is not None:
+        on_mapping(mapping_text)
     session = BedSession(bed or Path(edf).stem, params.modalities, runtime.new_state(1),
                          runtime.model_hash, runtime.thresholds, load_rules(rules_path),
                          recorded=list(channel_map))
+    session.time_origin = recording_start(rec)  # EDF onsets count from the recording's start
     events: list[Any] = []
     n_total = int(rec.duration // params.epoch_seconds)
     bar = None
@@ -86,8 +98,17 @@ def _reference_stages(edf: Path, rec: Any, n_epochs: int) -> tuple[np.ndarray | 
         return None, None
 
 
-def write_annotations_edf(path: Path, scored: list[ScoredEpoch], events: list[Any]) -> None:
-    """EDF+ file of our scoring: stages in Sleep-EDF convention and respiratory episodes."""
+def recording_start(rec: Any) -> float | None:
+    """The recording's start as seconds since 1970, UTC (EDF headers carry no time zone: the
+    date-time written is taken as UTC); None when the header has none."""
+    start = rec.start_datetime
+    return None if start is None else start.replace(tzinfo=dt.timezone.utc).timestamp()
+
+
+def write_annotations_edf(path: Path, scored: list[ScoredEpoch], events: list[Any],
+                          start: dt.datetime | None = None) -> None:
+    """EDF+ file of our scoring: stages in Sleep-EDF convention and respiratory episodes; ``start``:
+    the scored recording's start date-time (its onsets count from there)."""
     from .psg.recording import write_edf
 
     names = {0: "Sleep stage W", 1: "Sleep stage N1", 2: "Sleep stage N2", 3: "Sleep stage N3",
@@ -99,7 +120,7 @@ def write_annotations_edf(path: Path, scored: list[ScoredEpoch], events: list[An
         elif e.type == "hypopnea":
             ann.append((e.onset, e.duration, "Hypopnea"))
     ann.sort(key=lambda a: a[0])
-    write_edf(path, [], ann)
+    write_edf(path, [], ann, start=start)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -118,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     runtime = StepRuntime(resolve_model_path(args.model), threads=args.threads)
     scored, events, rec = score_recording(args.edf, runtime, parse_overrides(args.channel),
-                                          rules_path=args.rules, progress=True)
+                                          rules_path=args.rules, progress=True, on_mapping=print)
     elapsed = time.perf_counter() - t0
     write_hypnogram_csv(out / "hypnogram.csv", scored)
     events_path = out / "events.jsonl"
@@ -126,12 +147,13 @@ def run(args: argparse.Namespace) -> int:
     sink = JsonlSink(events_path)
     sink.write(events)
     sink.close()
-    write_annotations_edf(out / "annotations.edf", scored, events)
+    write_annotations_edf(out / "annotations.edf", scored, events, start=rec.start_datetime)
     stages = [s.stage for s in scored]
     reference, true_ahi = _reference_stages(Path(args.edf), rec, len(scored))
     report = write_report(out, stages, np.stack([s.stage_prob for s in scored]) if scored else None,
                           [e.to_dict() for e in events], reference,
                           meta={"recording": str(args.edf), "model": runtime.model_hash,
+                                "start_time": iso_utc(t) if (t := recording_start(rec)) is not None else None,
                                 "true_ahi": true_ahi, "seconds": elapsed},
                           title=f"{Path(args.edf).name} — synthsleep {runtime.model_hash[:12]}")
     print(f"scored {len(scored)} epochs of {args.edf} in {elapsed:.1f} s")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .alerts.events import Event, EventDetector
+from .alerts.events import Event, EventDetector, iso_utc
 from .alerts.rules import AlertEngine, Rule
 from .psg.epoch import STAGES, Epoch
 
@@ -34,6 +34,7 @@ class ScoredEpoch:
     hypopnea_prob: float
     present: np.ndarray  # bool [M]
     quality: np.ndarray  # uint8 [M]
+    time: str | None = None  # onset as ISO 8601 UTC (None: no clock known)
 
 
 class BedSession:
@@ -58,10 +59,25 @@ class BedSession:
         self.alerts = AlertEngine(self.bed, rules, model_hash)
         self.scored: list[ScoredEpoch] = []
         self.keep_history = True
+        #: seconds since 1970 (UTC) at onset 0 of this bed's clock; events get a ``time`` from it
+        self.time_origin: float | None = None
+        #: ``Quality`` bits per modality of the last epoch handled
+        self.last_quality: dict[str, int] = {}
+
+    def clock_time(self, onset: float) -> str | None:
+        """``onset`` (s, the bed's clock) as ISO 8601 UTC, or None when no clock is known."""
+        return None if self.time_origin is None else iso_utc(self.time_origin + onset)
+
+    def stamp(self, events: list[Event]) -> list[Event]:
+        """The events with their ``time`` filled in from ``time_origin``."""
+        if self.time_origin is None:
+            return events
+        return [replace(e, time=self.clock_time(e.onset)) for e in events]
 
     def handle(self, epoch: Epoch, stage_prob: np.ndarray, apnea_prob: float, hypopnea_prob: float,
                now: float | None = None) -> list[Event]:
         """Turn one epoch's step outputs into events (stage, changes, episodes, alerts)."""
+        self.last_quality = {m: int(q) for m, q in zip(epoch.modalities, epoch.quality)}
         events = self.detector.update(epoch.index, epoch.start, stage_prob, apnea_prob, hypopnea_prob,
                                       epoch.present, epoch.quality)
         if self.detector.summary is not None:
@@ -70,12 +86,12 @@ class BedSession:
             self.scored.append(ScoredEpoch(
                 epoch.index, epoch.start, int(np.argmax(stage_prob)) if epoch.any_present else -1,
                 np.asarray(stage_prob, np.float32), float(apnea_prob), float(hypopnea_prob),
-                epoch.present.copy(), epoch.quality.copy()))
-        return events
+                epoch.present.copy(), epoch.quality.copy(), self.clock_time(epoch.start)))
+        return self.stamp(events)
 
     def finish(self) -> list[Event]:
         """End of the night: close running apnea/hypopnea episodes."""
-        return self.detector.finish()
+        return self.stamp(self.detector.finish())
 
     def state_dict(self) -> dict[str, Any]:
         return {"detector": self.detector.state_dict(), "alerts": self.alerts.state_dict()}
@@ -86,18 +102,19 @@ class BedSession:
 
 
 def write_hypnogram_csv(path, scored: Sequence[ScoredEpoch]) -> None:
-    """``epoch,onset,stage,p_W,p_N1,p_N2,p_N3,p_REM,apnea_prob,hypopnea_prob,scored`` per epoch.
+    """``epoch,onset,stage,p_W,p_N1,p_N2,p_N3,p_REM,apnea_prob,hypopnea_prob,scored,time`` per epoch
+    (``time``: the onset as ISO 8601 UTC, empty when no clock is known).
 
     ``stage`` uses YASA's letters (W, N1, N2, N3, R; ``Uns`` when not scored), so
     ``yasa.Hypnogram(df.stage.replace({'R': 'REM'}))`` or ``pandas.read_csv`` load it directly.
     """
     letters = {0: "W", 1: "N1", 2: "N2", 3: "N3", 4: "R", -1: "Uns"}
     with open(path, "w", encoding="utf-8") as f:
-        f.write("epoch,onset,stage," + ",".join(f"p_{s}" for s in STAGES) + ",apnea_prob,hypopnea_prob,scored\n")
+        f.write("epoch,onset,stage," + ",".join(f"p_{s}" for s in STAGES) + ",apnea_prob,hypopnea_prob,scored,time\n")
         for s in scored:
             probs = ",".join(f"{p:.5f}" for p in s.stage_prob)
             f.write(f"{s.index},{s.onset:.3f},{letters[s.stage]},{probs},{s.apnea_prob:.5f},"
-                    f"{s.hypopnea_prob:.5f},{int(s.stage >= 0)}\n")
+                    f"{s.hypopnea_prob:.5f},{int(s.stage >= 0)},{s.time or ''}\n")
 
 
 BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "model.onnx"

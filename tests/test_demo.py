@@ -33,4 +33,5 @@ def test_demo_runs_and_agrees_with_truth(tmp_path, capsys):
     # the bundled model trained on synthetic nights stages an unseen synthetic night well
     assert report["agreement"]["accuracy"] > 0.75, report["agreement"]
     assert "synthsleep_epochs_processed_total 120" in text
+    assert "ward view at http://127.0.0.1:" in text  # on by default, on a free port
     assert (out / "hypnogram.png").exists() and (out / "events.jsonl").exists()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,7 @@ from synthsleep.alerts.metrics import MonitorMetrics, start_metrics_server
 from synthsleep.export.runtime import StepRuntime
 from synthsleep.monitor import BedSpec, Monitor, load_beds_config, parse_hostport
 from synthsleep.score import score_recording
+from synthsleep.stream.lsl_inlet import parse_units
 from synthsleep.stream.player import ReplayPlayer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +41,7 @@ def test_replay_into_monitor_equals_offline_score(tiny_artifact, synthetic_edf, 
     metrics = MonitorMetrics()
     server = start_metrics_server(metrics, port=0)
     player = ReplayPlayer(str(synthetic_edf), name=name, speed=float("inf"))
+    started = time.time()
     player.start()
     try:
         mon = Monitor([BedSpec("b1", name)], rt, tmp_path / "events.jsonl", metrics=metrics,
@@ -56,8 +61,14 @@ def test_replay_into_monitor_equals_offline_score(tiny_artifact, synthetic_edf, 
     np.testing.assert_allclose([s.apnea_prob for s in live], [s.apnea_prob for s in offline], atol=1e-4)
     assert [s.stage for s in live] == [s.stage for s in offline]
     # the JSONL holds the same events as offline scoring (same types per epoch)
-    live_types = [(e["epoch_index"], e["type"]) for e in map(json.loads, (tmp_path / "events.jsonl").read_text().splitlines())]
+    written = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    live_types = [(e["epoch_index"], e["type"]) for e in written]
     assert live_types == [(e.epoch_index, e.type) for e in offline_events]
+    # clinical time: the stream clock mapped to the system clock (the replay stamps its first
+    # sample with the LSL clock of now), 30 s apart like the onsets
+    times = [datetime.fromisoformat(e["time"].replace("Z", "+00:00")) for e in written if e["type"] == "stage"]
+    assert abs(times[0].timestamp() - started) < 120
+    assert all(abs((b - a).total_seconds() - 30.0) < 0.002 for a, b in zip(times, times[1:]))
     # metrics moved with the epochs, and parse as Prometheus text format
     key = ("synthsleep_epochs_processed_total", (("bed", "b1"),))
     assert before.get(key, 0.0) == 0.0 and after[key] == 20.0
@@ -111,7 +122,10 @@ def test_sigterm_stops_cleanly_with_state_saved(tiny_artifact, synthetic_edf, tm
     name = f"test-term-{uuid.uuid4().hex[:8]}"
     events, state = tmp_path / "events.jsonl", tmp_path / "state"
     player = ReplayPlayer(str(synthetic_edf), name=name, speed=20.0, wait_consumers=120.0)
-    proc = subprocess.Popen(_monitor_cmd(tiny_artifact, name, events, state), cwd=REPO,
+    with socket.socket() as s:  # a free port for the ward view
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(_monitor_cmd(tiny_artifact, name, events, state) + ["--http", str(port)], cwd=REPO,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     player.start()
@@ -119,12 +133,23 @@ def test_sigterm_stops_cleanly_with_state_saved(tiny_artifact, synthetic_edf, tm
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (events.exists() and len(_stage_events(events)) >= 3):
             time.sleep(0.1)
+        # --http: the ward view of the running monitor, on 127.0.0.1
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/ward", timeout=10) as r:
+            ward = json.loads(r.read())
+        assert [b["bed"] for b in ward["beds"]] == ["b1"] and ward["beds"][0]["epoch"] >= 2
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:
         player.stop()
+        if proc.poll() is None:  # a failed check above: do not leave the monitor running
+            proc.kill()
+            proc.wait(10)
     assert proc.returncode == 0, err[-2000:]
     assert "epochs scored" in out and "Traceback" not in err
+    assert f"ward view at http://127.0.0.1:{port}/" in out
+    mapped = next(line for line in out.splitlines() if line.startswith("bed b1: channels "))
+    assert mapped.startswith("bed b1: channels eeg=EEG C4-M1, eog=EOG E1-M2, emg=EMG Chin; not used: ")
+    assert "EEG C3-M2" in mapped and mapped.endswith("; no channel for: none")
     assert (state / "bed-b1.npz").exists()
     idx = [e["epoch_index"] for e in _stage_events(events)]
     assert idx == list(range(len(idx))) and len(idx) >= 3
@@ -168,3 +193,55 @@ def test_a_bed_without_stream_does_not_hold_up_the_others(tiny_artifact, synthet
     assert mon.beds["live"].session.detector.last_index == 19  # the whole night, scored live
     assert mon.beds["off"].stream is None
     assert slowest < 2.5, f"one polling round took {slowest:.1f} s (a blocking resolve?)"
+
+
+def test_unit_overrides_reach_the_inlet(tiny_artifact, synthetic_edf, tmp_path):
+    """--unit MODALITY=UNIT / beds.toml units: checked at start, applied to the bed's channels."""
+    assert parse_units(["eeg=V", "EOG = -3"]) == {"eeg": "V", "eog": "-3"}
+    for bad, words in ((["eeg"], "MODALITY=UNIT"), (["brain=V"], "unknown modality"), (["eeg=mmHg"], "not a voltage")):
+        with pytest.raises(ValueError, match=words):
+            parse_units(bad)
+    cfg = tmp_path / "beds.toml"
+    cfg.write_text('[[bed]]\nid = "1"\nstream = "s"\nunits = { eeg = "-6", ecg = "mV" }\n')
+    assert load_beds_config(cfg)[0][0].units == {"eeg": "-6", "ecg": "mV"}
+    cfg.write_text('[[bed]]\nid = "1"\nstream = "s"\nunits = { eeg = "furlongs" }\n')
+    with pytest.raises(ValueError, match="beds.toml: \\[\\[bed\\]\\] 1: .*furlongs"):
+        load_beds_config(cfg)
+    name = f"test-units-{uuid.uuid4().hex[:8]}"
+    player = ReplayPlayer(str(synthetic_edf), name=name, speed=1.0)
+    player.start()
+    try:
+        mon = Monitor([BedSpec("b1", name, units={"eeg": "mV"})], StepRuntime(tiny_artifact),
+                      tmp_path / "events.jsonl", markers=False)
+        deadline = time.monotonic() + 60
+        while mon.beds["b1"].stream is None and time.monotonic() < deadline:
+            mon.poll_once()
+            time.sleep(0.05)
+        routes = {r.modality: r for r in mon.beds["b1"].stream.inlet.routes}
+        mon.close(flush=False)
+    finally:
+        player.stop()
+    assert (routes["eeg"].unit, routes["eeg"].factor) == ("mV", 1e3)
+    assert routes["eog"].factor == 1.0  # the others keep the unit their stream describes (uV)
+
+
+def test_short_idle_exit_waits_for_silence_not_for_an_epoch(tiny_artifact, synthetic_edf, tmp_path):
+    """--idle-exit shorter than an epoch: the monitor runs on while samples arrive (an epoch every
+    5 s here, idle-exit 2 s), and stops on its own once the stream falls silent."""
+    name = f"test-idle-{uuid.uuid4().hex[:8]}"
+    player = ReplayPlayer(str(synthetic_edf), name=name, speed=6.0, wait_consumers=60.0)
+    player.start()
+    mon = Monitor([BedSpec("b1", name)], StepRuntime(tiny_artifact), tmp_path / "events.jsonl", markers=False)
+    runner = threading.Thread(target=mon.run, args=(threading.Event(),), kwargs={"idle_exit": 2.0}, daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and runner.is_alive() and (mon.beds["b1"].session.detector.last_index or 0) < 1:
+            time.sleep(0.1)
+        assert runner.is_alive(), f"stopped after epoch {mon.beds['b1'].session.detector.last_index} mid-stream"
+        assert mon.beds["b1"].session.detector.last_index >= 1
+    finally:
+        player.stop()  # the stream falls silent
+    runner.join(60)
+    assert not runner.is_alive(), "did not stop once no sample arrived"
+    mon.close(flush=True)

@@ -1,4 +1,5 @@
 import json
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
@@ -20,14 +21,31 @@ def test_score_writes_every_output(tiny_artifact, synthetic_edf, tmp_path, capsy
     events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
     stage_events = [e for e in events if e["type"] == "stage"]
     assert [e["epoch_index"] for e in stage_events] == list(range(20))
-    assert all(set(e) == {"bed", "type", "onset", "duration", "value", "epoch_index", "model_hash"} for e in events)
+    assert all(set(e) == {"bed", "type", "onset", "duration", "value", "epoch_index", "model_hash", "time"}
+               for e in events)
+    # clinical time: the EDF's start date (the synthetic night starts 2020-01-01 22:30:00) + onset
+    assert [e["time"] for e in stage_events[:3]] == ["2020-01-01T22:30:00.000Z", "2020-01-01T22:30:30.000Z",
+                                                     "2020-01-01T22:31:00.000Z"]
+    assert all(e["time"] == _iso(e["onset"]) for e in events)
+    assert lines[0].endswith(",scored,time") and lines[2].endswith(",2020-01-01T22:30:30.000Z")
     anns = read_edf_annotations(out / "annotations.edf")
     assert sum(a.text.startswith("Sleep stage") for a in anns) == 20
+    head = (out / "annotations.edf").read_bytes()[:256].decode("ascii")
+    assert head[168:184] == "01.01.2022.30.00" and "Startdate 01-JAN-2020" in head[88:168]  # the night's start
     report = json.loads((out / "report.json").read_text())
+    assert report["start_time"] == "2020-01-01T22:30:00.000Z"
     assert report["statistics"]["epochs"] == 20
     assert report["agreement"]["epochs"] == 20  # compared with the night's own scoring
     assert (out / "hypnogram.png").stat().st_size > 5000
-    assert "agreement with the file's own scoring" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "agreement with the file's own scoring" in text
+    # what was mapped and what was left out, printed (not only logged)
+    assert "channels eeg=EEG C4-M1, eog=EOG E1-M2, emg=EMG Chin; not used: EEG C3-M2, EOG E2-M2" in text
+
+
+def _iso(onset: float) -> str:
+    t = datetime(2020, 1, 1, 22, 30, tzinfo=timezone.utc) + timedelta(seconds=onset)
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def test_score_is_deterministic_and_matches_runtime_loop(tiny_artifact, synthetic_edf):

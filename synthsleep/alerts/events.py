@@ -22,6 +22,7 @@ This module is on the live path: numpy and the standard library only (no torch).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
@@ -63,6 +64,9 @@ class Event:
         value: JSON-able payload, depends on ``type``.
         epoch_index: index of the epoch whose processing produced the event.
         model_hash: content hash of the artifact that scored the epoch.
+        time: ``onset`` as an ISO 8601 UTC date-time (``2026-11-29T22:10:00.000Z``): live, the
+            stream clock mapped to the system clock; offline, the recording's start date plus
+            ``onset``. None when no clock is known.
     """
 
     bed: str
@@ -72,6 +76,7 @@ class Event:
     value: Any
     epoch_index: int
     model_hash: str
+    time: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in EVENT_TYPES:
@@ -95,11 +100,18 @@ class Event:
         if missing:
             raise EventError(f"event {dict(d)!r} lacks field(s) {missing}")
         return cls(bed=d["bed"], type=d["type"], onset=d["onset"], duration=d["duration"],
-                   value=d["value"], epoch_index=d["epoch_index"], model_hash=d["model_hash"])
+                   value=d["value"], epoch_index=d["epoch_index"], model_hash=d["model_hash"],
+                   time=d.get("time"))
 
     @classmethod
     def from_json(cls, line: str) -> Event:
         return cls.from_dict(json.loads(line))
+
+
+def iso_utc(seconds: float) -> str:
+    """ISO 8601 UTC date-time, milliseconds, ``Z`` suffix, of ``seconds`` since 1970."""
+    stamp = dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
 
 
 @dataclass

@@ -32,7 +32,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from synthsleep.alerts.events import STAGE_NAMES, Event
+from synthsleep.alerts.events import EVENT_TYPES, STAGE_NAMES, Event
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,21 @@ class MonitorMetrics:
                                ["bed"], registry=r)
         self.gaps = Counter("synthsleep_gaps", "Stream gaps detected", ["bed"], registry=r)
         self.alerts_active = Gauge("synthsleep_alerts_active", "Alerts currently active", ["bed"], registry=r)
+
+    def add_bed(self, bed: str | int, event_types: Sequence[str] = EVENT_TYPES) -> None:
+        """Create ``bed``'s series at their starting values, so that every series a dashboard or an
+        alert rule reads exists from the start: counters and gauges 0, the stage -1 (unknown)."""
+        bed = str(bed)
+        for counter in (self.epochs, self.samples, self.gaps):
+            counter.labels(bed).inc(0)
+        for t in event_types:
+            self.events.labels(bed, t).inc(0)
+        for name in self.stage_names:
+            self.stage_prob.labels(bed, name).set(0.0)
+        self.stage.labels(bed).set(-1)
+        for gauge in (self.apnea_prob, self.hypopnea_prob, self.ahi, self.lag, self.alerts_active):
+            gauge.labels(bed).set(0.0)
+        self.latency.labels(bed)
 
     def observe_epoch(self, bed: str | int, stage_prob: Sequence[float], apnea_prob: float,
                       hypopnea_prob: float, stage_code: int | None = None,

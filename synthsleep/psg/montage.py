@@ -66,54 +66,101 @@ MODALITIES: dict[str, Modality] = {
 }
 
 # Known labels per modality, most preferred first. Matching is case-insensitive and ignores
-# spaces, dashes, dots and underscores (see ``normalise_label``).
+# spaces, dashes, dots, colons, slashes and underscores (see ``normalise_label``); the EDF+
+# ``TYPE DERIVATION`` form ("EEG C3-A1", "EMG Chin1") of any label here is known too (see
+# ``SIGNAL_TYPES``). The datasets' conventions: SHHS (EEG = C4-A1, EEG(sec) = C3-A2, EOG(L),
+# THOR RES, NEW AIR, SaO2), MESA (EEG1 = Fz-Cz, EEG2 = Cz-Oz, EEG3 = C4-M1, E1, Chin, EKG, Flow,
+# Thor, Abdo, SpO2), MASS (EEG C3-CLE / -LER, EOG Left Horiz, EMG Chin1, ECG ECGI), Sleep-EDF
+# (EEG Fpz-Cz, EOG horizontal, EMG submental, Resp oro-nasal), DREAMS (C3-A1, EOG1-A1, EMG1,
+# NAF1, VTH, VAB), ISRUC (C4-A1, LOC-A2, X1 = chin EMG, X2 = ECG), NSRR harmonised names (C4_M1,
+# E1_M2, chin, nas_pres, thor_res, abdo_res), AASM derivations (F4-M1, C4-M1, O2-M1, E1-M2).
 LABELS: dict[str, tuple[str, ...]] = {
+    # EEG: C4-M1, then C3-M2 (AASM's recommended derivations; A1/A2 earlobes stand for M1/M2),
+    # then other central derivations, then the rest
     "eeg": (
-        "EEG C4-M1", "C4-M1", "EEG C4-A1", "C4-A1", "EEG", "EEG C3-M2", "C3-M2", "C3-A2",
-        "C3-A1",  # DREAMS
-        "EEG Fpz-Cz", "Fpz-Cz",  # Sleep-EDF
-        "EEG(sec)", "EEG2", "EEG 2", "EEG Pz-Oz", "Pz-Oz", "C4", "C3", "Cz", "CZ-A1", "Cz-A1",
-        "F4-M1", "F3-M2", "O2-M1", "O1-M2", "O1-A1", "FP1-A1", "Fp1",
+        "C4-M1", "C4-A1", "EEG",  # SHHS: C4-A1
+        "EEG3",  # MESA: C4-M1
+        "C3-M2", "C3-A2", "EEG(sec)",  # SHHS: C3-A2
+        "C4-CLE", "C3-CLE", "C4-LER", "C3-LER",  # MASS: computed / physical linked ears
+        "C4-A2", "C3-A1", "C4-M2", "C3-M1",
+        "EEG2",  # MESA: Cz-Oz (SHHS's secondary C3-A2 in some files): central either way
+        "Cz-Oz", "Cz-A1", "CZ-A1", "Cz-M1", "Cz-M2", "Cz-A2", "Cz-CLE", "C4", "C3", "Cz",
+        "Fpz-Cz",  # Sleep-EDF
+        "Pz-Oz", "F4-M1", "F3-M2", "F4-A1", "F3-A2", "Fz-Cz", "EEG1",  # MESA: Fz-Cz
+        "O2-M1", "O1-M2", "O2-A1", "O1-A2", "O1-A1", "FP1-A1", "FP1-A2", "FP2-A1", "Fp1", "Fp2",
     ),
     "eog": (
-        "EOG E1-M2", "E1-M2", "EOG(L)", "EOG L", "EOG LOC-A2", "LOC-A2", "LOC", "E1",
-        "EOG1-A1", "EOG1",  # DREAMS
+        "E1-M2", "EOG(L)", "EOG L", "LOC-A2", "LOC-M2", "LOC", "E1", "EOG1-A1", "EOG1",  # DREAMS
         "EOG horizontal",  # Sleep-EDF
-        "EOG E2-M2", "E2-M2", "EOG(R)", "EOG R", "EOG ROC-A1", "ROC-A1", "ROC", "E2", "EOG2-A1", "EOG2",
+        "EOG Left Horiz",  # MASS
+        "E2-M1", "E2-M2", "EOG(R)", "EOG R", "ROC-A1", "ROC-M1", "ROC-A2", "ROC", "E2", "EOG2-A1", "EOG2",
+        "EOG Right Horiz",
     ),
     "emg": (
-        "EMG Chin", "EMG", "EMG submental", "EMG1", "Chin", "Chin1-Chin2", "CHIN1", "EMG1-EMG2",
-        "Chin EMG", "EMG Chin1-Chin2", "Submental",
+        "EMG Chin", "EMG", "EMG submental", "EMG1", "Chin", "Chin1-Chin2", "CHIN1", "Chin1", "Chin2",
+        "Chin3", "EMG1-EMG2", "Chin EMG", "EMG Chin1-Chin2", "Submental", "cchin", "cchin_l", "L Chin",
+        "R Chin", "Lchin", "Rchin",
+        "X1",  # ISRUC
     ),
-    "ecg": ("ECG II", "ECG", "EKG", "ECG1", "ECG L", "ECG I", "ECG1-ECG2", "EKG1-EKG2", "ECG2"),
+    "ecg": ("ECG II", "ECG", "EKG", "ECG1", "ECG L", "ECG I", "ECGI", "ECGII", "ECG1-ECG2", "EKG1-EKG2",
+            "ECG2", "ECG R",
+            "X2"),  # ISRUC
     "airflow": (
         "Resp Airflow", "NEW AIR", "AIRFLOW", "Airflow", "NAF1", "Flow", "Nasal Pressure",
-        "NASAL PRES", "Resp oro-nasal", "Flow Patient", "Nasal", "Thermistor", "Resp nasal",
+        "NASAL PRES", "nas_pres", "Resp oro-nasal", "Flow Patient", "Nasal", "Thermistor",
+        "Resp nasal", "Cannula Flow",
     ),
     "thorax": ("Resp Thorax", "THOR RES", "Thor", "Thorax", "VTH", "Chest", "RIP Thora",
-               "Effort THO", "Resp thoracic", "Thoracic"),
+               "Effort THO", "Resp thoracic", "Thoracic", "THOR EFFORT", "Resp Belt Thor"),
     "abdomen": ("Resp Abdomen", "ABDO RES", "Abdo", "Abdomen", "VAB", "ABD", "RIP Abdom",
-                "Effort ABD", "Resp abdominal", "Abdominal"),
+                "Effort ABD", "Resp abdominal", "Abdominal", "ABDO EFFORT", "Resp Belt Abdo"),
     "spo2": ("SpO2", "SaO2", "SAO2", "SPO2", "Sa02", "SAT", "Saturation", "Oxygen saturation",
              "OSAT", "SpO2 %"),
 }
 
+#: EDF+ signal types (the first word of a ``TYPE DERIVATION`` label) and the modalities each may name
+SIGNAL_TYPES: dict[str, tuple[str, ...]] = {
+    "eeg": ("eeg",), "eog": ("eog",), "emg": ("emg",), "ecg": ("ecg",), "ekg": ("ecg",),
+    "resp": ("airflow", "thorax", "abdomen"), "spo2": ("spo2",), "sao2": ("spo2",),
+}
+
 
 def normalise_label(label: str) -> str:
-    """Case-folded label without spaces, dashes, dots, underscores or a trailing unit suffix."""
+    """Case-folded label without spaces, dashes, dots, colons, slashes or underscores."""
     return re.sub(r"[\s\-_.:/]+", "", label.strip()).casefold()
 
 
+_TYPED = re.compile(r"^\s*(" + "|".join(SIGNAL_TYPES) + r")[\s_]+(\S.*)$", re.IGNORECASE)
 _LOOKUP: dict[str, list[tuple[int, str]]] = {}
 for _mod, _labels in LABELS.items():
     for _rank, _lab in enumerate(_labels):
         _LOOKUP.setdefault(normalise_label(_lab), []).append((_rank, _mod))
 
 
+def match_label(label: str) -> tuple[str, int] | None:
+    """(modality, preference rank: lower is better) of a channel label, or None when unknown.
+
+    The label as written is looked up first; failing that, an EDF+ ``TYPE DERIVATION`` label
+    (``EEG C3-A1``) is looked up without its type, for a modality of that type.
+    """
+    hits = _LOOKUP.get(normalise_label(label))
+    if hits:
+        rank, mod = min(hits)
+        return mod, rank
+    typed = _TYPED.match(label)
+    if typed:
+        allowed, rest = SIGNAL_TYPES[typed.group(1).casefold()], typed.group(2)
+        hits = [(r, m) for r, m in _LOOKUP.get(normalise_label(rest), []) if m in allowed]
+        if hits:
+            rank, mod = min(hits)
+            return mod, rank
+    return None
+
+
 def modality_of(label: str) -> str | None:
     """The modality a channel label names, or None when unknown."""
-    hits = _LOOKUP.get(normalise_label(label))
-    return min(hits)[1] if hits else None
+    hit = match_label(label)
+    return hit[0] if hit else None
 
 
 def resolve_channels(
@@ -140,6 +187,7 @@ def resolve_channels(
             a required modality is missing; the message lists what was found and what is needed.
     """
     labels = list(labels)
+    wanted = tuple(wanted)
     by_norm = {normalise_label(lab): lab for lab in reversed(labels)}
     result: dict[str, str] = {}
     for mod, lab in (overrides or {}).items():
@@ -151,14 +199,17 @@ def resolve_channels(
             raise MontageError(f"{source}: channel override {mod}={lab!r} names no channel; "
                                f"channels found: {', '.join(labels) or '(none)'}")
         result[mod] = real
-    for mod in wanted:
-        if mod in result:
+    best: dict[str, tuple[int, int, str]] = {}  # modality -> (rank, position in file, label)
+    for pos, lab in enumerate(labels):
+        hit = match_label(lab)
+        if hit is None or lab in result.values():
             continue
-        for lab in LABELS[mod]:
-            real = by_norm.get(normalise_label(lab))
-            if real is not None and real not in result.values():
-                result[mod] = real
-                break
+        mod, rank = hit
+        if mod in wanted and mod not in result and (mod not in best or (rank, pos) < best[mod][:2]):
+            best[mod] = (rank, pos, lab)
+    for mod in wanted:
+        if mod in best and mod not in result:
+            result[mod] = best[mod][2]
     missing = [m for m in required if m not in result]
     if missing:
         raise MontageError(
@@ -168,6 +219,18 @@ def resolve_channels(
             + " Map a channel explicitly with an override, e.g. --channel eeg=<label>."
         )
     return result
+
+
+def describe_mapping(mapping: Mapping[str, str], labels: Sequence[str],
+                     wanted: Iterable[str] = MODALITY_NAMES) -> str:
+    """One line: what was mapped (``eeg=EEG C4-M1``), the channels left out, the modalities
+    with no channel."""
+    used = set(mapping.values())
+    left = [lab for lab in labels if lab not in used]
+    missing = [m for m in wanted if m not in mapping]
+    return ("channels " + (", ".join(f"{m}={lab}" for m, lab in mapping.items()) or "(none)")
+            + "; not used: " + (", ".join(left) or "none")
+            + "; no channel for: " + (", ".join(missing) or "none"))
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, str]:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +51,13 @@ import pylsl
 from pylsl.util import LostError
 from pylsl.util import TimeoutError as LSLTimeoutError
 
-from synthsleep.psg.montage import MODALITIES, MODALITY_NAMES, MontageError, resolve_channels
+from synthsleep.psg.montage import (
+    MODALITIES,
+    MODALITY_NAMES,
+    MontageError,
+    describe_mapping,
+    resolve_channels,
+)
 from synthsleep.psg.preprocess import PreprocessError, samples_per_epoch
 
 log = logging.getLogger(__name__)
@@ -68,6 +75,8 @@ _VOLT_TO_UV: dict[str, float] = {
     "nv": 1e-3, "nanovolt": 1e-3, "nanovolts": 1e-3,
 }
 _VOLTAGE_MODALITIES = ("eeg", "eog", "emg", "ecg")
+#: mne-lsl writes a channel's unit as the power of ten of its SI unit ("-6": µV)
+_POWER_CODE = re.compile(r"^[+-]?\d{1,2}$")
 
 
 class StreamNotFound(LookupError):
@@ -142,12 +151,19 @@ def resolve_stream(
     return sorted(found.values(), key=lambda i: (i.source_id(), i.uid()))
 
 
+def wall_clock_offset() -> float:
+    """System clock (s since 1970, UTC) minus LSL's ``local_clock``: add it to a time on the
+    stream clock to get the wall-clock time."""
+    return time.time() - pylsl.local_clock()
+
+
 def unit_factor(modality: str, unit: str, where: str) -> float:
     """Factor turning a channel's samples into the modality's unit (µV for voltages).
 
     An empty unit is taken as already right (logged). Voltage modalities (EEG/EOG/EMG/ECG) need
     a voltage unit; respiratory channels in a voltage unit are converted to µV, in any other
-    unit (arbitrary effort/flow units) they pass unchanged. SpO2 is taken in %.
+    unit (arbitrary effort/flow units) they pass unchanged. SpO2 is taken in %. mne-lsl's unit
+    codes (the power of ten of the SI unit: ``"0"`` V, ``"-3"`` mV, ``"-6"`` µV) are voltages.
 
     Raises:
         StreamError: a voltage modality in a non-voltage unit (``where`` names stream/channel).
@@ -156,14 +172,39 @@ def unit_factor(modality: str, unit: str, where: str) -> float:
     if not key:
         log.info("%s: no unit in the stream description; assuming %s", where, MODALITIES[modality].unit)
         return 1.0
+    power = _POWER_CODE.match(key)
+    if power and MODALITIES[modality].unit == "uV":
+        return 10.0 ** (int(power.group(0)) + 6)
     if key in _VOLT_TO_UV and MODALITIES[modality].unit == "uV":
         return _VOLT_TO_UV[key]
+    if power and modality == "spo2" and int(power.group(0)) == 0:
+        return 1.0  # mne-lsl's "no scale": the value as sent (%)
     if modality in _VOLTAGE_MODALITIES:
         raise StreamError(f"{where}: unit {unit!r} is not a voltage; {modality} needs V, mV, uV or "
                           "microvolts")
     if modality == "spo2" and key not in ("%", "percent", "pct"):
         log.warning("%s: SpO2 unit %r is not %%; values passed unchanged", where, unit)
     return 1.0
+
+
+def parse_units(items: Sequence[str]) -> dict[str, str]:
+    """CLI ``MODALITY=UNIT`` pairs (``--unit eeg=V``) → ``{modality: unit}``, checked."""
+    units: dict[str, str] = {}
+    for item in items:
+        mod, sep, unit = item.partition("=")
+        if not sep or not unit.strip():
+            raise ValueError(f"--unit {item!r} must look like MODALITY=UNIT, e.g. --unit eeg=V")
+        units[mod.strip().lower()] = unit.strip()
+    check_units(units)
+    return units
+
+
+def check_units(units: Mapping[str, str]) -> None:
+    """ValueError naming the entry when a modality is unknown or a unit unusable for it."""
+    for mod, unit in units.items():
+        if mod not in MODALITIES:
+            raise ValueError(f"unit override {mod}={unit!r}: unknown modality; known: {', '.join(MODALITIES)}")
+        unit_factor(mod, unit, f"unit override {mod}={unit!r}")  # StreamError (a ValueError) if unusable
 
 
 @dataclass(frozen=True)
@@ -263,6 +304,8 @@ class BedInlet:
         clock_refresh: seconds between clock-correction refreshes (non-blocking).
         gap_tolerance: timestamp jitter (s) tolerated before a jump counts as a gap (at least
             2.5 samples).
+        units: ``{modality: unit}`` replacing the unit a stream description gives (or lacks)
+            for that modality's channel (e.g. ``{"eeg": "V"}``).
 
     Raises:
         MontageError: the labels map to no required modality (names the streams and labels).
@@ -286,6 +329,7 @@ class BedInlet:
         open_timeout: float = 5.0,
         clock_refresh: float = 5.0,
         gap_tolerance: float = 0.1,
+        units: Mapping[str, str] | None = None,
     ) -> None:
         if not infos:
             raise StreamError(f"bed {bed!r}: no streams given")
@@ -297,6 +341,7 @@ class BedInlet:
         self.open_timeout = float(open_timeout)
         self.clock_refresh = float(clock_refresh)
         self.gap_tolerance = float(gap_tolerance)
+        self.units = dict(units or {})
         self._links: list[_Link] = []
         opened: list[tuple[pylsl.StreamInfo, pylsl.StreamInlet, _Desc]] = []
         try:
@@ -411,6 +456,7 @@ class BedInlet:
         return inlet, full
 
     def _map_channels(self, opened, overrides, required, modalities) -> dict[str, list[ChannelRoute]]:
+        modalities = tuple(modalities)
         labels: list[str] = []
         where: dict[str, tuple[pylsl.StreamInfo, _Desc, int]] = {}
         for full, _, desc in opened:
@@ -424,12 +470,15 @@ class BedInlet:
         except MontageError as exc:
             raise MontageError(
                 f"{exc} Labels are read from each stream's desc/channels/channel/label.") from None
+        #: what was mapped and what was left out, one line (the monitor prints it)
+        self.channel_report = describe_mapping(mapping, labels, modalities)
         routes: dict[str, list[ChannelRoute]] = {}
         for mod, lab in mapping.items():
             full, desc, i = where[lab]
-            factor = unit_factor(mod, desc.units[i], f"bed {self.bed}, stream {full.name()!r}, channel {lab!r}")
+            unit = self.units.get(mod, desc.units[i])
+            factor = unit_factor(mod, unit, f"bed {self.bed}, stream {full.name()!r}, channel {lab!r}")
             routes.setdefault(full.uid(), []).append(
-                ChannelRoute(mod, full.name(), i, lab, desc.units[i], desc.types[i], factor))
+                ChannelRoute(mod, full.name(), i, lab, unit, desc.types[i], factor))
         return routes
 
     def _validate_rate(self, info: pylsl.StreamInfo) -> None:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from synthsleep.alerts.events import Event
-from synthsleep.alerts.metrics import DEFAULT_PORT, MonitorMetrics
+from synthsleep.alerts.metrics import DEFAULT_PORT, MonitorMetrics, start_metrics_server
+from synthsleep.alerts.rules import load_rules
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,3 +67,70 @@ def test_alerts_import_no_torch(tmp_path):
                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "NO_TORCH"
+
+
+def _dashboard_metrics() -> set[str]:
+    dash = json.loads((REPO / "dashboards" / "grafana-synthsleep.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    return {n for e in exprs for n in re.findall(r"synthsleep_[a-z_]+", e)}
+
+
+def test_prometheus_alerts_mirror_the_shipped_rules():
+    text = (REPO / "dashboards" / "alerts.yml").read_text()
+    alerts = re.split(r"\n\s*- alert: ", text)[1:]
+    mirrored = {}
+    for block in alerts:
+        rule = re.search(r"\n\s*rule: (\w+)", block)
+        if rule:
+            mirrored[rule.group(1)] = re.search(r"\n\s*severity: (\w+)", block).group(1)
+    assert mirrored == {r.name: r.severity for r in load_rules()}
+    used = set(re.findall(r"synthsleep_[a-z_]+", text))
+    assert used and not used - exposed_sample_names(), f"alert rules read unknown metrics {used - exposed_sample_names()}"
+    assert re.search(r"rule_files:\s*\n\s*- alerts\.yml", (REPO / "dashboards" / "prometheus.yml").read_text())
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="promtool not installed (Debian package 'prometheus' provides it)")
+def test_promtool_checks_and_unit_tests_the_alert_rules():
+    check = subprocess.run(["promtool", "check", "rules", str(REPO / "dashboards" / "alerts.yml")],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    cfg = subprocess.run(["promtool", "check", "config", "--syntax-only", str(REPO / "dashboards" / "prometheus.yml")],
+                         capture_output=True, text=True, timeout=60)
+    assert cfg.returncode == 0, cfg.stdout + cfg.stderr
+    # the mirrors fire and clear (hysteresis included) on synthetic series
+    unit = subprocess.run(["promtool", "test", "rules", "prometheus_alerts_test.yml"], cwd=Path(__file__).parent,
+                          capture_output=True, text=True, timeout=120)
+    assert unit.returncode == 0, unit.stdout + unit.stderr
+
+
+def test_every_dashboard_metric_exists_from_the_monitors_start(tiny_artifact, tmp_path):
+    """Scraped over HTTP before any stream is connected: every series a panel or an alert rule
+    reads is there for every bed, at zero (stage -1: unknown)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from prometheus_helpers import scrape
+
+    from synthsleep.export.runtime import StepRuntime
+    from synthsleep.monitor import BedSpec, Monitor
+
+    metrics = MonitorMetrics()
+    server = start_metrics_server(metrics, port=0)
+    try:
+        mon = Monitor([BedSpec("7", "nobody-a"), BedSpec("8", "nobody-b")], StepRuntime(tiny_artifact),
+                      tmp_path / "events.jsonl", metrics=metrics, markers=False)
+        got = scrape(server.url)
+        mon.close(flush=False)
+    finally:
+        server.stop()
+    names = {k[0] for k in got}
+    alert_text = (REPO / "dashboards" / "alerts.yml").read_text()
+    needed = _dashboard_metrics() | set(re.findall(r"synthsleep_[a-z_]+", alert_text))
+    assert not needed - names, f"missing at start: {needed - names}"
+    for bed in ("7", "8"):
+        for name in ("synthsleep_gaps_total", "synthsleep_epochs_processed_total", "synthsleep_samples_received_total",
+                     "synthsleep_alerts_active", "synthsleep_ahi", "synthsleep_stream_lag_seconds"):
+            assert got[(name, (("bed", bed),))] == 0.0, name
+        assert got[("synthsleep_stage", (("bed", bed),))] == -1.0
+        for t in ("apnea", "signal_lost", "signal_restored"):
+            assert got[("synthsleep_events_total", (("bed", bed), ("type", t)))] == 0.0
+        assert got[("synthsleep_step_latency_seconds_count", (("bed", bed),))] == 0.0

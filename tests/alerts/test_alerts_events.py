@@ -29,9 +29,13 @@ def run(det: EventDetector, rows, start: int = 0) -> list[Event]:
 def test_event_json_round_trip_and_contract_keys():
     ev = Event(3, "apnea", 60.0, 90.0, {"n_epochs": 3}, 5, "abc")
     d = json.loads(ev.to_json())
-    assert list(d) == ["bed", "type", "onset", "duration", "value", "epoch_index", "model_hash"]
-    assert d["bed"] == "3"
+    assert list(d) == ["bed", "type", "onset", "duration", "value", "epoch_index", "model_hash", "time"]
+    assert d["bed"] == "3" and d["time"] is None  # no clock known
     assert Event.from_json(ev.to_json()) == ev
+    timed = Event(3, "apnea", 60.0, 90.0, {}, 5, "abc", time="2026-11-29T22:10:00.000Z")
+    assert Event.from_json(timed.to_json()) == timed
+    old = {k: v for k, v in d.items() if k != "time"}  # events files written before `time` existed
+    assert Event.from_dict(old) == ev
     with pytest.raises(EventError, match="unknown"):
         Event("1", "snore", 0, 0, None, 0, "")
 

@@ -1,6 +1,13 @@
 import pytest
 
-from synthsleep.psg.montage import MontageError, modality_of, parse_overrides, resolve_channels
+from synthsleep.psg.montage import (
+    MontageError,
+    describe_mapping,
+    match_label,
+    modality_of,
+    parse_overrides,
+    resolve_channels,
+)
 
 
 def test_shhs_labels_map():
@@ -44,3 +51,77 @@ def test_overrides_win_and_are_checked():
     assert parse_overrides(["eeg=C3-A2", "EOG = LOC"]) == {"eeg": "C3-A2", "eog": "LOC"}
     with pytest.raises(MontageError):
         parse_overrides(["eeg"])
+
+
+def _eeg(labels):
+    return resolve_channels(labels)["eeg"]
+
+
+def test_edf_plus_type_derivation_form_of_any_known_label():
+    for lab in ("C3-A1", "C4-M1", "Cz-Oz", "O2-M1", "LOC-A2", "Chin1", "ECGI"):
+        assert modality_of("EEG " + lab if modality_of(lab) == "eeg" else lab) == modality_of(lab)
+    assert modality_of("EEG C3-A1") == modality_of("C3-A1") == "eeg"
+    assert resolve_channels(["EEG C3-A1", "EOG LOC-A2", "EMG Chin1-Chin2"]) == {
+        "eeg": "EEG C3-A1", "eog": "EOG LOC-A2", "emg": "EMG Chin1-Chin2"}
+    assert match_label("EEG C3-A1") == match_label("C3-A1")
+    # the type must agree with the derivation's modality: an "EMG" prefix does not make an EEG
+    assert modality_of("EMG C3-A1") is None and modality_of("Resp SpO2") is None
+    assert modality_of("ECG X2") == "ecg" and modality_of("Resp Thor") == "thorax"
+
+
+def test_eeg_preference_c4m1_c3m2_central_then_others():
+    assert _eeg(["Fpz-Cz", "C3-M2", "C4-M1", "Cz-Oz"]) == "C4-M1"
+    assert _eeg(["EEG O1-M2", "EEG C3-M2", "EEG F3-M2"]) == "EEG C3-M2"
+    assert _eeg(["EEG F4-M1", "EEG O2-M1", "EEG C3-A1"]) == "EEG C3-A1"  # central beats frontal
+    assert _eeg(["Fpz-Cz", "Pz-Oz"]) == "Fpz-Cz"
+    assert _eeg(["C3-A2", "C4-A1"]) == "C4-A1"  # earlobes as mastoids
+    assert _eeg(["O1-A2", "Cz"]) == "Cz"
+    # the label order in the file does not matter, only the preference
+    for labels in (["F4-M1", "C4-M1", "C3-M2"], ["C3-M2", "F4-M1", "C4-M1"]):
+        assert _eeg(labels) == "C4-M1"
+
+
+def test_shhs_conventions():
+    m = resolve_channels(["EEG(sec)", "EEG", "EOG(L)", "EOG(R)", "EMG", "ECG", "THOR RES", "ABDO RES",
+                          "NEW AIR", "SaO2"])
+    assert m["eeg"] == "EEG"  # SHHS's EEG is C4-A1; EEG(sec) is C3-A2
+    assert resolve_channels(["EEG(sec)", "EOG(L)"])["eeg"] == "EEG(sec)"
+
+
+def test_mesa_conventions():
+    labels = ["EKG", "E1", "E2", "Chin", "EEG1", "EEG2", "EEG3", "Pres", "Flow", "Snore", "Thor",
+              "Abdo", "Leg", "Therm", "Pos", "EKG_Off", "SpO2", "HR", "Pleth"]
+    m = resolve_channels(labels)
+    assert m == {"eeg": "EEG3", "eog": "E1", "emg": "Chin", "ecg": "EKG", "airflow": "Flow",
+                 "thorax": "Thor", "abdomen": "Abdo", "spo2": "SpO2"}
+    assert _eeg(["EEG1", "EEG2"]) == "EEG2"  # Cz-Oz (central) over Fz-Cz
+
+
+def test_mass_conventions():
+    labels = ["EEG Fp1-CLE", "EEG F3-CLE", "EEG O1-CLE", "EEG C3-CLE", "EEG C4-CLE", "EOG Left Horiz",
+              "EOG Right Horiz", "EMG Chin1", "EMG Chin2", "EMG Chin3", "ECG ECGI", "Resp Belt Thor",
+              "Resp Belt Abdo"]
+    m = resolve_channels(labels)
+    assert m == {"eeg": "EEG C4-CLE", "eog": "EOG Left Horiz", "emg": "EMG Chin1", "ecg": "ECG ECGI",
+                 "thorax": "Resp Belt Thor", "abdomen": "Resp Belt Abdo"}
+    assert _eeg(["EEG C3-LER", "EEG O1-LER"]) == "EEG C3-LER"
+
+
+def test_isruc_and_nsrr_conventions():
+    isruc = ["LOC-A2", "ROC-A1", "F3-A2", "C3-A2", "O1-A2", "F4-A1", "C4-A1", "O2-A1", "X1", "X2", "X3", "SaO2"]
+    assert resolve_channels(isruc) == {"eeg": "C4-A1", "eog": "LOC-A2", "emg": "X1", "ecg": "X2", "spo2": "SaO2"}
+    isruc3 = ["E1-M2", "E2-M1", "F3-M2", "C3-M2", "O1-M2", "F4-M1", "C4-M1", "O2-M1", "X1", "X2"]
+    assert resolve_channels(isruc3)["eeg"] == "C4-M1" and resolve_channels(isruc3)["eog"] == "E1-M2"
+    nsrr = ["C3_M2", "C4_M1", "E1_M2", "E2_M1", "chin", "ECG", "nas_pres", "thor_res", "abdo_res", "SpO2"]
+    assert resolve_channels(nsrr) == {"eeg": "C4_M1", "eog": "E1_M2", "emg": "chin", "ecg": "ECG",
+                                      "airflow": "nas_pres", "thorax": "thor_res", "abdomen": "abdo_res",
+                                      "spo2": "SpO2"}
+    assert resolve_channels(["cchin_l", "C4", "LOC"])["emg"] == "cchin_l"
+
+
+def test_describe_mapping_names_mapped_unused_and_missing():
+    labels = ["EEG C4-M1", "EEG C3-M2", "EOG E1-M2", "Leg 1"]
+    m = resolve_channels(labels, wanted=("eeg", "eog", "emg"))
+    text = describe_mapping(m, labels, ("eeg", "eog", "emg"))
+    assert text == ("channels eeg=EEG C4-M1, eog=EOG E1-M2; not used: EEG C3-M2, Leg 1; "
+                    "no channel for: emg")

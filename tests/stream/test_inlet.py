@@ -293,3 +293,24 @@ def test_silent_outlet_replaced_by_new_one(uname):
     assert st["reconnects"] == 1 and st["losses"] == 0 and st["gaps"] == 0
     bed.close()
     del old, new
+
+
+def test_mne_lsl_power_of_ten_unit_codes(uname):
+    """mne-lsl describes units as the power of ten of the SI unit: '0' V, '-3' mV, '-6' µV."""
+    o = make_outlet(uname, 100, ["EEG C4-M1", "EOG E1-M2", "EMG Chin", "SpO2"], ["0", "-3", "-6", "0"])
+    bed = _bed(uname)
+    assert {r.modality: r.factor for r in bed.routes} == {"eeg": 1e6, "eog": 1e3, "emg": 1.0, "spo2": 1.0}
+    push(o, np.tile(np.array([[2e-5, 2e-2, 20.0, 97.0]], np.float32), (100, 1)), pylsl.local_clock(), 100)
+    got = poll_until(bed.poll, lambda g: sum(len(c[1]) for c in g if c[0] == "eog") >= 100, timeout=5)
+    for mod in ("eeg", "eog"):
+        x = np.concatenate([c[1] for c in got if c[0] == mod])
+        assert x == pytest.approx(np.full(len(x), 20.0), rel=1e-5), mod  # 2e-5 V = 2e-2 mV = 20 uV
+    bed.close()
+    other = uname + "-b"
+    o2 = make_outlet(other, 100, ["EEG C4-M1"], ["uV"])
+    overridden = _bed(other, units={"eeg": "-3"})  # the description is wrong: the amplifier sends mV
+    assert [(r.modality, r.unit, r.factor) for r in overridden.routes] == [("eeg", "-3", 1e3)]
+    overridden.close()
+    with pytest.raises(StreamError, match="not a voltage"):
+        _bed(other, units={"eeg": "mmHg"})
+    del o, o2
