@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 EVENT_TYPES: tuple[str, ...] = (
     "stage", "stage_change", "apnea", "hypopnea",
-    "alert_raised", "alert_cleared", "signal_lost", "signal_restored",
+    "alert_raised", "alert_cleared", "signal_lost", "signal_restored", "bed_fault",
 )
 #: Stage names in model output order.
 STAGE_NAMES: tuple[str, ...] = STAGES
@@ -63,6 +63,9 @@ class Event:
         value: JSON-able payload, depends on ``type``.
         epoch_index: index of the epoch whose processing produced the event.
         model_hash: content hash of the artifact that scored the epoch.
+        session: the monitoring session that wrote it (empty offline). An event is identified
+            by (bed, session, epoch_index): a monitor that starts without usable state starts
+            a new session, so its epoch indices never collide with an earlier night's.
     """
 
     bed: str
@@ -72,6 +75,7 @@ class Event:
     value: Any
     epoch_index: int
     model_hash: str
+    session: str = ""
 
     def __post_init__(self) -> None:
         if self.type not in EVENT_TYPES:
@@ -80,6 +84,7 @@ class Event:
         object.__setattr__(self, "onset", float(self.onset))
         object.__setattr__(self, "duration", float(self.duration))
         object.__setattr__(self, "epoch_index", int(self.epoch_index))
+        object.__setattr__(self, "session", str(self.session))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,7 +100,8 @@ class Event:
         if missing:
             raise EventError(f"event {dict(d)!r} lacks field(s) {missing}")
         return cls(bed=d["bed"], type=d["type"], onset=d["onset"], duration=d["duration"],
-                   value=d["value"], epoch_index=d["epoch_index"], model_hash=d["model_hash"])
+                   value=d["value"], epoch_index=d["epoch_index"], model_hash=d["model_hash"],
+                   session=d.get("session", ""))
 
     @classmethod
     def from_json(cls, line: str) -> Event:

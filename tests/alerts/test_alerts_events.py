@@ -29,7 +29,7 @@ def run(det: EventDetector, rows, start: int = 0) -> list[Event]:
 def test_event_json_round_trip_and_contract_keys():
     ev = Event(3, "apnea", 60.0, 90.0, {"n_epochs": 3}, 5, "abc")
     d = json.loads(ev.to_json())
-    assert list(d) == ["bed", "type", "onset", "duration", "value", "epoch_index", "model_hash"]
+    assert list(d) == ["bed", "type", "onset", "duration", "value", "epoch_index", "model_hash", "session"]
     assert d["bed"] == "3"
     assert Event.from_json(ev.to_json()) == ev
     with pytest.raises(EventError, match="unknown"):
