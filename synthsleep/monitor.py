@@ -473,7 +473,7 @@ def render_console(monitor: Monitor):
         h, rem = divmod(int(last["onset"] - (bed.stream.origin or 0.0) if bed.stream else 0), 3600)
         table.add_row(name, str(last["epoch"]), f"{h:d}:{rem // 60:02d}", last["stage"],
                       *[f"{p:.2f}" for p in last["prob"]], f"{last['apnea']:.2f}", f"{last['hypopnea']:.2f}",
-                      f"{last['ahi']:.1f}", ",".join(last["alerts"]) or "-",
+                      "n/a" if last["ahi"] is None else f"{last['ahi']:.1f}", ",".join(last["alerts"]) or "-",
                       "ok" if not last["absent"] else "lost: " + ",".join(last["absent"]))
     ev = Table(title="recent events", expand=True, show_header=True)
     for col in ("bed", "type", "at (h:mm:ss)", "value"):

@@ -20,7 +20,8 @@ def test_score_writes_every_output(tiny_artifact, synthetic_edf, tmp_path, capsy
     events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
     stage_events = [e for e in events if e["type"] == "stage"]
     assert [e["epoch_index"] for e in stage_events] == list(range(20))
-    assert all(set(e) == {"bed", "type", "onset", "duration", "value", "epoch_index", "model_hash"} for e in events)
+    assert all(set(e) == {"bed", "type", "onset", "duration", "value", "epoch_index", "model_hash", "session"}
+               for e in events)
     anns = read_edf_annotations(out / "annotations.edf")
     assert sum(a.text.startswith("Sleep stage") for a in anns) == 20
     report = json.loads((out / "report.json").read_text())

@@ -11,9 +11,15 @@ Conventions (all times in seconds on the bed's stream clock):
   sink can tell exactly which epochs are already recorded. For an apnea/hypopnea episode (emitted
   when it ends) that is the first negative epoch after it; ``onset``/``duration`` describe the
   episode itself and ``value`` holds its first/last epoch index.
-* An epoch is *scored* when at least one modality is present. Unscored epochs produce a ``stage``
-  event with stage ``"unknown"`` (code -1), end running episodes, and count neither as sleep nor
-  as events.
+* An epoch is *scored* when an EEG-class modality is present: EEG, or EOG as the fallback (EOG
+  carries the slow waves, eye movements and alpha that stage sleep; EMG, ECG or respiratory
+  channels alone do not stage it). A detector whose modalities include neither scores an epoch
+  when any modality is present. Unscored epochs produce a ``stage`` event with stage
+  ``"unknown"`` (code -1) and a ``reason``, end running episodes, and count neither as sleep
+  nor as events.
+* Apnea/hypopnea are scored only in scored epochs where a respiratory sensor is present and no
+  respiratory channel is partial (present but with a GAP or NaN stretch): a respiratory event
+  is never read from a missing or half-missing channel.
 * Running AHI = (apnea + hypopnea episodes that start in a predicted sleep epoch) per hour of
   predicted sleep (every scored epoch whose stage is not W). An episode counts when it starts.
 
@@ -33,6 +39,11 @@ import numpy as np
 
 from synthsleep.psg.epoch import EPOCH_SECONDS, STAGES, Quality
 from synthsleep.psg.montage import RESPIRATORY_MODALITIES
+
+#: modalities that can stage sleep, in order of preference (EOG is EEG's fallback)
+STAGE_MODALITIES: tuple[str, ...] = ("eeg", "eog")
+#: a present respiratory channel with these bits is partial: no apnea/hypopnea from it
+_PARTIAL_BITS = int(Quality.GAP | Quality.NONFINITE)
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +128,8 @@ class EpochSummary:
         stage: stage name or ``"unknown"``; scored: at least one modality present.
         apnea, hypopnea: the epoch is positive (probability >= threshold, and scored).
         apnea_prob, hypopnea_prob: the raw probabilities.
-        ahi: running AHI (events/h of predicted sleep with a respiratory sensor);
+        ahi: running AHI (events/h of predicted sleep with a respiratory sensor; None: no such
+            sleep yet, n/a);
         sleep_seconds: predicted sleep so far.
         lost_since: modality -> onset (s) of the first absent epoch of a running loss.
         resp_scored: a respiratory sensor was present, so apnea/hypopnea were scored.
@@ -132,7 +144,7 @@ class EpochSummary:
     hypopnea: bool
     apnea_prob: float
     hypopnea_prob: float
-    ahi: float
+    ahi: float | None
     sleep_seconds: float
     lost_since: dict[str, float] = field(default_factory=dict)
     resp_scored: bool = True
@@ -186,6 +198,8 @@ class EventDetector:
         self.recorded = None if recorded is None else frozenset(recorded)
         # apnea/hypopnea are scored only while one of these is present (none: always)
         self.resp_modalities = tuple(m for m in self.modalities if m in RESPIRATORY_MODALITIES)
+        # a stage is scored only while one of these is present (none: any modality)
+        self.stage_modalities = tuple(m for m in self.modalities if m in STAGE_MODALITIES)
         self.model_hash = model_hash
         self.thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
         self.epoch_seconds = float(epoch_seconds)
@@ -206,11 +220,11 @@ class EventDetector:
 
     # ------------------------------------------------------------------ derived values
     @property
-    def ahi(self) -> float:
+    def ahi(self) -> float | None:
         """Running AHI, events per hour of predicted sleep during which a respiratory sensor was
-        present (0.0 before any such sleep)."""
+        present (None, n/a, before any such sleep: not 0)."""
         if self.resp_sleep_seconds <= 0:
-            return 0.0
+            return None
         return (self.n_events["apnea"] + self.n_events["hypopnea"]) * 3600.0 / self.resp_sleep_seconds
 
     def _event(self, type_: str, onset: float, duration: float, value: Any, index: int) -> Event:
@@ -255,8 +269,11 @@ class EventDetector:
         if pres is None:
             pres = {m: True for m in self.modalities}
         qual = _as_mask("quality", quality, self.modalities) or {}
-        scored = any(bool(v) for v in pres.values())
-        resp = scored and (not self.resp_modalities or any(bool(pres.get(m, False)) for m in self.resp_modalities))
+        staging = self.stage_modalities or self.modalities
+        scored = any(bool(pres.get(m, False)) for m in staging)
+        partial = [m for m in self.resp_modalities if pres.get(m, False) and int(qual.get(m, 0)) & _PARTIAL_BITS]
+        resp = scored and not partial and (
+            not self.resp_modalities or any(bool(pres.get(m, False)) for m in self.resp_modalities))
         end = onset + self.epoch_seconds
         events: list[Event] = []
 
@@ -284,11 +301,16 @@ class EventDetector:
         # stage and stage change
         code = int(np.argmax(probs)) if scored else -1
         stage = self.stage_names[code] if scored else UNKNOWN_STAGE
-        events.append(self._event("stage", onset, self.epoch_seconds,
-                                  {"stage": stage, "code": code,
-                                   "prob": {n: round(float(p), 6) for n, p in zip(self.stage_names, probs)},
-                                   "resp_scored": resp},
-                                  epoch_index))
+        value: dict[str, Any] = {"stage": stage, "code": code,
+                                 "prob": {n: round(float(p), 6) for n, p in zip(self.stage_names, probs)},
+                                 "resp_scored": resp}
+        if not scored:
+            value["reason"] = "no usable " + "/".join(m.upper() for m in staging) + " signal (" + ", ".join(
+                f"{m} {_describe_quality(int(qual.get(m, 0)))}" for m in staging) + ")"
+        elif partial:
+            value["resp_reason"] = "partial respiratory channel: " + ", ".join(
+                f"{m} {_describe_quality(int(qual.get(m, 0)))}" for m in partial)
+        events.append(self._event("stage", onset, self.epoch_seconds, value, epoch_index))
         if scored:
             if self.last_stage is not None and stage != self.last_stage:
                 events.append(self._event("stage_change", onset, 0.0,
