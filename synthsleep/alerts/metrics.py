@@ -138,7 +138,8 @@ class MetricsServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/metrics"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
 
     def stop(self) -> None:
         """Shut the server down and free the port."""
@@ -165,5 +166,6 @@ def start_metrics_server(registry: CollectorRegistry | MonitorMetrics, port: int
     except OSError as e:
         raise OSError(e.errno, f"cannot serve metrics on {host}:{port}: {e.strerror}") from None
     bound = int(server.server_address[1])
-    log.info("metrics at http://%s:%d/metrics", host, bound)
-    return MetricsServer(host, bound, server, thread)
+    served = MetricsServer(host, bound, server, thread)
+    log.info("metrics at %s", served.url)
+    return served
