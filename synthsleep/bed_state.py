@@ -3,8 +3,8 @@
 A state file holds the bed's session id, its recurrent model state, its event/alert state and
 its stream position (origin, next epoch, normaliser statistics). It is written atomically after
 every epoch, owner-only (0600). Loading never raises: a file that is missing, unreadable,
-truncated, from another model or version, or from another clock (the machine restarted, so the
-stream origin means nothing any more) gives ``None`` and the monitor starts a NEW session; a
+truncated, from another model or version, older than :data:`RESUME_WITHIN_S` (another night), or from
+another clock (the machine restarted, so the stream origin means nothing any more) gives ``None`` and the monitor starts a NEW session; a
 file that cannot be read at all is renamed aside (``<name>.corrupt-<UTC time>``) and logged,
 so the evidence is kept and the bed goes on.
 
@@ -33,6 +33,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 2
+#: a saved state older than this is another night's: the bed starts a new session instead of
+#: filling the hours in between with empty epochs
+RESUME_WITHIN_S = 3600.0
 #: a saved state whose clock offset (wall time - LSL local clock) moved by more than this was
 #: written before the machine restarted: its stream origin is on another clock
 CLOCK_TOLERANCE_S = 5.0
@@ -121,6 +124,12 @@ class StateStore:
             log.warning("bed %s: saved state %s is from another model or state version (model %s, version "
                         "%s); starting a new session", bed, path, str(meta.get("model_hash"))[:40],
                         meta.get("version"))
+            return None
+        saved_at = meta.get("saved_at")
+        age = time.time() - saved_at if isinstance(saved_at, (int, float)) else -1.0
+        if not 0.0 <= age <= RESUME_WITHIN_S:
+            log.warning("bed %s: saved state %s is %.0f s old (another night?); starting a new session",
+                        bed, path, age)
             return None
         offset = meta.get("clock_offset")
         if not isinstance(offset, (int, float)) or abs(offset - _clock_offset()) > CLOCK_TOLERANCE_S:

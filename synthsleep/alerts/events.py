@@ -17,9 +17,11 @@ Conventions (all times in seconds on the bed's stream clock):
   when any modality is present. Unscored epochs produce a ``stage`` event with stage
   ``"unknown"`` (code -1) and a ``reason``, end running episodes, and count neither as sleep
   nor as events.
-* Apnea/hypopnea are scored only in scored epochs where a respiratory sensor is present and no
-  respiratory channel is partial (present but with a GAP or NaN stretch): a respiratory event
-  is never read from a missing or half-missing channel.
+* Apnea/hypopnea are scored only in scored epochs where a respiratory sensor is present, no
+  respiratory channel is partial (present but with a GAP or NaN stretch) and no airflow/effort
+  channel the bed records (airflow, thorax, abdomen) is absent: a respiratory event is never
+  read from a missing or half-missing channel (12 s of lost airflow looks like an apnea).
+  SpO2 absent alone does not stop it (it only supports hypopneas).
 * Running AHI = (apnea + hypopnea episodes that start in a predicted sleep epoch) per hour of
   predicted sleep (every scored epoch whose stage is not W). An episode counts when it starts.
 
@@ -42,6 +44,8 @@ from synthsleep.psg.montage import RESPIRATORY_MODALITIES
 
 #: modalities that can stage sleep, in order of preference (EOG is EEG's fallback)
 STAGE_MODALITIES: tuple[str, ...] = ("eeg", "eog")
+#: the channels apneas are read from: while one the bed records is absent, none is scored
+AIRWAY_MODALITIES: tuple[str, ...] = ("airflow", "thorax", "abdomen")
 #: a present respiratory channel with these bits is partial: no apnea/hypopnea from it
 _PARTIAL_BITS = int(Quality.GAP | Quality.NONFINITE)
 
@@ -272,6 +276,8 @@ class EventDetector:
         staging = self.stage_modalities or self.modalities
         scored = any(bool(pres.get(m, False)) for m in staging)
         partial = [m for m in self.resp_modalities if pres.get(m, False) and int(qual.get(m, 0)) & _PARTIAL_BITS]
+        partial += [m for m in self.resp_modalities if m in AIRWAY_MODALITIES and not pres.get(m, False)
+                    and (self.recorded is None or m in self.recorded)]
         resp = scored and not partial and (
             not self.resp_modalities or any(bool(pres.get(m, False)) for m in self.resp_modalities))
         end = onset + self.epoch_seconds
@@ -308,7 +314,7 @@ class EventDetector:
             value["reason"] = "no usable " + "/".join(m.upper() for m in staging) + " signal (" + ", ".join(
                 f"{m} {_describe_quality(int(qual.get(m, 0)))}" for m in staging) + ")"
         elif partial:
-            value["resp_reason"] = "partial respiratory channel: " + ", ".join(
+            value["resp_reason"] = "respiratory channel partial or lost: " + ", ".join(
                 f"{m} {_describe_quality(int(qual.get(m, 0)))}" for m in partial)
         events.append(self._event("stage", onset, self.epoch_seconds, value, epoch_index))
         if scored:

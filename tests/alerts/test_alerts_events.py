@@ -157,12 +157,18 @@ def test_no_respiratory_sensor_no_apnea_scoring():
     spo2_only = {"eeg": True, "airflow": False, "spo2": True}
     evs = run(det, [(2, 0.9, 0, full), (2, 0.1, 0, full),       # one apnea, resp scored
                     (2, 0.9, 0.9, eeg_only), (2, 0.9, 0, eeg_only),  # EEG alone: not scored
-                    (2, 0.9, 0, spo2_only), (2, 0.1, 0, spo2_only)])  # oximeter alone counts
-    assert [e.value["resp_scored"] for e in evs if e.type == "stage"] == [True, True, False, False, True, True]
-    assert [(e.value["first_epoch"], e.value["last_epoch"]) for e in evs if e.type == "apnea"] == [(0, 0), (4, 4)]
+                    (2, 0.9, 0, spo2_only), (2, 0.1, 0, spo2_only)])  # airflow recorded but lost
+    assert [e.value["resp_scored"] for e in evs if e.type == "stage"] == [True, True, False, False, False, False]
+    assert [(e.value["first_epoch"], e.value["last_epoch"]) for e in evs if e.type == "apnea"] == [(0, 0)]
     assert not [e for e in evs if e.type == "hypopnea"]
-    assert det.sleep_seconds == 180.0 and det.ahi == 2 * 3600.0 / 120.0  # 2 events in 4 epochs with resp
-    assert det.summary is not None and det.summary.resp_scored
+    assert det.sleep_seconds == 180.0 and det.ahi == 1 * 3600.0 / 60.0  # 1 event in 2 epochs with resp
+    assert not det.summary.resp_scored
+    # a bed that has no airflow sensor at all: the oximeter alone counts
+    oxi = EventDetector("3", mods, recorded=("eeg", "spo2"))
+    evs = run(oxi, [(2, 0.9, 0, spo2_only), (2, 0.1, 0, spo2_only)])
+    assert [e.value["resp_scored"] for e in evs if e.type == "stage"] == [True, True]
+    assert [(e.value["first_epoch"], e.value["last_epoch"]) for e in evs if e.type == "apnea"] == [(0, 0)]
+    assert oxi.summary is not None and oxi.summary.resp_scored
     # a model that reads no respiratory channel scores apnea from what it has (no gate)
     plain = EventDetector("2", ("eeg",))
     assert [e.type for e in run(plain, [(2, 0.9, 0, None), (2, 0.1, 0, None)]) if e.type == "apnea"] == ["apnea"]
