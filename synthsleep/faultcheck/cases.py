@@ -25,8 +25,20 @@ import pylsl
 
 from synthsleep.monitor import BedSpec, Monitor
 
-from .harness import (EPOCH, LABELS, UNITS, connected, drive, make_outlet, push, read_jsonl, scored_up_to,
-                      signals, stage_events, unique_name)
+from .harness import (
+    EPOCH,
+    LABELS,
+    UNITS,
+    connected,
+    drive,
+    make_outlet,
+    push,
+    read_jsonl,
+    scored_up_to,
+    signals,
+    stage_events,
+    unique_name,
+)
 
 Verdict = tuple[str, str]
 
@@ -220,6 +232,15 @@ def cli_events_file_locked(ctx: Ctx) -> Verdict:
     mon = _monitor(ctx, {"b": unique_name()}, events)
     try:
         return _cli_verdict(_cli(ctx, ["--events", str(events)]), "in use")
+    finally:
+        mon.close(flush=False)
+
+
+def cli_state_dir_locked(ctx: Ctx) -> Verdict:
+    mon = _monitor(ctx, {"b": unique_name()}, ctx.tmp / "e1.jsonl", ctx.tmp / "state")
+    try:
+        return _cli_verdict(_cli(ctx, ["--events", str(ctx.tmp / "e2.jsonl"), "--state-dir",
+                                       str(ctx.tmp / "state")]), "in use")
     finally:
         mon.close(flush=False)
 
@@ -437,6 +458,35 @@ def _duration(text: str) -> Callable[[Ctx], Verdict]:
     return case
 
 
+def bed_recovers_after_fault(ctx: Ctx) -> Verdict:
+    """A bed faulted by a wrongly labelled stream is retried (backoff) and scored once its
+    stream is replaced by a good one; its faulted gauge goes back to 0."""
+    from synthsleep.alerts.metrics import MonitorMetrics
+
+    name = unique_name()
+    bad = make_outlet(name, labels=[f"X{i}" for i in range(8)])
+    metrics = MonitorMetrics()
+    events = ctx.tmp / "events.jsonl"
+    mon = _monitor(ctx, {"b": name}, events, None, metrics)
+    try:
+        if not drive(mon, lambda: getattr(mon.beds["b"], "faults", 0) > 0, 20):
+            return "garbage", "the wrongly labelled stream was not reported"
+        del bad  # the amplifier is fixed: the same stream name, now with the right labels
+        good = make_outlet(name)
+        if not drive(mon, connected([good]), 40):
+            return "lost", "the bed was not retried after its fault"
+        x = signals(2 * EPOCH)
+        push(good, x, 100.0, pylsl.local_clock())
+        drive(mon, scored_up_to(mon, "b", 1), 30)
+    finally:
+        mon.close(flush=True)
+    verdict = _count_check(read_jsonl(events), "b", 2)
+    gauge = metrics.registry.get_sample_value("synthsleep_bed_faulted", {"bed": "b"})
+    if verdict[0] == "passed" and gauge != 0.0:
+        return "garbage", f"synthsleep_bed_faulted{{bed=b}} still {gauge} after recovery"
+    return verdict
+
+
 def bed_truncated_state(ctx: Ctx) -> Verdict:
     return _isolation(ctx, bad_works=True, state_junk=b"PK\x03\x04" + b"\x00" * 60)
 
@@ -487,6 +537,7 @@ CASES: dict[str, tuple[str, Callable[[Ctx], Verdict]]] = {
     "bed_rate_36.57": ("3 isolation", bed_rate_36_57),
     "bed_label_1MB": ("3 isolation", bed_label_1mb),
     "bed_truncated_state": ("3 isolation", bed_truncated_state),
+    "bed_recovers_after_fault": ("3 isolation", bed_recovers_after_fault),
     "all_channels_flat": ("4 no signal", all_channels_flat),
     "eeg_eog_flat": ("4 no signal", eeg_eog_flat),
     "eeg_eog_at_rails": ("4 no signal", eeg_eog_at_rails),
@@ -496,6 +547,7 @@ CASES: dict[str, tuple[str, Callable[[Ctx], Verdict]]] = {
     "eeg_50hz_dreams": ("4 no signal", eeg_50hz_dreams),
     "two_monitors_one_events_file": ("6 small", two_monitors_one_events_file),
     "cli_events_file_locked": ("6 small", cli_events_file_locked),
+    "cli_state_dir_locked": ("6 small", cli_state_dir_locked),
     "cli_metrics_port_busy": ("6 small", cli_metrics_port_busy),
     "metrics_ipv6_any": ("6 small", metrics_ipv6_any),
     "events_file_private": ("6 small", events_file_private),
