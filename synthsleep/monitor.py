@@ -278,7 +278,17 @@ class Monitor:
             log.warning("bed %s: %s; retrying", spec.bed, _short(str(exc), 1000))
             return
         try:
-            bed.stream = StreamEpochs(inlet, self.params, state=bed.resume)
+            try:
+                bed.stream = StreamEpochs(inlet, self.params, state=bed.resume)
+            except (KeyError, TypeError, ValueError) as exc:
+                if bed.resume is None:
+                    raise
+                # the saved stream position is unusable: never retry it forever, start afresh
+                log.warning("bed %s: saved stream position unusable (%s); starting a new session", spec.bed,
+                            _short(str(exc)))
+                bed.session = self._new_session(spec.bed)
+                bed.session_id, bed.resume, bed.written_up_to = new_session_id(), None, -1
+                bed.stream = StreamEpochs(inlet, self.params)
         except BaseException:
             inlet.close()
             raise

@@ -151,18 +151,26 @@ def state_garbage_bytes(ctx: Ctx) -> Verdict:
     return _two_nights(ctx, lambda p: p.write_bytes(os.urandom(3000)))
 
 
-def state_other_model(ctx: Ctx) -> Verdict:
-    def other(p: Path) -> None:
-        import json
+def _edit_meta(path: Path, edit: Callable[[dict], None]) -> None:
+    """Rewrite the ``meta`` JSON of a saved state (a valid file with a wrong content)."""
+    import json
 
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: np.array(z[k]) for k in z.files}
-        meta = json.loads(str(arrays["meta"]))
-        meta["model_hash"] = "sha256:another-model"
-        arrays["meta"] = np.array(json.dumps(meta))
-        with p.open("wb") as f:
-            np.savez(f, **arrays)
-    return _two_nights(ctx, other)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: np.array(z[k]) for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    edit(meta)
+    arrays["meta"] = np.array(json.dumps(meta))
+    with path.open("wb") as f:
+        np.savez(f, **arrays)
+
+
+def state_other_model(ctx: Ctx) -> Verdict:
+    return _two_nights(ctx, lambda p: _edit_meta(p, lambda m: m.update(model_hash="sha256:another-model")))
+
+
+def state_bad_stream_position(ctx: Ctx) -> Verdict:
+    """A readable state whose stream position is nonsense: a new session, not a retry loop."""
+    return _two_nights(ctx, lambda p: _edit_meta(p, lambda m: m["stream"].update(origin="abc")))
 
 
 def resume_valid_state(ctx: Ctx) -> Verdict:
@@ -524,6 +532,7 @@ CASES: dict[str, tuple[str, Callable[[Ctx], Verdict]]] = {
     "state_truncated": ("1 state", state_truncated),
     "state_garbage_bytes": ("1 state", state_garbage_bytes),
     "state_other_model": ("1 state", state_other_model),
+    "state_bad_stream_position": ("1 state", state_bad_stream_position),
     "resume_valid_state": ("1 state", resume_valid_state),
     "two_monitors_one_state_dir": ("1 state", two_monitors_one_state_dir),
     "airflow_dropout_12s": ("2 dropout", airflow_dropout_12s),
