@@ -3,6 +3,8 @@
 Each fault is a small scenario on real LSL (loopback) and real files (``cases``); the verdict
 is ``passed``, ``lost``, ``doubled``, ``crashed`` or ``garbage``. ``tests/test_fault_matrix.py``
 runs every case as a test; ``benchmarks/bench_fault_matrix.py`` prints the table.
+The dropout cases need a model that reads the respiratory channels (the bundled one does); with
+a model that reads none, respiratory events are not gated by contract and those cases fail.
 """
 
 from __future__ import annotations
