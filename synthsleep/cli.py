@@ -41,6 +41,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
               "synthsleep score night.edf --out scored/"),
     "replay": ("synthsleep.stream.player", "replay an EDF as a live LSL stream",
                "synthsleep replay night.edf --speed 10 --name bed1"),
+    "check-faults": ("synthsleep.faultcheck", "run the monitor's fault matrix (real LSL, real files)",
+                     "synthsleep check-faults --quick\nsynthsleep check-faults --only state_truncated"),
     "monitor": ("synthsleep.monitor", "the realtime monitor: LSL beds -> stages, apnea alerts, metrics",
                 "synthsleep monitor --stream bed1 --bed 1 --events events.jsonl\n"
                 "synthsleep monitor --config beds.toml --metrics 127.0.0.1:9109"),

@@ -5,7 +5,17 @@ closed, and runs ONE batched step for the beds that have an epoch ready (the art
 dynamic batch axis). After every step each bed's events are written (JSONL fsynced, LSL markers,
 Prometheus) and its state is saved atomically (model state, preprocessing statistics, event and
 alert state) so a monitor killed at any point and restarted resumes without losing an epoch's
-events or writing one twice (events of epochs already in the JSONL are not written again).
+events or writing one twice.
+
+Event identity is (bed, session, epoch index); the events file is the truth for what was
+written. A bed that resumes from valid saved state continues its session and skips only the
+epochs of THAT session already in the JSONL. A bed without usable state (none, unreadable,
+truncated, another model, another clock) starts a NEW session and appends: nothing is ever
+dropped because an earlier night used the same epoch indices. See ``bed_state``.
+
+Per-bed isolation: anything that goes wrong with one bed (its stream's description, channels,
+rate or units, its state, its data) marks that bed faulted (log line, ``bed_fault`` event,
+``synthsleep_bed_faulted`` metric) and retries it with backoff; the other beds go on.
 
 This is live code: it imports no torch (ONNX Runtime only).
 """
@@ -15,24 +25,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
-import tempfile
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .alerts.events import Event
+from .alerts.events import Event, EventError
 from .alerts.metrics import MonitorMetrics, start_metrics_server
 from .alerts.rules import load_rules
-from .alerts.sinks import JsonlSink, LslMarkerSink
+from .alerts.sinks import JsonlSink, LslMarkerSink, SinkError
+from .bed_state import SavedState, StateDirLocked, StateStore, new_session_id
 from .export.runtime import StepRuntime, StepState
 from .psg.epoch import STAGES, Epoch
 from .psg.montage import parse_overrides
@@ -43,7 +53,14 @@ from .stream.lsl_inlet import BedInlet, StreamNotFound, check_units, parse_units
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+#: seconds before a faulted bed is retried: doubles per consecutive fault, up to the maximum
+FAULT_RETRY_S, FAULT_RETRY_MAX_S = 2.0, 60.0
+
+
+def _short(text: str, limit: int = 300) -> str:
+    """``text`` cut to ``limit`` characters for a log line or an event (a 1-MB stream label must
+    not become a 10-MB log line)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 @dataclass
@@ -96,19 +113,6 @@ def load_beds_config(path: str | Path) -> tuple[list[BedSpec], dict[str, Any]]:
     return beds, dict(doc.get("monitor", {}))
 
 
-def _atomic_write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class _Bed:
     """Everything the monitor holds for one bed."""
 
@@ -117,11 +121,15 @@ class _Bed:
         self.session = session
         self.stream: StreamEpochs | None = None
         self.pending: deque[tuple[Epoch, float]] = deque()  # (epoch, wall time it closed)
-        self.written_up_to = -1  # last epoch index already in the JSONL (resume)
+        self.session_id = ""  # the monitoring session (event identity: bed, session, epoch)
+        self.resume: dict[str, Any] | None = None  # stream state to continue from on (re)connect
+        self.written_up_to = -1  # last epoch index of this session already in the JSONL
         self.next_resolve = 0.0
         self.resolving: Future[BedInlet] | None = None  # a resolve running in the background
         self.samples_seen = 0
         self.gaps_seen = 0
+        self.faults = 0  # consecutive faults (backoff); 0 once an epoch is scored again
+        self.faulted = False
         self.last: dict[str, Any] = {}
 
 
@@ -147,8 +155,7 @@ class Monitor:
         self.runtime = runtime
         self.params = PreprocessParams.from_dict(runtime.preprocess_params)
         self.state_dir = Path(state_dir) if state_dir else None
-        if self.state_dir:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = StateStore(self.state_dir, runtime.model_hash) if self.state_dir else None
         self.metrics = metrics
         self.resolve_timeout = resolve_timeout
         self.max_buflen = max_buflen
@@ -156,17 +163,18 @@ class Monitor:
         # hold up the beds that are streaming (a resolve blocks up to resolve_timeout)
         self._resolver = ThreadPoolExecutor(max_workers=max(1, min(8, len(beds))),
                                             thread_name_prefix="synthsleep-resolve")
-        self.jsonl = JsonlSink(events_path)
+        try:
+            self.jsonl = JsonlSink(events_path)
+        except BaseException:
+            if self.store:
+                self.store.close()
+            raise
         self.markers = LslMarkerSink() if markers else None
-        rules = load_rules(rules_path)
-        written = self.jsonl.last_epoch_indices
+        self._rules = load_rules(rules_path)
         self.beds: dict[str, _Bed] = {}
         for spec in beds:
-            session = BedSession(spec.bed, self.params.modalities, runtime.new_state(1),
-                                 runtime.model_hash, runtime.thresholds, rules)
-            session.keep_history = False
-            bed = _Bed(spec, session)
-            bed.written_up_to = written.get(spec.bed, -1)
+            bed = _Bed(spec, self._new_session(spec.bed))
+            self._start_session(bed)
             self.beds[spec.bed] = bed
             if self.markers:
                 self.markers.open_bed(spec.bed)
@@ -176,39 +184,87 @@ class Monitor:
         self.epochs_done = 0
         #: called with (bed id, events, its BedSession) whenever a bed's events are written
         self.observers: list[Callable[[str, list[Event], BedSession], None]] = []
+        self.last_data: float | None = None  # monotonic time samples last arrived (any bed)
 
-    # -- resume ----------------------------------------------------------------------------------
-    def _state_path(self, bed: str) -> Path | None:
-        return self.state_dir / f"bed-{bed}.npz" if self.state_dir else None
+    # -- sessions and resume ---------------------------------------------------------------------
+    def _new_session(self, bed: str) -> BedSession:
+        session = BedSession(bed, self.params.modalities, self.runtime.new_state(1), self.runtime.model_hash,
+                             self.runtime.thresholds, self._rules)
+        session.keep_history = False
+        return session
 
-    def _load_state(self, bed: _Bed) -> dict[str, Any] | None:
-        path = self._state_path(bed.spec.bed)
-        if path is None or not path.exists():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                if meta.get("version") != STATE_VERSION or meta.get("model_hash") != self.runtime.model_hash:
-                    log.warning("bed %s: saved state %s is from another model or version; starting fresh",
-                                bed.spec.bed, path)
-                    return None
-                bed.session.model_state = StepState(np.array(z["conv_state"]), np.array(z["ssm_state"]))
-            bed.session.load_state_dict(meta["session"])
-            log.info("bed %s: resumed after epoch %s from %s", bed.spec.bed, meta["session"]["detector"].get("last_index"), path)
-            return meta["stream"]
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("bed %s: cannot read saved state %s (%s); starting fresh", bed.spec.bed, path, exc)
-            return None
+    def _start_session(self, bed: _Bed) -> None:
+        """Continue the saved session when the state is usable; else start a new one (appends)."""
+        name = bed.spec.bed
+        saved = self.store.load(name) if self.store else None
+        if saved is not None:
+            fresh = self.runtime.new_state(1)
+            try:
+                if saved.conv_state.shape != fresh.conv_state.shape or saved.ssm_state.shape != fresh.ssm_state.shape:
+                    raise ValueError(f"model state shapes {saved.conv_state.shape}/{saved.ssm_state.shape} "
+                                     f"!= the model's {fresh.conv_state.shape}/{fresh.ssm_state.shape}")
+                bed.session.load_state_dict(saved.session)
+                bed.session.model_state = StepState(saved.conv_state.astype(np.float32),
+                                                    saved.ssm_state.astype(np.float32))
+            except (EventError, KeyError, TypeError, ValueError) as exc:
+                log.warning("bed %s: saved state does not fit this bed (%s); starting a new session",
+                            name, _short(str(exc)))
+                bed.session, saved = self._new_session(name), None
+        if saved is not None:
+            bed.session_id, bed.resume = saved.session_id, saved.stream
+            written = self.jsonl.last_epoch_index(name, bed.session_id)
+            bed.written_up_to = -1 if written is None else written
+            log.info("bed %s: resuming session %s after epoch %s", name, bed.session_id,
+                     bed.session.detector.last_index)
+        else:
+            bed.session_id, bed.resume, bed.written_up_to = new_session_id(), None, -1
+            log.info("bed %s: new session %s (events are appended to %s)", name, bed.session_id, self.jsonl.path)
 
     def _save_state(self, bed: _Bed) -> None:
-        path = self._state_path(bed.spec.bed)
-        if path is None or bed.stream is None:
+        if self.store is None or bed.stream is None:
             return
-        meta = {"version": STATE_VERSION, "model_hash": self.runtime.model_hash,
-                "session": bed.session.state_dict(), "stream": bed.stream.state_dict()}
         st = bed.session.model_state
-        _atomic_write_npz(path, {"meta": np.array(json.dumps(meta)), "conv_state": st.conv_state,
-                                 "ssm_state": st.ssm_state})
+        self.store.save(bed.spec.bed, SavedState(bed.session_id, st.conv_state, st.ssm_state,
+                                                 bed.session.state_dict(), bed.stream.state_dict()))
+
+    # -- faults ----------------------------------------------------------------------------------
+    def _fault(self, bed: _Bed, where: str, exc: BaseException) -> None:
+        """Fault one bed: log, ``bed_fault`` event, metrics, drop its stream, retry with backoff."""
+        bed.faults += 1
+        bed.faulted = True
+        delay = min(FAULT_RETRY_MAX_S, FAULT_RETRY_S * 2 ** (bed.faults - 1))
+        bed.next_resolve = time.monotonic() + delay
+        reason = _short(f"{type(exc).__name__}: {exc}")
+        log.error("bed %s: fault while %s: %s; retrying in %.0f s (other beds go on)", bed.spec.bed, where,
+                  reason, delay)
+        if bed.stream is not None:
+            try:
+                bed.resume = bed.stream.state_dict()  # continue on the same epoch grid
+                bed.stream.inlet.close()
+            except Exception as e:  # noqa: BLE001 - releasing a broken stream must not fault again
+                log.warning("bed %s: closing its stream: %s", bed.spec.bed, _short(str(e)))
+            bed.stream = None
+        bed.pending.clear()
+        det = bed.session.detector
+        index = det.last_index if det.last_index is not None else -1
+        onset = det.summary.end if det.summary is not None else 0.0
+        ev = Event(bed.spec.bed, "bed_fault", onset, 0.0,
+                   {"where": where, "reason": reason, "faults": bed.faults, "retry_in_s": delay},
+                   index, self.runtime.model_hash)
+        try:
+            self._emit(bed, [ev], None)
+        except Exception as e:  # noqa: BLE001 - the fault is logged above in any case
+            log.error("bed %s: cannot record its fault: %s", bed.spec.bed, _short(str(e)))
+        if self.metrics:
+            self.metrics.set_bed_faulted(bed.spec.bed, True)
+            self.metrics.add_bed_fault(bed.spec.bed)
+
+    def _recovered(self, bed: _Bed) -> None:
+        if bed.faulted:
+            log.info("bed %s: scoring again after %d fault(s)", bed.spec.bed, bed.faults)
+            if self.metrics:
+                self.metrics.set_bed_faulted(bed.spec.bed, False)
+        bed.faulted, bed.faults = False, 0
 
     # -- connection ------------------------------------------------------------------------------
     def _connect(self, bed: _Bed, now: float) -> None:
@@ -231,10 +287,24 @@ class Monitor:
             inlet = future.result()  # a montage error (unknown channels, ...) is raised here
         except StreamNotFound as exc:
             bed.next_resolve = now + 2.0
-            log.warning("bed %s: %s; retrying", spec.bed, exc)
+            log.warning("bed %s: %s; retrying", spec.bed, _short(str(exc), 1000))
             return
-        saved = self._load_state(bed)
-        bed.stream = StreamEpochs(inlet, self.params, state=saved)
+        try:
+            try:
+                bed.stream = StreamEpochs(inlet, self.params, state=bed.resume)
+            except (KeyError, TypeError, ValueError) as exc:
+                if bed.resume is None:
+                    raise
+                # the saved stream position is unusable: never retry it forever, start afresh
+                log.warning("bed %s: saved stream position unusable (%s); starting a new session", spec.bed,
+                            _short(str(exc)))
+                bed.session = self._new_session(spec.bed)
+                bed.session_id, bed.resume, bed.written_up_to = new_session_id(), None, -1
+                bed.stream = StreamEpochs(inlet, self.params)
+        except BaseException:
+            inlet.close()
+            raise
+        bed.samples_seen = bed.gaps_seen = 0  # a new inlet counts from 0
         bed.session.time_origin = wall_clock_offset()  # stream clock → system clock (event times)
         bed.session.detector.recorded = frozenset(inlet.rates)  # no "lost" for sensors never there
         log.info("bed %s: connected (%s)", spec.bed, ", ".join(f"{m} {r:g} Hz" for m, r in inlet.rates.items()))
@@ -244,13 +314,16 @@ class Monitor:
         """Poll every bed, score every closed epoch (batched across beds). Returns epochs scored."""
         now = time.monotonic()
         for bed in self.beds.values():
-            self._connect(bed, now)
-            if bed.stream is None:
-                continue
-            wall = time.perf_counter()
-            for ep in bed.stream.poll():
-                bed.pending.append((ep, wall))
-            self._stream_metrics(bed)
+            try:
+                self._connect(bed, now)
+                if bed.stream is None:
+                    continue
+                wall = time.perf_counter()
+                for ep in bed.stream.poll():
+                    bed.pending.append((ep, wall))
+                self._stream_metrics(bed)
+            except Exception as exc:  # noqa: BLE001 - one bad bed never stops the others
+                self._fault(bed, "connecting" if bed.stream is None else "reading its stream", exc)
         scored = 0
         while True:
             ready = [b for b in self.beds.values() if b.pending]
@@ -258,47 +331,71 @@ class Monitor:
                 break
             scored += self._step(ready)
         for bed in self.beds.values():  # timers (no-output alerts)
-            evs = bed.session.stamp(bed.session.alerts.tick())
-            if evs:
-                self._emit(bed, evs, None)
-                self._save_state(bed)
+            try:
+                evs = bed.session.stamp(bed.session.alerts.tick())
+                if evs:
+                    self._emit(bed, evs, None)
+                    self._save_state(bed)
+            except Exception as exc:  # noqa: BLE001
+                self._fault(bed, "checking its alert timers", exc)
         return scored
 
     def _step(self, ready: list[_Bed]) -> int:
         batch = [b.pending.popleft() for b in ready]
         x = np.stack([ep.data for ep, _ in batch])
         present = np.stack([ep.present for ep, _ in batch])
-        state = StepState.concatenate([b.session.model_state for b in ready])
         t0 = time.perf_counter()
-        out, new_state = self.runtime.step(x, present, state)
+        try:
+            state = StepState.concatenate([b.session.model_state for b in ready])
+            out, new_state = self.runtime.step(x, present, state)
+        except Exception as exc:  # noqa: BLE001
+            if len(ready) == 1:
+                self._fault(ready[0], f"scoring epoch {batch[0][0].index}", exc)
+                return 0
+            for b, item in zip(ready, batch):  # find the bed at fault: step each alone
+                b.pending.appendleft(item)
+            return sum(self._step([b]) for b in ready)
         step_seconds = time.perf_counter() - t0
+        done = 0
         for i, bed in enumerate(ready):
             ep, closed_at = batch[i]
-            bed.session.model_state = new_state.take(i)
-            probs = out.stage_prob[i]
-            events = bed.session.handle(ep, probs, float(out.apnea_prob[i]), float(out.hypopnea_prob[i]))
-            self._emit(bed, events, ep.index)
-            self._save_state(bed)
-            latency = time.perf_counter() - closed_at
-            code = int(np.argmax(probs)) if ep.any_present else -1
-            bed.last = {"epoch": ep.index, "onset": ep.start, "stage": STAGES[code] if code >= 0 else "—",
-                        "prob": probs, "apnea": float(out.apnea_prob[i]), "hypopnea": float(out.hypopnea_prob[i]),
-                        "ahi": bed.session.detector.ahi, "alerts": bed.session.alerts.active,
-                        "absent": [m for m, p in zip(ep.modalities, ep.present) if not p],
-                        "latency": latency}
-            if self.metrics:
-                self.metrics.observe_epoch(bed.spec.bed, probs, float(out.apnea_prob[i]),
-                                           float(out.hypopnea_prob[i]), code, step_seconds,
-                                           bed.session.detector.ahi)
-                self.metrics.set_alerts_active(bed.spec.bed, len(bed.session.alerts.active))
-        self.epochs_done += len(ready)
-        return len(ready)
+            try:
+                self._handle(bed, ep, closed_at, out, new_state, i, step_seconds)
+                done += 1
+            except Exception as exc:  # noqa: BLE001
+                self._fault(bed, f"handling epoch {ep.index}", exc)
+        self.epochs_done += done
+        return done
+
+    def _handle(self, bed: _Bed, ep: Epoch, closed_at: float, out: Any, new_state: StepState, i: int,
+                step_seconds: float) -> None:
+        """One bed's share of a batched step: events, state, console row, metrics."""
+        bed.session.model_state = new_state.take(i)
+        probs = out.stage_prob[i]
+        events = bed.session.handle(ep, probs, float(out.apnea_prob[i]), float(out.hypopnea_prob[i]))
+        self._emit(bed, events, ep.index)
+        self._save_state(bed)
+        self._recovered(bed)
+        latency = time.perf_counter() - closed_at
+        summary = bed.session.detector.summary
+        code = STAGES.index(summary.stage) if summary is not None and summary.scored else -1
+        bed.last = {"epoch": ep.index, "onset": ep.start, "stage": STAGES[code] if code >= 0 else "—",
+                    "prob": probs, "apnea": float(out.apnea_prob[i]), "hypopnea": float(out.hypopnea_prob[i]),
+                    "ahi": bed.session.detector.ahi, "alerts": bed.session.alerts.active,
+                    "absent": [m for m, p in zip(ep.modalities, ep.present) if not p],
+                    "latency": latency}
+        if self.metrics:
+            self.metrics.observe_epoch(bed.spec.bed, probs, float(out.apnea_prob[i]),
+                                       float(out.hypopnea_prob[i]), code, step_seconds,
+                                       bed.session.detector.ahi)
+            self.metrics.set_alerts_active(bed.spec.bed, len(bed.session.alerts.active))
 
     def _emit(self, bed: _Bed, events: list[Event], epoch_index: int | None) -> None:
         if epoch_index is not None and epoch_index <= bed.written_up_to:
-            return  # already in the JSONL before a restart: never written twice
+            return  # this session's epoch is already in the JSONL (resume): never written twice
         if not events:
             return
+        events = [replace(e, session=bed.session_id) for e in events]
         self.jsonl.write(events)
         if self.markers:
             self.markers.write(events)
@@ -311,20 +408,21 @@ class Monitor:
             except Exception:  # a view must never stop the clinical record
                 log.exception("bed %s: event observer %r failed", bed.spec.bed, observe)
 
-    def _samples_received(self) -> int:
-        """Samples received so far, all beds and streams together."""
-        return sum(int(st["samples"]) for b in self.beds.values() if b.stream is not None
-                   for st in b.stream.stats["streams"].values())
-
     def _stream_metrics(self, bed: _Bed) -> None:
-        if self.metrics is None or bed.stream is None:
+        """Count new samples (``last_data`` for ``--idle-exit``) and update the stream metrics."""
+        if bed.stream is None:
             return
         streams = bed.stream.stats["streams"].values()
         samples = sum(int(s["samples"]) for s in streams)
+        if samples != bed.samples_seen:
+            self.last_data = time.monotonic()
+        if self.metrics is None:
+            bed.samples_seen = samples
+            return
         gaps = sum(int(s["gaps"]) for s in streams)
         if samples > bed.samples_seen:
             self.metrics.add_samples(bed.spec.bed, samples - bed.samples_seen)
-            bed.samples_seen = samples
+        bed.samples_seen = samples
         if gaps > bed.gaps_seen:
             self.metrics.add_gap(bed.spec.bed, gaps - bed.gaps_seen)
             bed.gaps_seen = gaps
@@ -335,18 +433,15 @@ class Monitor:
     # -- lifecycle -------------------------------------------------------------------------------
     def run(self, stop: threading.Event, idle_exit: float | None = None, poll_interval: float = 0.02,
             on_round: Callable[[Monitor], None] | None = None) -> None:
-        """Poll until ``stop`` is set (or, with ``idle_exit``, once data flowed and then no sample
-        arrived for ``idle_exit`` s: a short idle_exit never ends a running stream mid-epoch)."""
-        last_data, seen = time.monotonic(), 0
+        """Poll until ``stop`` is set, or (``idle_exit``) once data flowed and then no sample
+        arrived for ``idle_exit`` s (after a stream ends, epochs without data keep closing on the
+        live clock, so idleness is judged on samples, not epochs)."""
         while not stop.is_set():
             n = self.poll_once()
-            if idle_exit is not None:
-                received = self._samples_received()
-                if n or received != seen:
-                    last_data, seen = time.monotonic(), received
-                elif seen and time.monotonic() - last_data > idle_exit:
-                    log.info("no sample for %.0f s: stopping", idle_exit)
-                    break
+            if (not n and idle_exit is not None and self.last_data is not None
+                    and time.monotonic() - self.last_data > idle_exit):
+                log.info("no data for %.0f s: stopping", idle_exit)
+                break
             if on_round:
                 on_round(self)
             if not n:
@@ -357,17 +452,28 @@ class Monitor:
         if flush:
             for bed in self.beds.values():
                 if bed.stream is not None:
-                    wall = time.perf_counter()
-                    bed.pending.extend((ep, wall) for ep in bed.stream.flush())
+                    try:
+                        wall = time.perf_counter()
+                        bed.pending.extend((ep, wall) for ep in bed.stream.flush())
+                    except Exception as exc:  # noqa: BLE001
+                        self._fault(bed, "flushing its stream", exc)
             while any(b.pending for b in self.beds.values()):
                 self._step([b for b in self.beds.values() if b.pending])
             for bed in self.beds.values():
-                evs = bed.session.finish()
-                if evs:
-                    self._emit(bed, evs, None)
-                self._save_state(bed)
+                try:
+                    evs = bed.session.finish()
+                    if evs:
+                        self._emit(bed, evs, None)
+                    self._save_state(bed)
+                except Exception as exc:  # noqa: BLE001
+                    self._fault(bed, "closing its session", exc)
         self._resolver.shutdown(wait=False, cancel_futures=True)
+        for bed in self.beds.values():
+            if bed.stream is not None:
+                bed.stream.inlet.close()
         self.jsonl.close()
+        if self.store:
+            self.store.close()
         if self.markers:
             self.markers.close()
 
@@ -395,7 +501,7 @@ def render_console(monitor: Monitor):
         h, rem = divmod(int(last["onset"] - (bed.stream.origin or 0.0) if bed.stream else 0), 3600)
         table.add_row(name, str(last["epoch"]), f"{h:d}:{rem // 60:02d}", last["stage"],
                       *[f"{p:.2f}" for p in last["prob"]], f"{last['apnea']:.2f}", f"{last['hypopnea']:.2f}",
-                      f"{last['ahi']:.1f}", ",".join(last["alerts"]) or "-",
+                      "n/a" if last["ahi"] is None else f"{last['ahi']:.1f}", ",".join(last["alerts"]) or "-",
                       "ok" if not last["absent"] else "lost: " + ",".join(last["absent"]))
     ev = Table(title="recent events", expand=True, show_header=True)
     for col in ("bed", "type", "at (h:mm:ss)", "value"):
@@ -415,12 +521,25 @@ def render_console(monitor: Monitor):
 
 
 def parse_hostport(text: str, default_port: int = 9109) -> tuple[str, int]:
-    """``HOST:PORT`` / ``PORT`` → (host, port); the host defaults to 127.0.0.1."""
-    host, _, port = text.rpartition(":")
+    """``HOST:PORT`` / ``PORT`` / ``[IPv6]:PORT`` / ``[IPv6]`` → (host, port); the host defaults
+    to 127.0.0.1, the port to ``default_port``. Raises ValueError naming the text."""
+    text = text.strip()
+    if text.startswith("["):  # [::1]:9109, [::]
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not host or (rest and not rest.startswith(":")):
+            raise ValueError(f"expected HOST:PORT, PORT or [IPv6]:PORT, got {text!r}")
+        port = rest[1:]
+    elif text.count(":") > 1:
+        raise ValueError(f"write an IPv6 address in brackets, e.g. [::1]:9109, got {text!r}")
+    else:
+        host, _, port = text.rpartition(":")
     try:
-        return host or "127.0.0.1", int(port or default_port)
+        value = int(port) if port else default_port
     except ValueError:
-        raise ValueError(f"expected HOST:PORT or PORT, got {text!r}") from None
+        raise ValueError(f"expected HOST:PORT, PORT or [IPv6]:PORT, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise ValueError(f"port {value} is out of range 0-65535")
+    return host or "127.0.0.1", value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -461,19 +580,26 @@ def run(args: argparse.Namespace) -> int:
     metrics_addr = args.metrics or opts.get("metrics")
     runtime = StepRuntime(resolve_model_path(model), threads=args.threads)
     metrics = MonitorMetrics()
-    server = None
-    if metrics_addr:
-        host, port = parse_hostport(str(metrics_addr))
-        server = start_metrics_server(metrics, port=port, host=host)
-        print(f"metrics at {server.url}")
-    mon = Monitor(beds, runtime, opts.get("events", args.events), args.state_dir or opts.get("state_dir"),
-                  metrics, markers=not args.no_markers, rules_path=args.rules or opts.get("rules"))
-    ward = None
-    if args.http or opts.get("http"):
-        from .ward.server import serve_monitor
+    server = ward = mon = None
+    try:
+        if metrics_addr:
+            host, port = parse_hostport(str(metrics_addr))
+            server = start_metrics_server(metrics, port=port, host=host)
+            print(f"metrics at {server.url}")
+        mon = Monitor(beds, runtime, opts.get("events", args.events), args.state_dir or opts.get("state_dir"),
+                      metrics, markers=not args.no_markers, rules_path=args.rules or opts.get("rules"))
+        if args.http or opts.get("http"):
+            from .ward.server import serve_monitor
 
-        ward = serve_monitor(mon, *parse_hostport(str(args.http or opts.get("http")), default_port=8080))
-        print(f"ward view at {ward.url}")
+            ward = serve_monitor(mon, *parse_hostport(str(args.http or opts.get("http")), default_port=8080))
+            print(f"ward view at {ward.url}")
+    except (OSError, SinkError, StateDirLocked) as exc:  # busy port, locked events file / state folder
+        if mon:
+            mon.close(flush=False)
+        if server:
+            server.stop()
+        print(f"synthsleep monitor: error: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -28,7 +28,7 @@ class ScoredEpoch:
 
     index: int
     onset: float
-    stage: int  # 0..4, -1 when no modality was present (not scored)
+    stage: int  # 0..4, -1 when not scored (no usable EEG/EOG: see EventDetector)
     stage_prob: np.ndarray  # float32 [5]
     apnea_prob: float
     hypopnea_prob: float
@@ -83,8 +83,9 @@ class BedSession:
         if self.detector.summary is not None:
             events += self.alerts.update(self.detector.summary, now)
         if self.keep_history:
+            scored = self.detector.summary is not None and self.detector.summary.scored
             self.scored.append(ScoredEpoch(
-                epoch.index, epoch.start, int(np.argmax(stage_prob)) if epoch.any_present else -1,
+                epoch.index, epoch.start, int(np.argmax(stage_prob)) if scored else -1,
                 np.asarray(stage_prob, np.float32), float(apnea_prob), float(hypopnea_prob),
                 epoch.present.copy(), epoch.quality.copy(), self.clock_time(epoch.start)))
         return self.stamp(events)

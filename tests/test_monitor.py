@@ -164,6 +164,10 @@ def test_beds_config_and_hostport(tmp_path):
     assert opts["metrics"] == "127.0.0.1:9200"
     assert parse_hostport("9109") == ("127.0.0.1", 9109)
     assert parse_hostport("0.0.0.0:80") == ("0.0.0.0", 80)
+    assert parse_hostport("[::]") == ("::", 9109) and parse_hostport("[::1]:9200") == ("::1", 9200)
+    for bad in ("::1:9109", "[::1", "host:99999", "host:port"):
+        with pytest.raises(ValueError, match="--metrics"):
+            parse_hostport(bad)
     cfg.write_text('[[bed]]\nid = "1"\n')
     with pytest.raises(ValueError, match="needs an id and a stream"):
         load_beds_config(cfg)

@@ -21,7 +21,8 @@ def test_score_writes_every_output(tiny_artifact, synthetic_edf, tmp_path, capsy
     events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
     stage_events = [e for e in events if e["type"] == "stage"]
     assert [e["epoch_index"] for e in stage_events] == list(range(20))
-    assert all(set(e) == {"bed", "type", "onset", "duration", "value", "epoch_index", "model_hash", "time"}
+    assert all(set(e) == {"bed", "type", "onset", "duration", "value", "epoch_index", "model_hash", "session",
+                             "time"}
                for e in events)
     # clinical time: the EDF's start date (the synthetic night starts 2020-01-01 22:30:00) + onset
     assert [e["time"] for e in stage_events[:3]] == ["2020-01-01T22:30:00.000Z", "2020-01-01T22:30:30.000Z",

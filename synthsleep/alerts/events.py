@@ -11,9 +11,17 @@ Conventions (all times in seconds on the bed's stream clock):
   sink can tell exactly which epochs are already recorded. For an apnea/hypopnea episode (emitted
   when it ends) that is the first negative epoch after it; ``onset``/``duration`` describe the
   episode itself and ``value`` holds its first/last epoch index.
-* An epoch is *scored* when at least one modality is present. Unscored epochs produce a ``stage``
-  event with stage ``"unknown"`` (code -1), end running episodes, and count neither as sleep nor
-  as events.
+* An epoch is *scored* when an EEG-class modality is present: EEG, or EOG as the fallback (EOG
+  carries the slow waves, eye movements and alpha that stage sleep; EMG, ECG or respiratory
+  channels alone do not stage it). A detector whose modalities include neither scores an epoch
+  when any modality is present. Unscored epochs produce a ``stage`` event with stage
+  ``"unknown"`` (code -1) and a ``reason``, end running episodes, and count neither as sleep
+  nor as events.
+* Apnea/hypopnea are scored only in scored epochs where a respiratory sensor is present, no
+  respiratory channel is partial (present but with a GAP or NaN stretch) and no airflow/effort
+  channel the bed records (airflow, thorax, abdomen) is absent: a respiratory event is never
+  read from a missing or half-missing channel (12 s of lost airflow looks like an apnea).
+  SpO2 absent alone does not stop it (it only supports hypopneas).
 * Running AHI = (apnea + hypopnea episodes that start in a predicted sleep epoch) per hour of
   predicted sleep (every scored epoch whose stage is not W). An episode counts when it starts.
 
@@ -35,11 +43,18 @@ import numpy as np
 from synthsleep.psg.epoch import EPOCH_SECONDS, STAGES, Quality
 from synthsleep.psg.montage import RESPIRATORY_MODALITIES
 
+#: modalities that can stage sleep, in order of preference (EOG is EEG's fallback)
+STAGE_MODALITIES: tuple[str, ...] = ("eeg", "eog")
+#: the channels apneas are read from: while one the bed records is absent, none is scored
+AIRWAY_MODALITIES: tuple[str, ...] = ("airflow", "thorax", "abdomen")
+#: a present respiratory channel with these bits is partial: no apnea/hypopnea from it
+_PARTIAL_BITS = int(Quality.GAP | Quality.NONFINITE)
+
 log = logging.getLogger(__name__)
 
 EVENT_TYPES: tuple[str, ...] = (
     "stage", "stage_change", "apnea", "hypopnea",
-    "alert_raised", "alert_cleared", "signal_lost", "signal_restored",
+    "alert_raised", "alert_cleared", "signal_lost", "signal_restored", "bed_fault",
 )
 #: Stage names in model output order.
 STAGE_NAMES: tuple[str, ...] = STAGES
@@ -64,6 +79,9 @@ class Event:
         value: JSON-able payload, depends on ``type``.
         epoch_index: index of the epoch whose processing produced the event.
         model_hash: content hash of the artifact that scored the epoch.
+        session: the monitoring session that wrote it (empty offline). An event is identified
+            by (bed, session, epoch_index): a monitor that starts without usable state starts
+            a new session, so its epoch indices never collide with an earlier night's.
         time: ``onset`` as an ISO 8601 UTC date-time (``2026-11-29T22:10:00.000Z``): live, the
             stream clock mapped to the system clock; offline, the recording's start date plus
             ``onset``. None when no clock is known.
@@ -76,6 +94,7 @@ class Event:
     value: Any
     epoch_index: int
     model_hash: str
+    session: str = ""
     time: str | None = None
 
     def __post_init__(self) -> None:
@@ -85,6 +104,7 @@ class Event:
         object.__setattr__(self, "onset", float(self.onset))
         object.__setattr__(self, "duration", float(self.duration))
         object.__setattr__(self, "epoch_index", int(self.epoch_index))
+        object.__setattr__(self, "session", str(self.session))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,7 +121,7 @@ class Event:
             raise EventError(f"event {dict(d)!r} lacks field(s) {missing}")
         return cls(bed=d["bed"], type=d["type"], onset=d["onset"], duration=d["duration"],
                    value=d["value"], epoch_index=d["epoch_index"], model_hash=d["model_hash"],
-                   time=d.get("time"))
+                   session=d.get("session", ""), time=d.get("time"))
 
     @classmethod
     def from_json(cls, line: str) -> Event:
@@ -123,7 +143,8 @@ class EpochSummary:
         stage: stage name or ``"unknown"``; scored: at least one modality present.
         apnea, hypopnea: the epoch is positive (probability >= threshold, and scored).
         apnea_prob, hypopnea_prob: the raw probabilities.
-        ahi: running AHI (events/h of predicted sleep with a respiratory sensor);
+        ahi: running AHI (events/h of predicted sleep with a respiratory sensor; None: no such
+            sleep yet, n/a);
         sleep_seconds: predicted sleep so far.
         lost_since: modality -> onset (s) of the first absent epoch of a running loss.
         resp_scored: a respiratory sensor was present, so apnea/hypopnea were scored.
@@ -138,7 +159,7 @@ class EpochSummary:
     hypopnea: bool
     apnea_prob: float
     hypopnea_prob: float
-    ahi: float
+    ahi: float | None
     sleep_seconds: float
     lost_since: dict[str, float] = field(default_factory=dict)
     resp_scored: bool = True
@@ -192,6 +213,8 @@ class EventDetector:
         self.recorded = None if recorded is None else frozenset(recorded)
         # apnea/hypopnea are scored only while one of these is present (none: always)
         self.resp_modalities = tuple(m for m in self.modalities if m in RESPIRATORY_MODALITIES)
+        # a stage is scored only while one of these is present (none: any modality)
+        self.stage_modalities = tuple(m for m in self.modalities if m in STAGE_MODALITIES)
         self.model_hash = model_hash
         self.thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
         self.epoch_seconds = float(epoch_seconds)
@@ -212,11 +235,11 @@ class EventDetector:
 
     # ------------------------------------------------------------------ derived values
     @property
-    def ahi(self) -> float:
+    def ahi(self) -> float | None:
         """Running AHI, events per hour of predicted sleep during which a respiratory sensor was
-        present (0.0 before any such sleep)."""
+        present (None, n/a, before any such sleep: not 0)."""
         if self.resp_sleep_seconds <= 0:
-            return 0.0
+            return None
         return (self.n_events["apnea"] + self.n_events["hypopnea"]) * 3600.0 / self.resp_sleep_seconds
 
     def _event(self, type_: str, onset: float, duration: float, value: Any, index: int) -> Event:
@@ -261,8 +284,13 @@ class EventDetector:
         if pres is None:
             pres = {m: True for m in self.modalities}
         qual = _as_mask("quality", quality, self.modalities) or {}
-        scored = any(bool(v) for v in pres.values())
-        resp = scored and (not self.resp_modalities or any(bool(pres.get(m, False)) for m in self.resp_modalities))
+        staging = self.stage_modalities or self.modalities
+        scored = any(bool(pres.get(m, False)) for m in staging)
+        partial = [m for m in self.resp_modalities if pres.get(m, False) and int(qual.get(m, 0)) & _PARTIAL_BITS]
+        partial += [m for m in self.resp_modalities if m in AIRWAY_MODALITIES and not pres.get(m, False)
+                    and (self.recorded is None or m in self.recorded)]
+        resp = scored and not partial and (
+            not self.resp_modalities or any(bool(pres.get(m, False)) for m in self.resp_modalities))
         end = onset + self.epoch_seconds
         events: list[Event] = []
 
@@ -290,11 +318,16 @@ class EventDetector:
         # stage and stage change
         code = int(np.argmax(probs)) if scored else -1
         stage = self.stage_names[code] if scored else UNKNOWN_STAGE
-        events.append(self._event("stage", onset, self.epoch_seconds,
-                                  {"stage": stage, "code": code,
-                                   "prob": {n: round(float(p), 6) for n, p in zip(self.stage_names, probs)},
-                                   "resp_scored": resp},
-                                  epoch_index))
+        value: dict[str, Any] = {"stage": stage, "code": code,
+                                 "prob": {n: round(float(p), 6) for n, p in zip(self.stage_names, probs)},
+                                 "resp_scored": resp}
+        if not scored:
+            value["reason"] = "no usable " + "/".join(m.upper() for m in staging) + " signal (" + ", ".join(
+                f"{m} {_describe_quality(int(qual.get(m, 0)))}" for m in staging) + ")"
+        elif partial:
+            value["resp_reason"] = "respiratory channel partial or lost: " + ", ".join(
+                f"{m} {_describe_quality(int(qual.get(m, 0)))}" for m in partial)
+        events.append(self._event("stage", onset, self.epoch_seconds, value, epoch_index))
         if scored:
             if self.last_stage is not None and stage != self.last_stage:
                 events.append(self._event("stage_change", onset, 0.0,

@@ -17,6 +17,8 @@ synthsleep_stream_lag_seconds              gauge      bed
 synthsleep_samples_received_total          counter    bed
 synthsleep_gaps_total                      counter    bed
 synthsleep_alerts_active                   gauge      bed
+synthsleep_bed_faulted                     gauge      bed (1 while the bed is faulted)
+synthsleep_bed_faults_total                counter    bed
 =========================================  =========  ==================================
 
 Live path: no torch.
@@ -72,6 +74,10 @@ class MonitorMetrics:
                                ["bed"], registry=r)
         self.gaps = Counter("synthsleep_gaps", "Stream gaps detected", ["bed"], registry=r)
         self.alerts_active = Gauge("synthsleep_alerts_active", "Alerts currently active", ["bed"], registry=r)
+        self.bed_faulted = Gauge("synthsleep_bed_faulted", "1 while the bed is faulted (being retried)",
+                                 ["bed"], registry=r)
+        self.bed_faults = Counter("synthsleep_bed_faults", "Faults of the bed (stream, description, state, "
+                                  "input)", ["bed"], registry=r)
 
     def add_bed(self, bed: str | int, event_types: Sequence[str] = EVENT_TYPES) -> None:
         """Create ``bed``'s series at their starting values, so that every series a dashboard or an
@@ -121,6 +127,12 @@ class MonitorMetrics:
     def set_alerts_active(self, bed: str | int, n: int) -> None:
         self.alerts_active.labels(str(bed)).set(int(n))
 
+    def set_bed_faulted(self, bed: str | int, faulted: bool) -> None:
+        self.bed_faulted.labels(str(bed)).set(1 if faulted else 0)
+
+    def add_bed_fault(self, bed: str | int) -> None:
+        self.bed_faults.labels(str(bed)).inc()
+
     def write(self, events: Sequence[Event]) -> None:
         """Sink interface: count events by bed and type."""
         for ev in events:
@@ -141,7 +153,8 @@ class MetricsServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/metrics"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
 
     def stop(self) -> None:
         """Shut the server down and free the port."""
@@ -168,5 +181,6 @@ def start_metrics_server(registry: CollectorRegistry | MonitorMetrics, port: int
     except OSError as e:
         raise OSError(e.errno, f"cannot serve metrics on {host}:{port}: {e.strerror}") from None
     bound = int(server.server_address[1])
-    log.info("metrics at http://%s:%d/metrics", host, bound)
-    return MetricsServer(host, bound, server, thread)
+    served = MetricsServer(host, bound, server, thread)
+    log.info("metrics at %s", served.url)
+    return served

@@ -38,8 +38,8 @@ class Sink(Protocol):
 class JsonlSink:
     """Append-only JSON Lines file, one event per line, fsync'ed per batch.
 
-    On open it reads what the file already holds, so a restarted monitor can ask
-    :meth:`last_epoch_index` and skip epochs already recorded. A torn last line (a crash during
+    On open it reads what the file already holds, so a monitor resuming a session can ask
+    :meth:`last_epoch_index` (per bed and session) and skip epochs already recorded. A torn last line (a crash during
     a write) is cut off, with a warning, before anything is appended.
 
     Args:
@@ -48,11 +48,13 @@ class JsonlSink:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._last: dict[str, int] = {}
+        self._last: dict[tuple[str, str], int] = {}  # (bed, session) -> highest epoch_index
         self._counts: dict[str, int] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = self.path.open("a", encoding="utf-8")
+            # created owner-only (0600), like the state files: events are patient data
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._f = os.fdopen(fd, "a", encoding="utf-8")
         except OSError as e:
             raise SinkError(f"cannot open event file {self.path}: {e.strerror or e}") from None
         try:
@@ -61,7 +63,7 @@ class JsonlSink:
         except BaseException:
             self._f.close()
             raise
-        log.info("event file %s opened (%d beds already recorded)", self.path, len(self._last))
+        log.info("event file %s opened (%d beds already recorded)", self.path, len(self.last_epoch_indices))
 
     def _lock(self) -> None:
         """Exclusive advisory lock: two monitors appending to one file would interleave events."""
@@ -72,7 +74,8 @@ class JsonlSink:
         try:
             fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise SinkError(f"event file {self.path} is in use by another writer (locked)") from None
+            raise SinkError(f"event file {self.path} is in use by another writer (locked): is another "
+                            "monitor running with the same --events?") from None
 
     def _scan_and_repair(self) -> None:
         if not self.path.exists():
@@ -89,10 +92,11 @@ class JsonlSink:
                     try:
                         ev = json.loads(text)
                         bed, idx = str(ev["bed"]), int(ev["epoch_index"])
-                    except (ValueError, KeyError, TypeError) as e:
+                        key = (bed, str(ev.get("session", "")))
+                    except (ValueError, KeyError, TypeError, AttributeError) as e:
                         raise SinkError(f"{self.path}:{lineno}: not an event line ({e}); refusing to "
                                         f"append to a file that is not a synthsleep event log") from None
-                    self._last[bed] = max(idx, self._last.get(bed, idx))
+                    self._last[key] = max(idx, self._last.get(key, idx))
                     self._counts[bed] = self._counts.get(bed, 0) + 1
                 good_bytes += len(raw)
         if good_bytes < self.path.stat().st_size:
@@ -100,14 +104,20 @@ class JsonlSink:
                 f.truncate(good_bytes)
                 os.fsync(f.fileno())
 
-    def last_epoch_index(self, bed: str | int) -> int | None:
-        """Highest epoch_index recorded for ``bed`` (None when the bed has no event yet)."""
-        return self._last.get(str(bed))
+    def last_epoch_index(self, bed: str | int, session: str | None = None) -> int | None:
+        """Highest epoch_index recorded for ``bed`` in ``session`` (None: in any session);
+        None when there is no such event yet."""
+        bed = str(bed)
+        found = [i for (b, s), i in self._last.items() if b == bed and (session is None or s == session)]
+        return max(found) if found else None
 
     @property
     def last_epoch_indices(self) -> dict[str, int]:
-        """bed -> highest epoch_index recorded (what was in the file at open, plus writes)."""
-        return dict(self._last)
+        """bed -> highest epoch_index recorded in any session (file at open, plus writes)."""
+        out: dict[str, int] = {}
+        for (bed, _), idx in self._last.items():
+            out[bed] = max(idx, out.get(bed, idx))
+        return out
 
     def event_count(self, bed: str | int) -> int:
         return self._counts.get(str(bed), 0)
@@ -126,7 +136,8 @@ class JsonlSink:
         except OSError as e:
             raise SinkError(f"cannot write event file {self.path}: {e.strerror or e}") from None
         for ev in events:
-            self._last[ev.bed] = max(ev.epoch_index, self._last.get(ev.bed, ev.epoch_index))
+            key = (ev.bed, ev.session)
+            self._last[key] = max(ev.epoch_index, self._last.get(key, ev.epoch_index))
             self._counts[ev.bed] = self._counts.get(ev.bed, 0) + 1
 
     def close(self) -> None:

@@ -26,7 +26,13 @@ holding its onset), so a night's events can be counted from the shard (true AHI)
 
 The run is parallel over files, resumable (a file whose shard exists and whose sha256 matches the
 manifest is skipped) and crash-safe (shards and the manifest are written under a temporary name
-and renamed). A bad file is recorded as ``failed`` with its reason and never aborts the run.
+and renamed). A bad file is recorded as ``failed`` with its reason and never aborts the run; so
+is a recording without a single usable epoch (no EEG/EOG signal anywhere: flat, missing,
+saturated...), which would otherwise go into the split as "ok". Each file's result is appended
+to ``progress.jsonl`` (fsync'ed) as soon as it finishes, so a killed run resumes where it was,
+skipping the files already done; the journal is removed once the manifest is written. Worker
+processes die with their parent (Linux ``PR_SET_PDEATHSIG``): a SIGTERM or kill -9 of
+``prepare`` leaves no orphan converting files.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import logging
 import math
 import os
 import re
+import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -49,7 +56,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..psg.epoch import EPOCH_SAMPLES, EPOCH_SECONDS
+from ..psg.epoch import EPOCH_SAMPLES, EPOCH_SECONDS, Quality
 from ..psg.montage import MODALITIES, MODALITY_NAMES, parse_overrides
 from ..psg.preprocess import PreprocessParams
 
@@ -57,6 +64,9 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+PROGRESS_NAME = "progress.jsonl"
+#: modalities that can stage sleep: a recording with none usable in any epoch is failed
+_STAGE_MODALITIES = ("eeg", "eog")
 SHARD_DIR = "shards"
 ROW_GROUP_EPOCHS = 32  # ~3 MB per row group with 8 modalities: cheap random access
 APNEA_TYPES = ("obstructive_apnea", "central_apnea", "mixed_apnea")
@@ -429,14 +439,26 @@ def _convert(cand: Candidate, shard_path: Path, params: PreprocessParams,
         stage, apnea, hyp = (np.asarray(a, np.int8) for a in epoch_labels(scoring, n_max + 1))
         events = _events_by_epoch(getattr(scoring, "events", ()), n_max + 1)
         n = 0
+        staging = [i for i, m in enumerate(params.modalities) if m in _STAGE_MODALITIES]
+        usable = 0
+        reasons: dict[str, int] = {}
         with ShardWriter(shard_path, cand.subject, cand.night, params.modalities) as w:
             for ep in iter_recording_epochs(rec, chmap, params):
                 k = ep.index
                 w.add(k, ep.start, ep.data, ep.quality, ep.present, stage[k], apnea[k], hyp[k],
                       json.dumps(events[k]) if events[k] else "[]")
                 n += 1
+                if any(ep.present[i] for i in staging) or (not staging and ep.any_present):
+                    usable += 1
+                else:
+                    for i in staging:
+                        why = f"{params.modalities[i]} {Quality.describe(int(ep.quality[i]))}"
+                        reasons[why] = reasons.get(why, 0) + 1
             if n == 0:
                 raise PrepareError(f"{cand.path.name}: the recording is shorter than one 30-s epoch")
+            if usable == 0:
+                raise PrepareError(f"{cand.path.name}: no usable epoch: no EEG/EOG signal in any of its {n} "
+                                   "epochs (" + ", ".join(f"{r}: {c}" for r, c in sorted(reasons.items())) + ")")
             w.commit()
     finally:
         close = getattr(rec, "close", None)
@@ -543,6 +565,51 @@ def load_manifest(shard_dir: Path | str) -> Manifest:
 # ----------------------------------------------------------------------------------------------
 
 
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: SIGTERM this worker when the parent dies (Linux prctl), and exit at
+    once if the parent is already gone."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pool's own shutdown is all there is
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _progress_key(params: PreprocessParams, overrides: Mapping[str, str] | None) -> str:
+    return json.dumps({"params": params.to_dict(), "overrides": dict(overrides or {})}, sort_keys=True)
+
+
+def _read_progress(path: Path, key: str) -> dict[str, dict[str, Any]]:
+    """Entries of an interrupted run with the same parameters, by file path (a torn last line
+    of a killed run is ignored)."""
+    out: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return out
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+            if rec["key"] == key:
+                entry = dict(rec["entry"])
+                entry.pop("skipped", None)
+                out[entry["path"]] = entry
+        except (ValueError, KeyError, TypeError):
+            continue
+    if out:
+        log.info("resuming an interrupted run: %d file(s) already done (%s)", len(out), path)
+    return out
+
+
+def _append_progress(path: Path, key: str, entry: Mapping[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"key": key, "entry": dict(entry)}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _cleanup_tmp(shard_dir: Path) -> None:
     for p in shard_dir.glob(f"*{_TMP_MARK}*"):
         log.info("removing leftover temporary file %s", p)
@@ -600,6 +667,9 @@ def prepare(
         pass
     except ValueError as exc:
         log.warning("ignoring the old manifest: %s", exc)
+    journal = out_dir / PROGRESS_NAME
+    key = _progress_key(params, overrides)
+    previous.update(_read_progress(journal, key))
 
     jobs = [(c, shard_dir / f"{c.night}.parquet", params, dict(overrides or {}), previous.get(str(c.path)))
             for c in cands]
@@ -612,9 +682,11 @@ def prepare(
         if workers <= 1 or len(jobs) <= 1:
             for i, job in enumerate(jobs):
                 results[i] = prepare_file(*job)
+                _append_progress(journal, key, results[i])
                 _tick(bar, results[i])
         else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_die_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 futs: dict[Future, int] = {pool.submit(prepare_file, *job): i for i, job in enumerate(jobs)}
                 pending = set(futs)
                 while pending:
@@ -629,6 +701,7 @@ def prepare(
                                           "subject": c.subject, "night": c.night, "shard": None,
                                           "n_epochs": 0, "status": "failed",
                                           "error": f"worker failed: {type(exc).__name__}: {exc}"}
+                        _append_progress(journal, key, results[i])
                         _tick(bar, results[i])
     finally:
         if bar is not None:
@@ -660,6 +733,7 @@ def prepare(
                         extra={"split_fractions": list(split), "overrides": dict(overrides or {}),
                                "summary": summary})
     write_json_atomic(out_dir / MANIFEST_NAME, manifest.to_dict())
+    journal.unlink(missing_ok=True)  # the manifest now records every file
     failed = [f for f in files if f["status"] != "ok"]
     if failed:
         log.warning("%d of %d files failed and were skipped (reasons in %s): %s", len(failed), len(files),

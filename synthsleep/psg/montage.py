@@ -49,8 +49,11 @@ class Modality:
 
     @property
     def min_rate(self) -> float:
-        """Lowest native rate (Hz) whose Nyquist frequency covers the band's low edge twice over."""
-        return 0.0 if self.band is None else 2.0 * self.band[0] * 1.25
+        """Lowest plausible native rate (Hz): 1.25 x the band's upper edge (and at least 2.5 x its
+        lower edge). EEG/EOG (0.5-40 Hz) need >= 50 Hz, so DREAMS' 50-Hz EEG is accepted and 7 Hz
+        is not; EMG (25-49 Hz) needs 62.5 Hz (at 50 Hz its band lies above Nyquist); ECG 37.5 Hz;
+        respiratory channels 1.25 Hz; SpO2 (no band) any rate."""
+        return 0.0 if self.band is None else 1.25 * max(self.band[1], 2.0 * self.band[0])
 
 
 MODALITIES: dict[str, Modality] = {

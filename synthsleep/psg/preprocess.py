@@ -49,6 +49,19 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 
+#: Above this fraction of bad (missing / non-finite) samples a modality is absent, whatever the
+#: parameters say: 12 s of lost airflow zero-filled looks exactly like an apnea.
+MAX_BAD_FRACTION = 0.1
+#: Above this fraction of samples at the epoch's extremes a channel is saturated (at the rails):
+#: CLIPPED and absent. Below it, CLIPPED only flags the epoch.
+RAIL_FRACTION = 0.5
+#: At most this many distinct values in an epoch: a frozen or square signal (calibration pulse,
+#: stuck amplifier), FLAT. Fast channels (EEG, EOG, EMG, ECG) are also frozen when more than
+#: ``HOLD_FRACTION`` of consecutive samples repeat (a sample-and-hold of a stalled converter).
+FROZEN_DISTINCT, HOLD_FRACTION = 4, 0.8
+_FAST_MODALITIES = ("eeg", "eog", "emg", "ecg")
+
+
 class PreprocessError(ValueError):
     """A stream or recording cannot be preprocessed (e.g. a rate that cannot make 30-s epochs)."""
 
@@ -67,7 +80,8 @@ class PreprocessParams:
         norm_warmup: present epochs averaged cumulatively before the exponential average starts.
         norm_horizon: time constant of the exponential average of the statistics, in epochs.
         clip: normalised values are clipped to [-clip, clip].
-        max_bad_fraction: above this fraction of missing/non-finite samples a modality is absent.
+        max_bad_fraction: above this fraction of missing/non-finite samples a modality is absent
+            (never more than :data:`MAX_BAD_FRACTION`, whatever an older artifact says).
         clip_fraction: above this fraction of samples at the epoch's extremes, CLIPPED is set.
         max_delay: live only: seconds after an epoch's end before it closes without late data.
     """
@@ -80,7 +94,7 @@ class PreprocessParams:
     norm_warmup: int = 20
     norm_horizon: int = 240
     clip: float = 20.0
-    max_bad_fraction: float = 0.5
+    max_bad_fraction: float = 0.1
     clip_fraction: float = 0.05
     max_delay: float = 5.0
 
@@ -231,6 +245,13 @@ def _fill_bad(x: np.ndarray, good: np.ndarray) -> np.ndarray:
     return np.interp(idx, idx[good], x[good])
 
 
+def _frozen(vals: np.ndarray, fast: bool) -> bool:
+    """A frozen or square signal: few distinct values, or (``fast``) mostly repeated samples."""
+    if np.unique(vals).size <= FROZEN_DISTINCT:
+        return True
+    return fast and vals.size > 1 and np.count_nonzero(np.diff(vals) == 0) > HOLD_FRACTION * (vals.size - 1)
+
+
 def preprocess_modality(
     mod: str,
     raw: np.ndarray | None,
@@ -267,10 +288,12 @@ def preprocess_modality(
     if not finite[got].all():
         q |= Quality.NONFINITE
     good = got & finite
-    if good.mean() <= 1.0 - params.max_bad_fraction:
+    if 1.0 - good.mean() > min(params.max_bad_fraction, MAX_BAD_FRACTION):
         return zeros, int(q | (Quality.MISSING if not got.any() else 0)), False
     vals = raw[good]
     if spec.flat >= 0 and float(np.std(vals)) < spec.flat:
+        return zeros, int(q | Quality.FLAT), False
+    if spec.norm != "fixed" and _frozen(vals, mod in _FAST_MODALITIES):
         return zeros, int(q | Quality.FLAT), False
     lo, hi = float(vals.min()), float(vals.max())
     if hi > lo and spec.norm != "fixed":  # SpO2 sits at its integer maximum for hours: not clipping
@@ -278,6 +301,8 @@ def preprocess_modality(
         at_edge = np.count_nonzero(vals >= hi - tol) + np.count_nonzero(vals <= lo + tol)
         if at_edge > params.clip_fraction * vals.size and at_edge > 4:
             q |= Quality.CLIPPED
+        if at_edge > RAIL_FRACTION * vals.size:  # saturated: mostly at the rails
+            return zeros, int(q), False
     x = _resample(_fill_bad(raw, good), rate, params)
     if spec.band is not None:
         x = _sosfiltfilt(_band_sos(*spec.band, params.target_rate, params.filter_order), x)

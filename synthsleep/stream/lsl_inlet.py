@@ -77,6 +77,17 @@ _VOLT_TO_UV: dict[str, float] = {
 _VOLTAGE_MODALITIES = ("eeg", "eog", "emg", "ecg")
 #: mne-lsl writes a channel's unit as the power of ten of its SI unit ("-6": µV)
 _POWER_CODE = re.compile(r"^[+-]?\d{1,2}$")
+#: limits on what a stream description may say (beyond them it is refused or ignored, with a
+#: message that quotes at most ``_TEXT_LIMIT`` characters of any field)
+MAX_LABEL_CHARS = 128
+MAX_RATE_HZ = 20000.0
+MAX_REPLAY_SECONDS = 48 * 3600.0
+_TEXT_LIMIT = 80
+
+
+def _short(text: str, limit: int = _TEXT_LIMIT) -> str:
+    """``text`` cut for a message: a 1-MB label must not become a 10-MB log line."""
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
 
 
 class StreamNotFound(LookupError):
@@ -89,8 +100,9 @@ class StreamError(ValueError):
 
 def describe_stream(info: pylsl.StreamInfo) -> str:
     """One line for logs and errors: ``name (type, source_id, N ch @ R Hz, host)``."""
-    return (f"{info.name()!r} (type {info.type() or '-'}, source_id {info.source_id() or '-'}, "
-            f"{info.channel_count()} ch @ {info.nominal_srate():g} Hz, host {info.hostname()})")
+    return (f"{_short(info.name())!r} (type {_short(info.type()) or '-'}, source_id "
+            f"{_short(info.source_id()) or '-'}, {info.channel_count()} ch @ {info.nominal_srate():g} Hz, "
+            f"host {_short(info.hostname())})")
 
 
 def visible_streams(wait: float = 0.5) -> list[str]:
@@ -234,9 +246,14 @@ def _read_desc(info: pylsl.StreamInfo) -> _Desc:
     ch = info.desc().child("channels").child("channel")
     i = 0
     while not ch.empty() and i < n:
-        labels[i] = ch.child_value("label").strip() or labels[i]
-        units[i] = ch.child_value("unit").strip()
-        types[i] = ch.child_value("type").strip()
+        label = ch.child_value("label").strip()
+        if len(label) > MAX_LABEL_CHARS:  # no montage label is that long: keep it out of logs
+            log.warning("stream %s: channel %d has a %d-character label; shown cut", describe_stream(info),
+                        i, len(label))
+            label = _short(label, 40)
+        labels[i] = label or labels[i]
+        units[i] = _short(ch.child_value("unit").strip(), 40)
+        types[i] = _short(ch.child_value("type").strip(), 40)
         ch = ch.next_sibling("channel")
         i += 1
     return _Desc(labels, units, types)
@@ -283,6 +300,21 @@ class _Link:
         """Identity used to find the stream again: its source_id, else its name."""
         sid = self.info.source_id()
         return ("source_id", sid) if sid else ("name", self.info.name())
+
+
+def _replay_duration(text: str, bed: str | None) -> float | None:
+    """A replay's ``desc/synthsleep/duration`` (s) when plausible, else None (logged when given)."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0.0 < value <= MAX_REPLAY_SECONDS):  # NaN, inf, 1e10, negative
+        log.warning("bed %s: stream description gives duration %r; ignored (expected 0 to %g s)",
+                    bed, _short(text, 40), MAX_REPLAY_SECONDS)
+        return None
+    return value
 
 
 class BedInlet:
@@ -408,9 +440,10 @@ class BedInlet:
         wanted = list(source_ids)
         if name and not wanted:
             wanted, meta = cls._siblings(next(iter(infos.values())), timeout=min(timeout, 5.0))
-            if meta.get("speed") == "inf" and meta.get("duration"):
+            duration = _replay_duration(meta.get("duration", ""), bed or name)
+            if meta.get("speed") == "inf" and duration is not None:
                 # a replay at maximum speed pushes the whole file at once: buffer all of it
-                need = int(float(meta["duration"])) + 60
+                need = int(duration) + 60
                 if kwargs.get("max_buflen", 360) < need:
                     log.info("bed %s: replay at maximum speed; inlet buffers sized to %d s", name, need)
                     kwargs["max_buflen"] = need
@@ -483,6 +516,9 @@ class BedInlet:
 
     def _validate_rate(self, info: pylsl.StreamInfo) -> None:
         rate = info.nominal_srate()
+        if not math.isfinite(rate) or rate > MAX_RATE_HZ:
+            raise PreprocessError(f"bed {self.bed}: stream {describe_stream(info)} has an implausible "
+                                  f"sampling rate {rate!r} Hz (at most {MAX_RATE_HZ:g} Hz)")
         if rate <= 0:
             raise PreprocessError(f"bed {self.bed}: stream {describe_stream(info)} has an irregular "
                                   "sampling rate; the monitor needs a regular nominal rate")

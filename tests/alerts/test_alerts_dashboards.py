@@ -29,6 +29,8 @@ def exposed_sample_names() -> set[str]:
     m.add_samples("1", 10)
     m.add_gap("1")
     m.set_alerts_active("1", 0)
+    m.set_bed_faulted("1", True)
+    m.add_bed_fault("1")
     text = generate_latest(m.registry).decode()
     return {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
 

@@ -29,8 +29,9 @@ def run(det: EventDetector, rows, start: int = 0) -> list[Event]:
 def test_event_json_round_trip_and_contract_keys():
     ev = Event(3, "apnea", 60.0, 90.0, {"n_epochs": 3}, 5, "abc")
     d = json.loads(ev.to_json())
-    assert list(d) == ["bed", "type", "onset", "duration", "value", "epoch_index", "model_hash", "time"]
-    assert d["bed"] == "3" and d["time"] is None  # no clock known
+    assert list(d) == ["bed", "type", "onset", "duration", "value", "epoch_index", "model_hash", "session",
+                       "time"]
+    assert d["bed"] == "3" and d["time"] is None and d["session"] == ""  # no clock known, offline
     assert Event.from_json(ev.to_json()) == ev
     timed = Event(3, "apnea", 60.0, 90.0, {}, 5, "abc", time="2026-11-29T22:10:00.000Z")
     assert Event.from_json(timed.to_json()) == timed
@@ -161,12 +162,18 @@ def test_no_respiratory_sensor_no_apnea_scoring():
     spo2_only = {"eeg": True, "airflow": False, "spo2": True}
     evs = run(det, [(2, 0.9, 0, full), (2, 0.1, 0, full),       # one apnea, resp scored
                     (2, 0.9, 0.9, eeg_only), (2, 0.9, 0, eeg_only),  # EEG alone: not scored
-                    (2, 0.9, 0, spo2_only), (2, 0.1, 0, spo2_only)])  # oximeter alone counts
-    assert [e.value["resp_scored"] for e in evs if e.type == "stage"] == [True, True, False, False, True, True]
-    assert [(e.value["first_epoch"], e.value["last_epoch"]) for e in evs if e.type == "apnea"] == [(0, 0), (4, 4)]
+                    (2, 0.9, 0, spo2_only), (2, 0.1, 0, spo2_only)])  # airflow recorded but lost
+    assert [e.value["resp_scored"] for e in evs if e.type == "stage"] == [True, True, False, False, False, False]
+    assert [(e.value["first_epoch"], e.value["last_epoch"]) for e in evs if e.type == "apnea"] == [(0, 0)]
     assert not [e for e in evs if e.type == "hypopnea"]
-    assert det.sleep_seconds == 180.0 and det.ahi == 2 * 3600.0 / 120.0  # 2 events in 4 epochs with resp
-    assert det.summary is not None and det.summary.resp_scored
+    assert det.sleep_seconds == 180.0 and det.ahi == 1 * 3600.0 / 60.0  # 1 event in 2 epochs with resp
+    assert not det.summary.resp_scored
+    # a bed that has no airflow sensor at all: the oximeter alone counts
+    oxi = EventDetector("3", mods, recorded=("eeg", "spo2"))
+    evs = run(oxi, [(2, 0.9, 0, spo2_only), (2, 0.1, 0, spo2_only)])
+    assert [e.value["resp_scored"] for e in evs if e.type == "stage"] == [True, True]
+    assert [(e.value["first_epoch"], e.value["last_epoch"]) for e in evs if e.type == "apnea"] == [(0, 0)]
+    assert oxi.summary is not None and oxi.summary.resp_scored
     # a model that reads no respiratory channel scores apnea from what it has (no gate)
     plain = EventDetector("2", ("eeg",))
     assert [e.type for e in run(plain, [(2, 0.9, 0, None), (2, 0.1, 0, None)]) if e.type == "apnea"] == ["apnea"]

@@ -264,3 +264,83 @@ def test_sidecar_scorings_sleepedf_and_nsrr(tmp_path: Path) -> None:
     assert t.column("stage").to_pylist() == [0, 0, 2, 2, 4]
     assert t.column("hypopnea").to_pylist() == [0, 0, 1, 0, 0]
     assert len(json.loads(t.column("events")[2].as_py())) == 1
+
+
+def test_a_recording_without_a_usable_epoch_is_failed(tmp_path: Path) -> None:
+    """Flat EEG and EOG all night: a failed file with its reason, not 'ok' into the split."""
+    src = tmp_path / "in"
+    src.mkdir()
+    write_night(src / "good.edf", [0, 2, 2], 1)
+    rng = np.random.default_rng(0)
+    n = 3 * 3000
+    recording.write_edf(src / "flat.edf", [recording.Signal("EEG C4-M1", 100.0, np.full(n, 3.0)),
+                                           recording.Signal("EOG E1-M2", 100.0, np.zeros(n)),
+                                           recording.Signal("EMG Chin", 100.0, 5 * rng.standard_normal(n))],
+                        [(30.0 * k, 30.0, "Sleep stage 2") for k in range(3)])
+    m = prepare(src, tmp_path / "out", params=PARAMS, workers=1)
+    st = {f["night"]: f for f in m.files}
+    assert st["good"]["status"] == "ok"
+    assert st["flat"]["status"] == "failed" and "no usable epoch" in st["flat"]["error"]
+    assert "eeg flat: 3" in st["flat"]["error"] and "flat.edf" in st["flat"]["error"]
+    assert not (tmp_path / "out" / "shards" / "flat.parquet").exists()
+    assert m.split_of("flat") is None and not (tmp_path / "out" / "progress.jsonl").exists()
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_killed_run_leaves_no_worker_and_resumes(tmp_path: Path) -> None:
+    """kill -9 of prepare: its workers die with it; the rerun skips the files already done."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(6):
+        write_night(src / f"synth-s{k}-n1.edf", [2] * 120, k)
+    out = tmp_path / "out"
+    code = ("import sys; from synthsleep.offline_training.prepare import prepare; "
+            "from synthsleep.psg.preprocess import PreprocessParams; "
+            f"prepare(sys.argv[1], sys.argv[2], params=PreprocessParams(modalities={MODS!r}), workers=2)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(src), str(out)],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    journal = out / "progress.jsonl"
+    workers: set[int] = set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers |= _children(proc.pid)
+        if journal.exists() and journal.read_text().count("\n") >= 1 and workers:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "prepare finished before it could be killed: make the files longer"
+    assert workers, "no worker process seen"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.05)
+    assert not [p for p in workers if _alive(p)], "worker processes outlived their killed parent"
+    done = journal.read_text().count("\n")
+    m = prepare(src, out, params=PARAMS, workers=1)
+    assert m.extra["summary"]["ok"] == 6 and m.extra["summary"]["skipped"] >= done >= 1
+    assert not journal.exists()
