@@ -11,7 +11,9 @@ Conventions (all times in seconds on the bed's stream clock):
   sink can tell exactly which epochs are already recorded. For an apnea/hypopnea episode (emitted
   when it ends) that is the first negative epoch after it; ``onset``/``duration`` describe the
   episode itself and ``value`` holds its first/last epoch index.
-* An epoch is *scored* when an EEG-class modality is present: EEG, or EOG as the fallback (EOG
+* An epoch is *scored* when the model is confident enough (its top stage probability reaches the
+  artifact's ``stage_confidence`` threshold, 0 when it has none) and an EEG-class modality is
+  present: EEG, or EOG as the fallback (EOG
   carries the slow waves, eye movements and alpha that stage sleep; EMG, ECG or respiratory
   channels alone do not stage it). A detector whose modalities include neither scores an epoch
   when any modality is present. Unscored epochs produce a ``stage`` event with stage
@@ -285,7 +287,12 @@ class EventDetector:
             pres = {m: True for m in self.modalities}
         qual = _as_mask("quality", quality, self.modalities) or {}
         staging = self.stage_modalities or self.modalities
-        scored = any(bool(pres.get(m, False)) for m in staging)
+        usable = any(bool(pres.get(m, False)) for m in staging)
+        confidence = float(probs.max())
+        # a stage the model is this unsure of is said to be unknown (the artifact's threshold,
+        # chosen on validation nights: below it the model was wrong more often than right)
+        confident = confidence >= thr.get("stage_confidence", 0.0)
+        scored = usable and confident
         partial = [m for m in self.resp_modalities if pres.get(m, False) and int(qual.get(m, 0)) & _PARTIAL_BITS]
         partial += [m for m in self.resp_modalities if m in AIRWAY_MODALITIES and not pres.get(m, False)
                     and (self.recorded is None or m in self.recorded)]
@@ -320,10 +327,13 @@ class EventDetector:
         stage = self.stage_names[code] if scored else UNKNOWN_STAGE
         value: dict[str, Any] = {"stage": stage, "code": code,
                                  "prob": {n: round(float(p), 6) for n, p in zip(self.stage_names, probs)},
-                                 "resp_scored": resp}
-        if not scored:
+                                 "confidence": round(confidence, 6), "resp_scored": resp}
+        if not usable:
             value["reason"] = "no usable " + "/".join(m.upper() for m in staging) + " signal (" + ", ".join(
                 f"{m} {_describe_quality(int(qual.get(m, 0)))}" for m in staging) + ")"
+        elif not confident:
+            value["reason"] = (f"low confidence: {self.stage_names[int(np.argmax(probs))]} at "
+                               f"{confidence:.2f} < {thr['stage_confidence']:.2f}")
         elif partial:
             value["resp_reason"] = "respiratory channel partial or lost: " + ", ".join(
                 f"{m} {_describe_quality(int(qual.get(m, 0)))}" for m in partial)

@@ -177,3 +177,20 @@ def test_no_respiratory_sensor_no_apnea_scoring():
     # a model that reads no respiratory channel scores apnea from what it has (no gate)
     plain = EventDetector("2", ("eeg",))
     assert [e.type for e in run(plain, [(2, 0.9, 0, None), (2, 0.1, 0, None)]) if e.type == "apnea"] == ["apnea"]
+
+
+def test_low_confidence_stage_is_unknown_with_the_reason():
+    """Below the artifact's stage_confidence the stage is 'unknown' (no stage change, no sleep,
+    no apnea counted) and says why; every stage event carries its confidence."""
+    det = EventDetector("1", ("eeg", "airflow"), thresholds={"stage_confidence": 0.5})
+    sure = det.update(0, 0.0, [0.05, 0.05, 0.8, 0.05, 0.05], 0.9, 0.0)
+    unsure = det.update(1, 30.0, [0.1, 0.3, 0.35, 0.15, 0.1], 0.9, 0.0)
+    again = det.update(2, 60.0, [0.05, 0.05, 0.8, 0.05, 0.05], 0.0, 0.0)
+    st = [e for e in sure + unsure + again if e.type == "stage"]
+    assert [e.value["stage"] for e in st] == ["N2", "unknown", "N2"]
+    assert [e.value["confidence"] for e in st] == pytest.approx([0.8, 0.35, 0.8])
+    assert st[1].value["reason"] == "low confidence: N2 at 0.35 < 0.50" and "reason" not in st[0].value
+    assert not st[1].value["resp_scored"] and not any(e.type == "stage_change" for e in unsure + again)
+    assert det.sleep_seconds == 60.0  # the unknown epoch is not counted as sleep
+    plain = EventDetector("1", ("eeg", "airflow"))  # an artifact without the threshold: no gating
+    assert plain.update(0, 0.0, [0.1, 0.3, 0.35, 0.15, 0.1], 0.0, 0.0)[0].value["stage"] == "N2"
