@@ -16,7 +16,9 @@ For each model (default: the bundled one), every number from ``synthsleep score`
    is scored with the model adapted on the 7 excerpts other than excerpt3. The test excerpt is
    never in its own adaptation set.
 
-The DREAMS labels are used for scoring only. Needs ../shared/data/real/dreams (DREAMS licence:
+Accuracy counts an epoch left ``unknown`` (no usable signal, or below the artifact's stage
+confidence) as wrong; "staged" is the fraction of epochs that got a stage. The DREAMS labels are
+used for scoring only. Needs ../shared/data/real/dreams (DREAMS licence:
 not copied into this repository). Prints one table, one row per model and set.
 """
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -53,13 +56,30 @@ def excerpt_edfs(dreams: Path, work: Path) -> list[tuple[Path, np.ndarray]]:
     return out
 
 
-def agreement(model: Path, edf: Path, truth: np.ndarray):
+@dataclass
+class Scored:
+    """One recording scored against its reference: ``accuracy`` counts an epoch the model left
+    ``unknown`` as wrong (so abstaining never raises it); ``kappa`` is over the scored epochs;
+    ``coverage`` is the fraction of reference epochs that got a stage."""
+
+    accuracy: float
+    kappa: float
+    coverage: float
+
+
+def agreement(model: Path, edf: Path, truth: np.ndarray) -> Scored:
     from synthsleep.export.runtime import StepRuntime
     from synthsleep.report import stage_agreement
     from synthsleep.score import score_recording
 
     scored, _, _ = score_recording(edf, StepRuntime(model, threads=1))
-    return stage_agreement([s.stage for s in scored], truth)
+    ours = np.array([s.stage for s in scored], int)
+    n = min(len(ours), len(truth))
+    ours, ref = ours[:n], np.asarray(truth[:n], int)
+    keep = ref >= 0
+    a = stage_agreement(ours, ref)
+    return Scored(float((ours[keep] == ref[keep]).mean()), a.kappa if a else float("nan"),
+                  float((ours[keep] >= 0).mean()))
 
 
 def synthetic_nights(work: Path) -> list[tuple[str, Path, Path, np.ndarray]]:
@@ -101,13 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     excerpts = excerpt_edfs(args.dreams, work)
     synth = synthetic_nights(work) if args.synthetic else []
     models = [Path(resolve_model_path(m)) for m in (args.model or [None])]
-    rows: list[tuple[str, str, float, float]] = []
+    rows: list[tuple[str, str, float, float, float]] = []
 
-    def add(model_name: str, what: str, agreements: list) -> None:
+    def add(model_name: str, what: str, agreements: list[Scored]) -> None:
         acc = float(np.mean([a.accuracy for a in agreements]))
-        kap = float(np.mean([a.kappa for a in agreements]))
-        rows.append((model_name, what, acc, kap))
-        print(f"{model_name:28s} {what:44s} accuracy {acc:.3f}  kappa {kap:.3f}", flush=True)
+        kap = float(np.nanmean([a.kappa for a in agreements]))
+        cov = float(np.mean([a.coverage for a in agreements]))
+        rows.append((model_name, what, acc, kap, cov))
+        print(f"{model_name:28s} {what:44s} accuracy {acc:.3f}  kappa {kap:.3f}  staged {cov:.2f}", flush=True)
 
     for model in models:
         name = f"{model.parent.name}/{model.name}"
@@ -130,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                     add(name, "excerpt3.edf, all channels, adapted (LOO)", [agreement(out, edf3, truth3)])
             print("   per excerpt, adapted: " + " ".join(f"{a.accuracy:.2f}" for a in per_a))
             add(name, "8 EEG-only excerpts, adapted (LOO, mean)", per_a)
-    print(f"\n{'model':28s} {'set':44s} {'accuracy':>8s} {'kappa':>7s}")
-    for m, w, a, k in rows:
-        print(f"{m:28s} {w:44s} {a:8.3f} {k:7.3f}")
+    print(f"\n{'model':28s} {'set':44s} {'accuracy':>8s} {'kappa':>7s} {'staged':>7s}")
+    for m, w, a, k, c in rows:
+        print(f"{m:28s} {w:44s} {a:8.3f} {k:7.3f} {c:7.2f}")
     return 0
 
 

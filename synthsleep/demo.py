@@ -20,12 +20,11 @@ import numpy as np
 from .alerts.metrics import MonitorMetrics, start_metrics_server
 from .export.runtime import StepRuntime
 from .monitor import BedSpec, Monitor, parse_hostport, render_console
+from .psg.clinical import count_respiratory_events, events_per_hour, sleep_hours
 from .report import format_statistics, sleep_statistics, stage_agreement, write_report
 from .scoring import resolve_model_path, write_hypnogram_csv
 
 log = logging.getLogger(__name__)
-
-APNEA_TYPES = ("obstructive_apnea", "central_apnea", "mixed_apnea")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_http:
         from .ward.server import serve_monitor
 
-        ward = serve_monitor(mon, *parse_hostport(args.http, default_port=0))
+        ward = serve_monitor(mon, *parse_hostport(args.http, 0, "--http"))
     print(f"replaying {edf.name} at {args.speed:g}x as LSL stream '{name}'; metrics at {server.url}"
           + (f"; ward view at {ward.url}" if ward else ""), flush=True)
     stop = threading.Event()
@@ -118,8 +117,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {"recording": str(edf), "model": runtime.model_hash, "replay_speed": args.speed,
             "wall_seconds": wall, "start_time": scored[0].time if scored else None}
     if true_events is not None:
-        tst_h = float((truth > 0).sum()) * 30.0 / 3600.0
-        meta["true_ahi"] = len([e for e in true_events if e.type in APNEA_TYPES + ("hypopnea",)]) / max(tst_h, 1e-9)
+        meta["true_ahi"] = events_per_hour(sum(count_respiratory_events(true_events)), sleep_hours(truth))
     write_report(out, stages, np.stack([s.stage_prob for s in scored]) if scored else None,
                           events, ref, meta, title=f"synthsleep demo — {edf.name}",
                           origin=scored[0].onset - 30.0 * scored[0].index if scored else 0.0)
@@ -132,8 +130,10 @@ def run(args: argparse.Namespace) -> int:
         if agree:
             print(f"live vs truth: staging accuracy {agree.accuracy:.3f}, kappa {agree.kappa:.3f}; per-stage F1 "
                   + ", ".join(f"{k} {v:.2f}" for k, v in agree.per_stage_f1.items()))
-        print(f"AHI: estimated {stats.ahi if stats.ahi is not None else float('nan'):.1f}/h, "
-              f"true {meta['true_ahi']:.1f}/h")
+        def per_hour(v: float | None) -> str:
+            return "n/a" if v is None else f"{v:.1f}/h"
+
+        print(f"AHI: estimated {per_hour(stats.ahi)}, true {per_hour(meta.get('true_ahi'))}")
     counts: dict[str, int] = {}
     for e in events:
         counts[e["type"]] = counts.get(e["type"], 0) + 1

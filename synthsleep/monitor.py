@@ -520,25 +520,25 @@ def render_console(monitor: Monitor):
 # ------------------------------------------------------------------------------------------------
 
 
-def parse_hostport(text: str, default_port: int = 9109) -> tuple[str, int]:
+def parse_hostport(text: str, default_port: int = 9109, option: str = "--metrics") -> tuple[str, int]:
     """``HOST:PORT`` / ``PORT`` / ``[IPv6]:PORT`` / ``[IPv6]`` → (host, port); the host defaults
-    to 127.0.0.1, the port to ``default_port``. Raises ValueError naming the text."""
+    to 127.0.0.1, the port to ``default_port``. Raises ValueError naming ``option`` and the text."""
     text = text.strip()
     if text.startswith("["):  # [::1]:9109, [::]
         host, sep, rest = text[1:].partition("]")
         if not sep or not host or (rest and not rest.startswith(":")):
-            raise ValueError(f"expected HOST:PORT, PORT or [IPv6]:PORT, got {text!r}")
+            raise ValueError(f"{option} expects HOST:PORT, PORT or [IPv6]:PORT, got {text!r}")
         port = rest[1:]
     elif text.count(":") > 1:
-        raise ValueError(f"write an IPv6 address in brackets, e.g. [::1]:9109, got {text!r}")
+        raise ValueError(f"{option}: write an IPv6 address in brackets, e.g. [::1]:9109, got {text!r}")
     else:
         host, _, port = text.rpartition(":")
     try:
         value = int(port) if port else default_port
     except ValueError:
-        raise ValueError(f"expected HOST:PORT, PORT or [IPv6]:PORT, got {text!r}") from None
+        raise ValueError(f"{option} expects HOST:PORT, PORT or [IPv6]:PORT, got {text!r}") from None
     if not 0 <= value <= 65535:
-        raise ValueError(f"port {value} is out of range 0-65535")
+        raise ValueError(f"{option}: port {value} is out of range 0-65535")
     return host or "127.0.0.1", value
 
 
@@ -591,7 +591,7 @@ def run(args: argparse.Namespace) -> int:
         if args.http or opts.get("http"):
             from .ward.server import serve_monitor
 
-            ward = serve_monitor(mon, *parse_hostport(str(args.http or opts.get("http")), default_port=8080))
+            ward = serve_monitor(mon, *parse_hostport(str(args.http or opts.get("http")), 8080, "--http"))
             print(f"ward view at {ward.url}")
     except (OSError, SinkError, StateDirLocked) as exc:  # busy port, locked events file / state folder
         if mon:

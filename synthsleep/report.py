@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .psg.clinical import cohen_kappa, confusion_matrix, events_per_hour, per_class_f1
 from .psg.epoch import EPOCH_SECONDS, STAGES
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def sleep_statistics(stages: Sequence[int], events: Sequence[dict[str, Any]] = (
         sleep_onset_latency=float(onset * minutes) if onset is not None else None,
         rem_latency=rem_latency, waso=waso, awakenings=awakenings,
         stage_minutes=stage_min, stage_percent_of_tst=pct, apneas=apneas, hypopneas=hypopneas,
-        ahi=(apneas + hypopneas) / resp_hours if resp_hours > 0 else None,
+        ahi=events_per_hour(apneas + hypopneas, resp_hours),
         unscored_epochs=int((~scored).sum()),
     )
 
@@ -105,23 +106,12 @@ def stage_agreement(ours: Sequence[int], reference: Sequence[int]) -> Agreement 
     """Accuracy, Cohen's kappa and per-stage F1 over epochs both scored (None if none are)."""
     a, b = np.asarray(ours, int), np.asarray(reference, int)
     n = min(a.size, b.size)
-    a, b = a[:n], b[:n]
-    keep = (a >= 0) & (b >= 0)
-    if not keep.any():
+    cm = confusion_matrix(b[:n], a[:n])  # rows: reference, cols: ours; unscored on either side dropped
+    total = int(cm.sum())
+    if total == 0:
         return None
-    a, b = a[keep], b[keep]
-    k = len(STAGES)
-    cm = np.zeros((k, k), int)
-    np.add.at(cm, (b, a), 1)
-    total = cm.sum()
-    po = np.trace(cm) / total
-    pe = float((cm.sum(0) * cm.sum(1)).sum()) / total**2
-    kappa = float((po - pe) / (1 - pe)) if pe < 1 else 1.0
-    f1 = {}
-    for i, name in enumerate(STAGES):
-        tp, fp, fn = cm[i, i], cm[:, i].sum() - cm[i, i], cm[i, :].sum() - cm[i, i]
-        f1[name] = float(2 * tp / (2 * tp + fp + fn)) if (2 * tp + fp + fn) else float("nan")
-    return Agreement(int(total), float(po), kappa, f1, cm.tolist())
+    f1 = {name: float(v) for name, v in zip(STAGES, per_class_f1(cm))}
+    return Agreement(total, float(np.trace(cm) / total), cohen_kappa(cm), f1, cm.tolist())
 
 
 def plot_night(path: Path, stages: Sequence[int], stage_prob: np.ndarray | None = None,

@@ -22,6 +22,7 @@ from .alerts.events import iso_utc
 from .alerts.rules import load_rules
 from .alerts.sinks import JsonlSink
 from .export.runtime import StepRuntime
+from .psg.clinical import STAGE_EDF_TEXT, count_respiratory_events, events_per_hour, sleep_hours
 from .psg.montage import describe_mapping, parse_overrides, resolve_channels
 from .psg.preprocess import PreprocessParams, iter_recording_epochs
 from .psg.recording import open_recording
@@ -87,11 +88,10 @@ def _reference_stages(edf: Path, rec: Any, n_epochs: int) -> tuple[np.ndarray | 
         stages, _, _ = epoch_labels(scoring, n_epochs)
         if not (stages >= 0).any():
             return None, None
-        n_resp = sum(1 for e in scoring.events if e.type in ("obstructive_apnea", "central_apnea",
-                                                             "mixed_apnea", "hypopnea"))
-        tst_h = float((stages > 0).sum()) * 30.0 / 3600.0
         typed = scoring.has_resp and not any(e.type == "unspecified" for e in scoring.events)
-        true_ahi = n_resp / tst_h if tst_h > 0 and typed else None  # unknown event types: no AHI
+        # unknown event types: no AHI
+        true_ahi = events_per_hour(sum(count_respiratory_events(scoring.events)), sleep_hours(stages)) \
+            if typed else None
         return stages, true_ahi
     except (ValueError, OSError) as exc:
         log.warning("%s: its own annotations could not be read (%s); no agreement reported", edf, exc)
@@ -111,9 +111,7 @@ def write_annotations_edf(path: Path, scored: list[ScoredEpoch], events: list[An
     the scored recording's start date-time (its onsets count from there)."""
     from .psg.recording import write_edf
 
-    names = {0: "Sleep stage W", 1: "Sleep stage N1", 2: "Sleep stage N2", 3: "Sleep stage N3",
-             4: "Sleep stage R", -1: "Sleep stage ?"}
-    ann = [(s.onset, 30.0, names[s.stage]) for s in scored]
+    ann = [(s.onset, 30.0, STAGE_EDF_TEXT[s.stage]) for s in scored]
     for e in events:
         if e.type == "apnea":
             ann.append((e.onset, e.duration, "Apnea"))

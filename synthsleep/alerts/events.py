@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from synthsleep.psg.clinical import events_per_hour
 from synthsleep.psg.epoch import EPOCH_SECONDS, STAGES, Quality
 from synthsleep.psg.montage import RESPIRATORY_MODALITIES
 
@@ -240,9 +241,7 @@ class EventDetector:
     def ahi(self) -> float | None:
         """Running AHI, events per hour of predicted sleep during which a respiratory sensor was
         present (None, n/a, before any such sleep: not 0)."""
-        if self.resp_sleep_seconds <= 0:
-            return None
-        return (self.n_events["apnea"] + self.n_events["hypopnea"]) * 3600.0 / self.resp_sleep_seconds
+        return events_per_hour(self.n_events["apnea"] + self.n_events["hypopnea"], self.resp_sleep_seconds / 3600.0)
 
     def _event(self, type_: str, onset: float, duration: float, value: Any, index: int) -> Event:
         return Event(self.bed, type_, onset, duration, value, index, self.model_hash)

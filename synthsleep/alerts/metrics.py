@@ -27,6 +27,7 @@ Live path: no torch.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,15 +84,16 @@ class MonitorMetrics:
         """Create ``bed``'s series at their starting values, so that every series a dashboard or an
         alert rule reads exists from the start: counters and gauges 0, the stage -1 (unknown)."""
         bed = str(bed)
-        for counter in (self.epochs, self.samples, self.gaps):
+        for counter in (self.epochs, self.samples, self.gaps, self.bed_faults):
             counter.labels(bed).inc(0)
         for t in event_types:
             self.events.labels(bed, t).inc(0)
         for name in self.stage_names:
             self.stage_prob.labels(bed, name).set(0.0)
         self.stage.labels(bed).set(-1)
-        for gauge in (self.apnea_prob, self.hypopnea_prob, self.ahi, self.lag, self.alerts_active):
+        for gauge in (self.apnea_prob, self.hypopnea_prob, self.lag, self.alerts_active, self.bed_faulted):
             gauge.labels(bed).set(0.0)
+        self.ahi.labels(bed).set(math.nan)  # n/a until there is sleep with a respiratory sensor
         self.latency.labels(bed)
 
     def observe_epoch(self, bed: str | int, stage_prob: Sequence[float], apnea_prob: float,
@@ -112,8 +114,7 @@ class MonitorMetrics:
         self.hypopnea_prob.labels(bed).set(float(hypopnea_prob))
         if latency_seconds is not None:
             self.latency.labels(bed).observe(float(latency_seconds))
-        if ahi is not None:
-            self.ahi.labels(bed).set(float(ahi))
+        self.ahi.labels(bed).set(math.nan if ahi is None else float(ahi))  # NaN = n/a, never 0
 
     def set_lag(self, bed: str | int, seconds: float) -> None:
         self.lag.labels(str(bed)).set(float(seconds))

@@ -39,10 +39,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..psg.clinical import (
+    cohen_kappa,
+    confusion_matrix,
+    count_runs,
+    events_per_hour,
+    macro_f1,
+    per_class_f1,
+    sleep_hours,
+)
 from .augment import augment_epochs, corrupt_modality, draw_montage, montage_dropout
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import add_config_arguments, load_run_config
-from .metrics import confusion_matrix, count_runs, roc_auc, sleep_hours
+from .metrics import roc_auc
 from .trainer import (
     DistInfo,
     MetricsLog,
@@ -81,17 +90,13 @@ def auroc(y: np.ndarray, s: np.ndarray) -> float | None:
 
 def stage_metrics(y: np.ndarray, p: np.ndarray, k: int = 5) -> dict[str, Any]:
     """Accuracy, macro-F1, Cohen's kappa, per-class F1 of stage predictions (y = -1 ignored)."""
-    cm = confusion_matrix(y, p, k).astype(np.float64)
+    cm = confusion_matrix(y, p, k)
     n = cm.sum()
     if n == 0:
         return {"n": 0}
-    tp = np.diag(cm)
-    f1 = 2 * tp / np.maximum(cm.sum(0) + cm.sum(1), 1e-12)
-    present = cm.sum(1) > 0
-    po = tp.sum() / n
-    pe = (cm.sum(0) * cm.sum(1)).sum() / n**2
-    return {"n": int(n), "accuracy": float(po), "macro_f1": float(f1[present].mean()),
-            "kappa": float((po - pe) / (1 - pe)) if pe < 1 else 0.0,
+    f1 = np.nan_to_num(per_class_f1(cm))
+    return {"n": int(n), "accuracy": float(np.trace(cm) / n), "macro_f1": macro_f1(cm),
+            "kappa": cohen_kappa(cm),
             "f1_per_class": {STAGE_NAMES[i]: float(f1[i]) for i in range(k)},
             "confusion": cm.astype(int).tolist()}
 
@@ -131,12 +136,6 @@ def best_threshold(y: np.ndarray, prob: np.ndarray) -> float:
     i = int(np.argmax(f1))
     nxt = p_sorted[i + 1] if i + 1 < len(p_sorted) else 0.0
     return float(min(max(0.5 * (p_sorted[i] + nxt), 1e-4), 1 - 1e-4))
-
-
-def night_ahi(stage: np.ndarray, n_events: int) -> float | None:
-    """Events per hour of sleep (stages N1..REM, 30-s epochs); None when no sleep scored."""
-    sleep_h = sleep_hours(stage)
-    return n_events / sleep_h if sleep_h > 0 else None
 
 
 # ======================================================================================= losses
@@ -335,9 +334,9 @@ def evaluate_embedded(model: nn.Module, embeds: Sequence[Tensor], nights: Sequen
             true_events = count_runs(n.apnea == 1) + count_runs(n.hypopnea == 1)
         if not (n.stage >= 0).any():
             continue
-        t_ahi = night_ahi(n.stage, true_events)
+        t_ahi = events_per_hour(true_events, sleep_hours(n.stage))
         p_events = count_runs(aprob >= thr["apnea"]) + count_runs(hprob >= thr["hypopnea"])
-        p_ahi = night_ahi(sprob.argmax(1), p_events)
+        p_ahi = events_per_hour(p_events, sleep_hours(sprob.argmax(1)))
         if t_ahi is not None and p_ahi is not None:
             ahi_err.append(abs(p_ahi - t_ahi))
             ahi_rows.append({"night": n.night, "true_ahi": round(t_ahi, 2), "pred_ahi": round(p_ahi, 2)})

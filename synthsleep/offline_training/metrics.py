@@ -1,5 +1,6 @@
-"""Scoring metrics in plain numpy: staging (accuracy, macro-F1, Cohen's kappa, confusion
-matrix), binary detection (F1, AUROC, AUPRC) and the apnea-hypopnea index per night.
+"""Evaluation metrics in plain numpy: staging reports, binary detection (F1, AUROC, AUPRC) and
+per-night AHI agreement, built on the clinical definitions of :mod:`synthsleep.psg.clinical`
+(confusion matrix, kappa, F1, the episode rule, sleep hours, the AHI), re-exported here.
 
 Conventions: stage codes 0..4 = W, N1, N2, N3, REM; ``-1`` marks an unknown/unscored epoch and
 is left out of every metric. Undefined values (no positives, no variance) come back as ``nan``.
@@ -13,11 +14,23 @@ from typing import Any
 
 import numpy as np
 
-from ..psg.epoch import EPOCH_SECONDS, STAGES
+from ..psg.clinical import (
+    N_STAGES,
+    STAGES,
+    cohen_kappa,
+    confusion_matrix,
+    count_respiratory_events,
+    count_runs,
+    events_per_hour,
+    macro_f1,
+    per_class_f1,
+    sleep_hours,
+)
+from ..psg.epoch import EPOCH_SECONDS
 
-N_STAGES = len(STAGES)
-APNEA_EVENT_TYPES = ("obstructive_apnea", "central_apnea", "mixed_apnea")
-HYPOPNEA_EVENT_TYPES = ("hypopnea",)
+__all__ = ["N_STAGES", "confusion_matrix", "count_runs", "macro_f1", "per_class_f1", "cohen_kappa",
+           "sleep_hours", "accuracy", "staging_metrics", "binary_f1", "roc_auc", "predicted_ahi", "true_ahi",
+           "ahi_agreement", "pearson_r"]
 
 
 def _valid_pair(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -33,43 +46,15 @@ def _valid_pair(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.
 # ----------------------------------------------------------------------------------------------
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = N_STAGES) -> np.ndarray:
-    """int64 [C, C]: rows = true class, columns = predicted class (epochs with y_true < 0 dropped)."""
-    t, p = _valid_pair(y_true, y_pred)
-    if t.size and (t.max() >= n_classes or p.min() < 0 or p.max() >= n_classes):
-        raise ValueError(f"class codes must be in 0..{n_classes - 1}")
-    return np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-
-
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     t, p = _valid_pair(y_true, y_pred)
     return float(np.mean(t == p)) if t.size else math.nan
 
 
-def per_class_f1(cm: np.ndarray) -> np.ndarray:
-    """float [C]: F1 of each class from a confusion matrix; nan for a class never true nor predicted."""
-    cm = np.asarray(cm, np.float64)
-    tp = np.diag(cm)
-    denom = cm.sum(0) + cm.sum(1)  # = 2tp + fp + fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, 2.0 * tp / denom, math.nan)
 
 
-def macro_f1(cm: np.ndarray) -> float:
-    """Mean F1 over the classes present in the truth or the predictions."""
-    f1 = per_class_f1(cm)
-    return float(np.nanmean(f1)) if np.isfinite(f1).any() else math.nan
 
 
-def cohen_kappa(cm: np.ndarray) -> float:
-    """Cohen's kappa from a confusion matrix: (p_o - p_e) / (1 - p_e)."""
-    cm = np.asarray(cm, np.float64)
-    n = cm.sum()
-    if n == 0:
-        return math.nan
-    po = np.trace(cm) / n
-    pe = float((cm.sum(0) * cm.sum(1)).sum()) / (n * n)
-    return float((po - pe) / (1.0 - pe)) if pe < 1.0 else (1.0 if po == 1.0 else math.nan)
 
 
 def staging_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
@@ -155,18 +140,8 @@ def binary_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float = 0.5)
 # ----------------------------------------------------------------------------------------------
 
 
-def count_runs(positive: np.ndarray) -> int:
-    """Runs of consecutive True values in a bool [n] sequence (episodes)."""
-    x = np.asarray(positive, bool).ravel()
-    if x.size == 0:
-        return 0
-    return int(x[0]) + int(np.count_nonzero(x[1:] & ~x[:-1]))
 
 
-def sleep_hours(stages: np.ndarray, epoch_seconds: float = EPOCH_SECONDS) -> float:
-    """Hours of sleep: epochs scored N1, N2, N3 or REM (codes 1..4)."""
-    s = np.asarray(stages)
-    return float(np.count_nonzero((s >= 1) & (s <= 4)) * epoch_seconds / 3600.0)
 
 
 def predicted_ahi(apnea: np.ndarray, hypopnea: np.ndarray, stages: np.ndarray,
@@ -176,22 +151,17 @@ def predicted_ahi(apnea: np.ndarray, hypopnea: np.ndarray, stages: np.ndarray,
     An episode is a run of consecutive positive epochs; sleep time comes from ``stages``
     (predicted stages, codes 0..4). nan when no sleep.
     """
-    hours = sleep_hours(stages, epoch_seconds)
-    if hours <= 0:
-        return math.nan
-    return (count_runs(np.asarray(apnea) == 1) + count_runs(np.asarray(hypopnea) == 1)) / hours
+    n = count_runs(np.asarray(apnea) == 1) + count_runs(np.asarray(hypopnea) == 1)
+    ahi = events_per_hour(n, sleep_hours(stages, epoch_seconds))
+    return math.nan if ahi is None else ahi
 
 
 def true_ahi(events: Iterable[Mapping[str, Any] | Any], stages: np.ndarray,
              epoch_seconds: float = EPOCH_SECONDS) -> float:
     """AHI from scored events: apneas (obstructive, central, mixed) + hypopneas per hour of
     scored sleep. ``events``: dicts or objects with ``type``. nan when no sleep."""
-    hours = sleep_hours(stages, epoch_seconds)
-    if hours <= 0:
-        return math.nan
-    types = APNEA_EVENT_TYPES + HYPOPNEA_EVENT_TYPES
-    n = sum(1 for e in events if (e["type"] if isinstance(e, Mapping) else e.type) in types)
-    return n / hours
+    ahi = events_per_hour(sum(count_respiratory_events(events)), sleep_hours(stages, epoch_seconds))
+    return math.nan if ahi is None else ahi
 
 
 def ahi_agreement(true: Sequence[float], pred: Sequence[float]) -> dict[str, Any]:

@@ -69,7 +69,6 @@ PROGRESS_NAME = "progress.jsonl"
 _STAGE_MODALITIES = ("eeg", "eog")
 SHARD_DIR = "shards"
 ROW_GROUP_EPOCHS = 32  # ~3 MB per row group with 8 modalities: cheap random access
-APNEA_TYPES = ("obstructive_apnea", "central_apnea", "mixed_apnea")
 HYPOPNEA_TYPES = ("hypopnea",)
 EDF_SUFFIXES = (".edf", ".bdf", ".rec")
 _TMP_MARK = ".tmp-"

@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..psg.clinical import count_respiratory_events
 from .checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -335,23 +336,16 @@ class Night:
         self.hypopnea = np.full_like(self.hypopnea, -1)
 
 
-_APNEA_TYPES = {"obstructive_apnea", "central_apnea", "mixed_apnea", "apnea"}
-
-
 def _count_events(events_col: list[str | None]) -> tuple[int, int]:
-    n_ap = n_hy = 0
+    """(apneas, hypopneas) in a shard's per-epoch ``events`` JSON column."""
+    evs = []
     for s in events_col:
-        if not s:
-            continue
-        try:
-            evs = json.loads(s)
-        except json.JSONDecodeError:
-            continue
-        for ev in evs:
-            t = str(ev.get("type", "")).lower()
-            n_ap += t in _APNEA_TYPES
-            n_hy += t == "hypopnea"
-    return n_ap, n_hy
+        if s:
+            try:
+                evs += json.loads(s)
+            except json.JSONDecodeError:
+                continue
+    return count_respiratory_events({"type": str(e.get("type", "")).lower()} for e in evs)
 
 
 def read_shard(path: Path, modalities: tuple[str, ...]) -> Night:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .clinical import APNEA_TYPES, STAGE_EDF_TEXT
 from .epoch import EPOCH_SECONDS, STAGES, UNKNOWN
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,7 +65,6 @@ __all__ = [
 
 EVENT_TYPES = ("obstructive_apnea", "central_apnea", "mixed_apnea", "hypopnea", "desaturation", "arousal",
                "unspecified")
-APNEA_TYPES = frozenset({"obstructive_apnea", "central_apnea", "mixed_apnea"})
 W, N1, N2, N3, REM = range(5)
 
 # DREAMS / R&K numeric codes (hypnogram channel and Hypnogram_excerptN.txt)
@@ -809,8 +809,6 @@ def epoch_labels(scoring: Scoring, n_epochs: int) -> tuple[np.ndarray, np.ndarra
 #: apnea/hypopnea labels 0, not unknown)
 RESP_SCORED_TEXT = "Respiratory events scored"
 
-_STAGE_TEXT = {W: "Sleep stage W", N1: "Sleep stage N1", N2: "Sleep stage N2", N3: "Sleep stage N3",
-               REM: "Sleep stage R", UNKNOWN: "Sleep stage ?"}
 _EVENT_TEXT = {"obstructive_apnea": "Obstructive apnea", "central_apnea": "Central apnea",
                "mixed_apnea": "Mixed apnea", "hypopnea": "Hypopnea", "desaturation": "Oxygen desaturation",
                "arousal": "Arousal", "unspecified": "Respiratory event"}
@@ -829,7 +827,7 @@ def write_scoring_annotations(scoring: Scoring) -> list[tuple[float, float, str]
         j = i
         while j + 1 < st.size and st[j + 1] == st[i]:
             j += 1
-        out.append((i * es, (j - i + 1) * es, _STAGE_TEXT.get(int(st[i]), "Sleep stage ?")))
+        out.append((i * es, (j - i + 1) * es, STAGE_EDF_TEXT[int(st[i])]))
         i = j + 1
     out.extend((e.onset, e.duration, _EVENT_TEXT[e.type]) for e in scoring.events)
     if scoring.has_resp:

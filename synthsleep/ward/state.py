@@ -137,9 +137,7 @@ class WardState:
             if pos >= len(view.hypnogram):
                 view.hypnogram.extend([None] * (pos + 1 - len(view.hypnogram)))
             view.hypnogram[pos] = code
-            confidence = ev.value.get("confidence")
-            if confidence is None:
-                confidence = float(prob.get(stage, 0.0)) if code >= 0 else None
+            confidence = ev.value.get("confidence", float(prob.get(stage, 0.0))) if code >= 0 else None
             view.last = {"epoch": idx, "onset": ev.onset, "stage": stage, "confidence": confidence,
                          "prob": {n: float(prob.get(n, 0.0)) for n in self.stage_names}, "time": ev.time}
             view.last_time = self._clock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -130,9 +131,11 @@ def test_every_dashboard_metric_exists_from_the_monitors_start(tiny_artifact, tm
     assert not needed - names, f"missing at start: {needed - names}"
     for bed in ("7", "8"):
         for name in ("synthsleep_gaps_total", "synthsleep_epochs_processed_total", "synthsleep_samples_received_total",
-                     "synthsleep_alerts_active", "synthsleep_ahi", "synthsleep_stream_lag_seconds"):
+                     "synthsleep_alerts_active", "synthsleep_stream_lag_seconds", "synthsleep_bed_faulted",
+                     "synthsleep_bed_faults_total"):
             assert got[(name, (("bed", bed),))] == 0.0, name
         assert got[("synthsleep_stage", (("bed", bed),))] == -1.0
+        assert math.isnan(got[("synthsleep_ahi", (("bed", bed),))])  # n/a until sleep with a resp. sensor, not 0
         for t in ("apnea", "signal_lost", "signal_restored"):
             assert got[("synthsleep_events_total", (("bed", bed), ("type", t)))] == 0.0
         assert got[("synthsleep_step_latency_seconds_count", (("bed", bed),))] == 0.0

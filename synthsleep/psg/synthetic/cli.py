@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synthsleep.psg.clinical import RESPIRATORY_EVENT_TYPES
 from synthsleep.psg.synthetic.night import synthesize_night, write_night
 from synthsleep.psg.synthetic.stats import STAGE_NAMES
 from synthsleep.psg.synthetic.subject import SubjectParams
@@ -127,9 +128,8 @@ def _make_one(spec: tuple) -> dict:
     path = Path(out) / f"synth-s{subj:03d}-n{nno}.edf"
     write_night(night, path)
     pct = {name: 100.0 * float(np.mean(night.stages == c)) for c, name in enumerate(STAGE_NAMES)}
-    n_ev = {t: sum(e.type == t for e in night.events) for t in
-            ("obstructive_apnea", "central_apnea", "mixed_apnea", "hypopnea")}
-    logger.info("wrote %s (%.2f h, AHI %.1f)", path, night.duration / 3600, night.ahi())
+    n_ev = {t: sum(e.type == t for e in night.events) for t in RESPIRATORY_EVENT_TYPES}
+    logger.info("wrote %s (%.2f h, AHI %s)", path, night.duration / 3600, night.ahi())
     return {"file": path.name, "subject": f"s{subj:03d}", "night": nno, "seed": seed,
             "hours": night.duration / 3600, "ahi": night.ahi(), "stage_pct": pct, "events": n_ev,
             "lead_off": [vars(x) for x in night.lead_off], "subject_params": params.to_dict()}

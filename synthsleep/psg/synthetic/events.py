@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from synthsleep.psg.clinical import RESPIRATORY_EVENT_TYPES
 from synthsleep.psg.synthetic.subject import SubjectParams
 
 EPOCH_S = 30
 # relative propensity of respiratory events per stage (W, N1, N2, N3, REM): none in wake,
 # fewer in N3, more in REM
 EVENT_STAGE_WEIGHT = np.array([0.0, 1.0, 1.0, 0.3, 1.6])
-APNEA_TYPES = ("obstructive_apnea", "central_apnea", "mixed_apnea")
 
 
 @dataclass
@@ -58,7 +58,7 @@ def _draw_type(rng: np.random.Generator, subject: SubjectParams) -> str:
     fo, fc, fm = subject.frac_obstructive, subject.frac_central, subject.frac_mixed
     fh = max(0.0, 1.0 - fo - fc - fm)
     p = np.array([fo, fc, fm, fh])
-    return (*APNEA_TYPES, "hypopnea")[int(rng.choice(4, p=p / p.sum()))]
+    return RESPIRATORY_EVENT_TYPES[int(rng.choice(4, p=p / p.sum()))]
 
 
 def plan_respiratory_events(rng: np.random.Generator, stages: np.ndarray, subject: SubjectParams) -> list[PlannedEvent]:

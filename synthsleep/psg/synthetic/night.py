@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from synthsleep.psg.annotations import RespEvent, Scoring, write_scoring_annotations
+from synthsleep.psg.clinical import RESPIRATORY_EVENT_TYPES, events_per_hour, sleep_hours
 from synthsleep.psg.recording import Signal, write_edf
 from synthsleep.psg.synthetic.artifacts import LeadOff, add_artifacts
 from synthsleep.psg.synthetic.cardiorespiratory import (
@@ -82,12 +83,11 @@ class SyntheticNight:
 
     def resp_events(self) -> list[RespEvent]:
         """Apneas and hypopneas only."""
-        return [e for e in self.events if e.type in ("obstructive_apnea", "central_apnea", "mixed_apnea", "hypopnea")]
+        return [e for e in self.events if e.type in RESPIRATORY_EVENT_TYPES]
 
-    def ahi(self) -> float:
-        """Apneas + hypopneas per hour of sleep."""
-        sleep_h = float(np.sum(self.stages > 0)) * EPOCH_S / 3600.0
-        return len(self.resp_events()) / sleep_h if sleep_h > 0 else 0.0
+    def ahi(self) -> float | None:
+        """Apneas + hypopneas per hour of sleep (None: no sleep)."""
+        return events_per_hour(len(self.resp_events()), sleep_hours(self.stages, EPOCH_S))
 
     def scoring(self) -> Scoring:
         """The ground truth as a ``Scoring``."""
