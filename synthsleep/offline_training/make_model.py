@@ -210,15 +210,18 @@ def _finetune_cfg(rc: dict[str, Any], budget_scale: float) -> dict[str, Any]:
 
 
 def make_model(out: Path, work: Path, rc: dict[str, Any], subjects: int, two_night: int, hours: float,
-               workers: int, label_study: bool) -> dict[str, Any]:
+               workers: int, label_study: bool, epoch_norm: tuple[str, ...] | None = None) -> dict[str, Any]:
     timer = Timer()
     seed = int(rc["seed"])
     nights_dir, shards = work / "nights", work / "shards"
     n_nights = timer.run("synthesise nights", synthesise, nights_dir, subjects, two_night, hours, seed, workers)
 
+    from synthsleep.psg.preprocess import PreprocessParams
+
     from .prepare import prepare
 
-    man = timer.run("prepare shards", prepare, nights_dir, shards, workers=workers, seed=seed)
+    params = PreprocessParams() if epoch_norm is None else PreprocessParams(epoch_norm=epoch_norm)
+    man = timer.run("prepare shards", prepare, nights_dir, shards, params, workers=workers, seed=seed)
     summary = man.extra.get("summary", {})
     print(f"[make model] data: {n_nights} nights, {summary.get('epochs')} epochs, subjects "
           f"{summary.get('subjects')}", flush=True)
@@ -387,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     # whole nights: 3-h nights are a third N3 and 3 %% REM (real nights ~15-20 %% / 20-25 %%)
     ap.add_argument("--hours", type=float, default=7.0, help="hours per night (default 7)")
     ap.add_argument("--workers", type=int, default=2, help="processes for synthesis / prepare")
+    ap.add_argument("--epoch-norm", default=None, metavar="MODS",
+                    help="modalities normalised per epoch, comma-separated, or 'none' for running "
+                         "statistics everywhere (default: PreprocessParams' eeg,eog,ecg)")
     ap.add_argument("--budget-scale", type=float, default=1.0,
                     help="multiply every time budget of the run config (default 1)")
     ap.add_argument("--no-label-study", dest="label_study", action="store_false",
@@ -397,9 +403,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     rc = _finetune_cfg(load_run_config(a.config, a.overrides), a.budget_scale)
     setup_threads(int(rc["threads"]) or min(2, os.cpu_count() or 1))
+    epoch_norm = None if a.epoch_norm is None else tuple(
+        m for m in a.epoch_norm.split(",") if m.strip() and a.epoch_norm != "none")
     try:
         make_model(Path(a.out), Path(a.work), rc, a.subjects, a.two_night_subjects, a.hours, a.workers,
-                   a.label_study)
+                   a.label_study, epoch_norm)
     except (ValueError, FileNotFoundError) as e:
         print(f"make model: error: {e}", file=sys.stderr)
         return 2
