@@ -220,7 +220,7 @@ def make_model(out: Path, work: Path, rc: dict[str, Any], subjects: int, two_nig
 
     from .prepare import prepare
 
-    params = PreprocessParams() if epoch_norm is None else PreprocessParams(epoch_norm=epoch_norm)
+    params = PreprocessParams(epoch_norm=epoch_norm or ())
     man = timer.run("prepare shards", prepare, nights_dir, shards, params, workers=workers, seed=seed)
     summary = man.extra.get("summary", {})
     print(f"[make model] data: {n_nights} nights, {summary.get('epochs')} epochs, subjects "
@@ -391,8 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hours", type=float, default=7.0, help="hours per night (default 7)")
     ap.add_argument("--workers", type=int, default=2, help="processes for synthesis / prepare")
     ap.add_argument("--epoch-norm", default=None, metavar="MODS",
-                    help="modalities normalised per epoch, comma-separated, or 'none' for running "
-                         "statistics everywhere (default: PreprocessParams' eeg,eog,ecg)")
+                    help="modalities normalised per epoch, comma-separated (e.g. eeg,eog,ecg), or "
+                         "'none' for running statistics everywhere (the default, as the bundled model)")
     ap.add_argument("--budget-scale", type=float, default=1.0,
                     help="multiply every time budget of the run config (default 1)")
     ap.add_argument("--no-label-study", dest="label_study", action="store_false",
@@ -403,8 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     rc = _finetune_cfg(load_run_config(a.config, a.overrides), a.budget_scale)
     setup_threads(int(rc["threads"]) or min(2, os.cpu_count() or 1))
-    epoch_norm = None if a.epoch_norm is None else tuple(
-        m for m in a.epoch_norm.split(",") if m.strip() and a.epoch_norm != "none")
+    epoch_norm = () if a.epoch_norm in (None, "none") else tuple(m.strip() for m in a.epoch_norm.split(",") if m.strip())
     try:
         make_model(Path(a.out), Path(a.work), rc, a.subjects, a.two_night_subjects, a.hours, a.workers,
                    a.label_study, epoch_norm)

@@ -199,8 +199,8 @@ def test_bad_rates_and_modalities():
 def test_per_epoch_normalisation_ignores_history_and_gain():
     """EEG/EOG/ECG are scaled by their own epoch: how the night started, the amplifier's gain
     and the derivation's amplitude change nothing; running-normalised EMG does depend on them."""
-    params = PreprocessParams()
-    assert {"eeg", "eog", "ecg"} <= set(params.epoch_norm) and "emg" not in params.epoch_norm
+    assert PreprocessParams().epoch_norm == ()  # running statistics unless asked for
+    params = PreprocessParams(epoch_norm=("eeg", "eog", "ecg"))
     rng = np.random.default_rng(3)
     x = rng.normal(0, 25, 256 * 30)
     emg = rng.normal(0, 5, 512 * 30)
@@ -220,8 +220,8 @@ def test_per_epoch_normalisation_ignores_history_and_gain():
 
 
 def test_params_of_older_artifacts_keep_running_normalisation():
-    d = PreprocessParams().to_dict()
-    assert PreprocessParams.from_dict(d) == PreprocessParams()
+    d = PreprocessParams(epoch_norm=("eeg",)).to_dict()
+    assert PreprocessParams.from_dict(d) == PreprocessParams(epoch_norm=("eeg",))
     del d["epoch_norm"]  # written before per-epoch normalisation existed
     assert PreprocessParams.from_dict(d).epoch_norm == ()
     with pytest.raises(PreprocessError, match="epoch_norm"):
