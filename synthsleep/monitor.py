@@ -7,6 +7,10 @@ Prometheus) and its state is saved atomically (model state, preprocessing statis
 alert state) so a monitor killed at any point and restarted resumes without losing an epoch's
 events or writing one twice.
 
+One module (~630 lines) because it is one loop and its CLI: connecting, polling, the batched
+step, per-bed fault isolation and state saving all act on the same ``_Bed`` records in the same
+round; saved state lives in ``bed_state``, the web view in ``ward``.
+
 Event identity is (bed, session, epoch index); the events file is the truth for what was
 written. A bed that resumes from valid saved state continues its session and skips only the
 epochs of THAT session already in the JSONL. A bed without usable state (none, unreadable,

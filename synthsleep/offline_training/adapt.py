@@ -26,7 +26,6 @@ verified again.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +38,7 @@ from torch import nn
 from ..psg.montage import parse_overrides, resolve_channels
 from ..psg.preprocess import PreprocessParams, iter_recording_epochs
 from ..psg.recording import open_recording
+from .prepare import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +122,6 @@ def reestimate_batchnorm(model: nn.Module, nights: Sequence[tuple[np.ndarray, np
     return {"epochs": n, "batchnorms": len(bns) - kept, "kept": kept}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def adapt(recordings: Sequence[Path], model_path: str | Path, out: str | Path,
           overrides: dict[str, str] | None = None, progress: bool = False) -> dict[str, Any]:
     """Adapt the artifact ``model_path`` (its weights beside it) to ``recordings``; write ``out``.
@@ -161,7 +153,7 @@ def adapt(recordings: Sequence[Path], model_path: str | Path, out: str | Path,
     for path in it:
         x, present = read_epochs(Path(path), params, overrides)
         nights.append((x, present))
-        files.append({"file": Path(path).name, "sha256": _sha256(Path(path)), "epochs": len(x),
+        files.append({"file": Path(path).name, "sha256": sha256_of(Path(path)), "epochs": len(x),
                       "modalities": [m for m, k in zip(params.modalities, present.any(axis=0)) if k]})
     stats = reestimate_batchnorm(model, nights)
     record = {"method": "AdaBN: per-epoch encoder BatchNorm statistics re-estimated, no labels",

@@ -21,6 +21,10 @@ for every task (DESIGN defect 6). Model selection uses the VALIDATION split only
 3): score = Cohen's kappa + mean F1 of apnea and hypopnea (only the trained tasks count), with
 the state carried over each whole validation night. The apnea/hypopnea decision thresholds are
 chosen on the validation split as well.
+
+Why one module (~800 lines): both phases share the run's model, loss, lanes and selection state;
+splitting it by job (data lanes, the whole-night trainer, model selection, the entry point) is
+planned in issue 7.
 """
 
 from __future__ import annotations

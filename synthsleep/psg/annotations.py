@@ -23,6 +23,10 @@ Sources (``load_scoring`` detects which):
 Stage codes: 0=W, 1=N1, 2=N2, 3=N3 (R&K S3+S4), 4=REM, -1 unknown (``?``, movement time,
 unscored). Bare numbers in CSV/text are AASM codes 0..4, unless a 5 occurs in the file, in which
 case the R&K/NSRR numbering 0=W, 1..4=S1..S4, 5=REM is used (logged).
+
+Why one module (~840 lines): one ``Scoring`` type read from five formats (EDF+, NSRR XML, DREAMS,
+CSV, YASA) and written as EDF+; each reader is short, they share the event vocabulary and clipping
+rules.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ other units (``%``, ``bpm``, ...) are left as written.
 EDF+D (discontinuous): every data record has an onset (``Recording.record_onsets``); time not
 covered by any record is read back as NaN, so gaps never shift later samples. ``duration``
 is the span from the start to the end of the last record.
+
+Why one module (~620 lines): reading EDF/EDF+C/EDF+D/BDF (units, records, gaps) and writing EDF+C
+share the header model; a split would only move helpers back and forth.
 """
 
 from __future__ import annotations

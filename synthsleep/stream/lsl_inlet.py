@@ -34,6 +34,10 @@ Stream clock (``BedInlet.now``): the time up to which the bed's data should have
 delivered data in the last ``stale_after`` wall seconds, so a replay faster than real time
 (whose timestamps run ahead of ``local_clock``) never closes epochs early; when every stream is
 silent it runs on in wall-clock time from the newest sample, so late data closes epochs.
+
+Why one module (~750 lines): resolving, description parsing and validation, units, clock
+correction and recovery of one bed's streams; the LSL-free ring buffer/dejitter split asked for in
+issue 7 is not done yet.
 """
 
 from __future__ import annotations
