@@ -279,3 +279,38 @@ def test_ecg_polarity_varies_between_subjects():
     down = synthesize_night(4, 0.05, subject=dataclasses.replace(base, ecg_sign=-1.0),
                             artifacts=False).signal("ECG II").data
     assert skew(up) > 2 and skew(down) < -2  # the QRS dominates: it points up, or down
+
+
+def test_domain_randomisation_draws_after_the_base_subject():
+    """``randomize=False`` gives the same sleeper without the lab/montage randomisation; with it,
+    the fields spread over their ranges across subjects."""
+    plain = SubjectParams.draw(np.random.default_rng(7), randomize=False)
+    rnd = SubjectParams.draw(np.random.default_rng(7))
+    assert plain.bg_knee_hz == SubjectParams.bg_knee_hz and plain.muscle_uv == 0.0
+    same = {f.name for f in dataclasses.fields(SubjectParams)} - {"bg_exponent", "bg_knee_hz", "muscle_uv", "eye_leak"}
+    assert all(getattr(plain, k) == getattr(rnd, k) for k in same)
+    subjects = [SubjectParams.draw(np.random.default_rng(s)) for s in range(40)]
+    knees = np.array([s.bg_knee_hz for s in subjects])
+    assert knees.min() < 25 and knees.max() > 38
+    assert 0.05 < np.mean([s.muscle_uv == 0 for s in subjects]) < 0.6
+
+
+def _share(night, lo, hi):
+    x, fs = _epochs(night, "EEG C4-M1")
+    f, p = welch(x, fs=fs, nperseg=int(4 * fs), axis=1)
+    return float(np.median(p[:, (f >= lo) & (f < hi)].sum(1) / p[:, (f >= 0.5) & (f < 40)].sum(1)))
+
+
+def test_background_knee_and_scalp_muscle_shape_the_high_frequencies():
+    """A low knee removes 30-40 Hz power as in real sleep EEG (0.0002-0.002 of 0.5-40 Hz in the
+    real N2/N3 snippets); scalp muscle adds it back in wake, where the chin tone is high."""
+    stages = np.repeat(np.array([2], dtype=np.int8), 12)
+    base = dataclasses.replace(SubjectParams(), ahi=0.0, arousal_per_h=0.0, noise_uv=0.2, line_uv=0.0)
+    flat = synthesize_night(5, 0, subject=base, stages=stages, artifacts=False)
+    knee = synthesize_night(5, 0, subject=dataclasses.replace(base, bg_knee_hz=20.0), stages=stages, artifacts=False)
+    assert _share(knee, 30, 40) < 0.5 * _share(flat, 30, 40)
+    assert _share(knee, 30, 40) < 0.003
+    wake = np.zeros(12, dtype=np.int8)
+    quiet = synthesize_night(6, 0, subject=base, stages=wake, artifacts=False)
+    tense = synthesize_night(6, 0, subject=dataclasses.replace(base, muscle_uv=6.0), stages=wake, artifacts=False)
+    assert _share(tense, 20, 40) > 1.25 * _share(quiet, 20, 40)

@@ -90,7 +90,7 @@ def render_eeg(rng: np.random.Generator, track: FeatureTrack, subject: SubjectPa
     g = subject.eeg_gain
     arousal = _env(track.arousal, n, fs)
     # components are accumulated in place into ``slow`` / ``fast`` to keep memory down (8-h nights)
-    bg = shaped_noise(rng, n, fs, pink_gain(1.15), k=3)
+    bg = shaped_noise(rng, n, fs, pink_gain(subject.bg_exponent, lp=subject.bg_knee_hz), k=3)
     bg *= _env(track["bg"], n, fs)[None] * subject.background_uv
     fast = shaped_noise(rng, n, fs, peak_gain(subject.alpha_hz, 0.55))[0]
     fast *= (_env(track["alpha"], n, fs) + 1.3 * arousal) * subject.alpha_uv
@@ -121,6 +121,13 @@ def render_eeg(rng: np.random.Generator, track: FeatureTrack, subject: SubjectPa
     c3 *= g
     frontal = bg[0] * 0.6 + 1.1 * slow + 0.3 * fast
     frontal *= g
+    del bg, slow, fast
+    # domain randomisation, drawn after everything above (zero amplitudes leave it unchanged)
+    if subject.muscle_uv > 0:  # scalp muscle: follows chin tone, arousals and movements
+        env = _env(track["emg"] * (1 + 2.0 * track.arousal + 4.0 * track.movement), n, fs) * subject.muscle_uv
+        muscle = shaped_noise(rng, n, fs, band_gain(20.0, 100.0, 2.0), k=2)
+        c4 += muscle[0] * env
+        c3 += muscle[1] * env
     return c4, c3, frontal
 
 

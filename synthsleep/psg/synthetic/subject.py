@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
@@ -47,6 +47,10 @@ class SubjectParams:
     n1_ambiguity: float = 0.6  # 0: N1 clear-cut, 1: N1 often looks like W or N2
     eye_leak: float = 0.06  # fraction of the eye-movement potential seen by the EEG leads
     ecg_sign: float = 1.0  # +1 upright QRS; -1 reversed electrodes or another lead (DREAMS excerpt3)
+    # Domain randomisation (``draw(randomize=True)``); the defaults give the unrandomised generator.
+    bg_exponent: float = 1.15  # amplitude-spectrum exponent of the 1/f background (power slope = 2x)
+    bg_knee_hz: float = 100.0  # above it the background falls a further 1/f^2 in power (cortex, skull, amplifier)
+    muscle_uv: float = 0.0  # scalp-muscle (20-100 Hz) contamination of the EEG at wake chin tone
 
     def to_dict(self) -> dict[str, float]:
         """JSON-able dict."""
@@ -62,13 +66,18 @@ class SubjectParams:
         return cls(**{k: float(v) for k, v in d.items()})
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, ahi_range: tuple[float, float] | None = None) -> SubjectParams:
+    def draw(cls, rng: np.random.Generator, ahi_range: tuple[float, float] | None = None,
+             randomize: bool = True) -> SubjectParams:
         """Draw a random subject.
 
         Args:
             rng: the generator (seeded by the caller for determinism).
             ahi_range: (low, high) AHI in events/h; default: a clinic-like mixture of
                 healthy, mild, moderate and severe sleepers (0 to 60).
+            randomize: also draw the domain-randomisation fields (1/f slope and the knee above
+                which it steepens, scalp-muscle contamination, a wider eye-movement leak: what
+                differs between labs, derivations and people more than between stages). Drawn
+                after all others, so ``False`` gives the same subjects without them.
         """
         if ahi_range is None:
             probs = np.array([c[2] for c in _AHI_CLASSES])
@@ -84,7 +93,7 @@ class SubjectParams:
         fo = float(rng.uniform(0.2, 0.6))
         fc = float(rng.uniform(0.0, 0.2))
         fm = float(rng.uniform(0.0, 0.1))
-        return cls(
+        subject = cls(
             eeg_gain=gain,
             background_uv=float(14.0 * ln(0.0, 0.2)),
             alpha_hz=float(np.clip(rng.normal(10.0, 0.8), 8.2, 12.0)),
@@ -114,4 +123,18 @@ class SubjectParams:
             n1_ambiguity=float(rng.uniform(0.4, 0.95)),
             eye_leak=float(rng.uniform(0.03, 0.12)),
             ecg_sign=float(-1.0 if rng.random() < 0.3 else 1.0),  # drawn last: earlier draws unchanged
+        )
+        if not randomize:
+            return subject
+        # Ranges chosen from the literature on the aperiodic EEG component (power-law exponent
+        # ~1.5-3.5, steeper above a knee at 20-40 Hz) and the real N2/N3 snippets in
+        # shared/data/real/snippets (30-40 Hz share 0.002 / 0.0002 of 0.5-40 Hz power, where the
+        # unrandomised generator gives 0.003 / 0.0012); frontal/central pick-up of eye movements
+        # and scalp muscle widened to what montages other than C4-M1 show.
+        return replace(
+            subject,
+            bg_exponent=float(rng.uniform(0.8, 1.6)),
+            bg_knee_hz=float(rng.uniform(18.0, 45.0)),
+            muscle_uv=float(rng.choice([0.0, 1.0], p=[0.3, 0.7]) * 6.0 * ln(0.0, 0.6)),
+            eye_leak=float(subject.eye_leak * rng.uniform(1.0, 4.0)),
         )
