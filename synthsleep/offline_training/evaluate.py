@@ -371,35 +371,29 @@ def load_predictor(path: Path | str) -> Predictor:
     return TorchPredictor(p)
 
 
-def _events_of(block: Any) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for s in block.events or ():
-        if s and s != "[]":
-            out.extend(json.loads(s))
-    return out
-
-
 def run_split(predictor: Predictor, shard_dir: Path | str, split: str = "test", window: int = 20,
               max_nights: int | None = None, progress: bool = False
               ) -> tuple[list[NightTruth], list[NightPredictions], list[NightPredictions]]:
-    """Run ``predictor`` over every night of ``split``: (truth, carried, windows) per night."""
-    from .datasets import NightSequenceDataset, ShardIndex
+    """Run ``predictor`` over every night of ``split``: (truth, carried, windows) per night.
 
-    index = ShardIndex(shard_dir, split)
-    if not index.nights:
+    Nights come from ``shards.iter_nights`` (the reader training uses), float32, one at a time.
+    """
+    from .shards import iter_nights, split_files
+
+    n_nights = len(split_files(shard_dir, split))
+    if not n_nights:
         raise ValueError(f"{shard_dir}: split {split!r} has no nights to evaluate")
-    ds = NightSequenceDataset(index, seq_len=window, modalities=predictor.modalities)
-    nights = range(len(index.nights) if max_nights is None else min(max_nights, len(index.nights)))
+    nights = iter_nights(shard_dir, split, predictor.modalities, max_nights=max_nights, dtype=np.float32)
     if progress:
         from tqdm import tqdm
-        nights = tqdm(nights, unit="night", desc=f"evaluate {split}")
+        nights = tqdm(nights, unit="night", desc=f"evaluate {split}",
+                      total=n_nights if max_nights is None else min(max_nights, n_nights))
     truth, carried, windows = [], [], []
-    for k in nights:
-        info = index.nights[k]
-        blk = ds.night(k, events=True)
-        truth.append(NightTruth(info.night, blk.stage, blk.apnea, blk.hypopnea, _events_of(blk), info.subject))
-        carried.append(NightPredictions(info.night, *predictor.carried(blk.x, blk.present)))
-        windows.append(NightPredictions(info.night, *predictor.windows(blk.x, blk.present, window)))
+    for n in nights:
+        truth.append(NightTruth(n.night, n.stage.astype(np.int64), n.apnea.astype(np.int64),
+                                n.hypopnea.astype(np.int64), n.events, n.subject))
+        carried.append(NightPredictions(n.night, *predictor.carried(n.x, n.present)))
+        windows.append(NightPredictions(n.night, *predictor.windows(n.x, n.present, window)))
     return truth, carried, windows
 
 

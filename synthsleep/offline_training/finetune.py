@@ -55,16 +55,16 @@ from ..psg.clinical import (
 from .augment import augment_epochs, corrupt_modality, draw_montage, montage_dropout
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import add_config_arguments, load_run_config
+from .lanes import plan_lanes, rank_lanes
 from .metrics import roc_auc
+from .shards import Night, load_nights
 from .trainer import (
     DistInfo,
     MetricsLog,
-    Night,
     any_rank,
     autocast,
     barrier,
     init_distributed,
-    load_nights,
     make_optimizer,
     seed_everything,
     setup_threads,
@@ -402,25 +402,6 @@ def _window_loss_fn(model: nn.Module, core: nn.Module, nights: Sequence[Night], 
 
 
 # ======================================================================================= phase 2
-def plan_lanes(lengths: Sequence[int], n_lanes: int, chunk: int, rng: np.random.Generator,
-               mid_start: float = 0.0) -> list[list[tuple[int, int, bool]]]:
-    """Assign nights (shuffled) to lanes, balancing chunk counts; each lane is a list of
-    (night index, chunk start, fresh) in night order, ``fresh`` marking a night's first chunk
-    (the Mamba state is reset there). With probability ``mid_start`` a night is entered at a
-    random epoch of its first half instead of its start, as a monitor started (or restarted
-    without state) in the middle of a night is. Lanes are padded to equal length with
-    (-1, 0, True)."""
-    order = rng.permutation(len(lengths))
-    lanes: list[list[tuple[int, int, bool]]] = [[] for _ in range(n_lanes)]
-    for i in order:
-        n = int(lengths[i])
-        first = int(rng.integers(1, n // 2)) if n >= 4 and rng.random() < mid_start else 0
-        lane = min(range(n_lanes), key=lambda k: len(lanes[k]))
-        lanes[lane] += [(int(i), s, s == first) for s in range(first, n, chunk)]
-    width = max(len(ln) for ln in lanes) if lanes else 0
-    return [ln + [(-1, 0, True)] * (width - len(ln)) for ln in lanes]
-
-
 class NightTrainer:
     """Whole-night truncated-BPTT training over lanes of nights (see module docstring)."""
 
@@ -480,8 +461,7 @@ class NightTrainer:
         lengths = [len(self.nights[i]) for i in self.labelled]
         plan = plan_lanes(lengths, self.lanes_global, self.chunk, rng,
                           float(self.fcfg.get("mid_start", 0.0)))
-        per = self.lanes_global // self.di.world
-        mine = plan[self.di.rank * per:(self.di.rank + 1) * per]
+        mine = rank_lanes(plan, self.di.rank, self.di.world)
         width = len(mine[0]) if mine else 0
         state = None
         train_mode()

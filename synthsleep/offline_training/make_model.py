@@ -40,7 +40,8 @@ import torch
 from .config import load_run_config
 from .finetune import _jsonable, _short, embed_nights, evaluate_embedded, finetune
 from .pretrain import pretrain_multimodal, pretrain_unimodal
-from .trainer import load_nights, setup_threads
+from .shards import load_nights
+from .trainer import setup_threads
 
 log = logging.getLogger(__name__)
 

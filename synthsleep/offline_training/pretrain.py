@@ -25,11 +25,11 @@ import torch
 from torch import Tensor, nn
 
 from .config import add_config_arguments, load_run_config
+from .shards import load_nights
 from .trainer import (
     DistInfo,
     count_parameters,
     init_distributed,
-    load_nights,
     make_optimizer,
     seed_everything,
     setup_threads,

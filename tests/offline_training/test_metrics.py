@@ -114,7 +114,7 @@ def test_evaluate_cli_with_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixt
     """A real (random) small SleepModel checkpoint over a real shard folder, both modes."""
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
-    from test_datasets import make_shards
+    from test_shards import make_shards
 
     from synthsleep.cli import main
     from synthsleep.model import SleepModel, load_config, save_model

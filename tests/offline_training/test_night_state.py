@@ -24,9 +24,10 @@ from synthsleep.offline_training.finetune import (
     build_model,
     build_task_loss,
     embed_nights,
-    plan_lanes,
 )
-from synthsleep.offline_training.trainer import DistInfo, MetricsLog, load_nights
+from synthsleep.offline_training.lanes import plan_lanes
+from synthsleep.offline_training.shards import load_nights
+from synthsleep.offline_training.trainer import DistInfo, MetricsLog
 
 torch.set_num_threads(1)
 
@@ -84,7 +85,7 @@ def _check(records: list[dict[str, Any]]) -> tuple[int, int]:
             continue
         conv_in, ssm_in = rec["in"] if rec["in"] is not None else (None, None)
         assert not rec["in_grad"], "the carried state must be detached (truncated backprop)"
-        for lane, (night, start, fresh) in enumerate(rec["items"]):
+        for lane, (night, _start, fresh) in enumerate(rec["items"]):
             if prev is None:
                 assert fresh or night < 0, f"lane {lane}: a pass must start each lane on a new night"
             if fresh or night < 0:

@@ -11,11 +11,11 @@ from synthsleep.offline_training.config import RunConfigError, load_run_config, 
 from synthsleep.offline_training.finetune import (
     TaskLoss,
     finetune,
-    plan_lanes,
     stage_metrics,
     temporal_heads,
 )
-from synthsleep.offline_training.trainer import label_subjects
+from synthsleep.offline_training.lanes import plan_lanes
+from synthsleep.offline_training.shards import label_subjects
 
 torch.set_num_threads(1)
 
@@ -103,7 +103,7 @@ def test_montage_dropout_runs_both_phases(shards, tmp_path):
 def test_embed_nights_keep_equals_a_recording_without_those_sensors(shards):
     from synthsleep.offline_training.augment import montage_mask
     from synthsleep.offline_training.finetune import build_model, embed_nights
-    from synthsleep.offline_training.trainer import Night, load_nights
+    from synthsleep.offline_training.shards import Night, load_nights
 
     rc = load_run_config(None, tiny_overrides())
     model, cfg = build_model(rc, None, torch.device("cpu"))
@@ -180,7 +180,7 @@ def test_label_fraction_by_subject():
 
 
 def test_label_fraction_applies_to_every_task(shards, tmp_path):
-    from synthsleep.offline_training.trainer import load_nights
+    from synthsleep.offline_training.shards import load_nights
 
     nights = load_nights(shards, "train", ("eeg",), label_fraction=0.01, seed=0)
     labelled = [n for n in nights if n.labelled]
