@@ -6,8 +6,11 @@ from the checkpoint written after step ``s`` computes exactly the same loss at s
 the uninterrupted run (the RNG states are saved in train_state.json as well, for inspection).
 
 DDP: launched by ``torchrun`` (env RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT),
-backend gloo on CPU and nccl on CUDA. The global batch is split evenly over ranks; gradients are
-averaged by DistributedDataParallel. Only rank 0 writes logs and checkpoints.
+backend gloo on CPU and nccl on CUDA. The global batch is split evenly over ranks
+(``shard_rows``); gradients are averaged over ranks by ``average_gradients`` after every
+backward (the one DDP strategy, also of whole-night training). Every rank builds the same model
+from the same seed, so the parameters start equal without a broadcast. Only rank 0 writes logs
+and checkpoints.
 """
 
 from __future__ import annotations
@@ -125,16 +128,26 @@ def any_rank(flag: bool, di: DistInfo) -> bool:
     return bool(t.item() > 0)
 
 
-def wrap_ddp(module: nn.Module, di: DistInfo, device: torch.device, find_unused: bool = True
-             ) -> nn.Module:
-    """DistributedDataParallel around ``module`` when running distributed, else ``module``.
+def average_gradients(params: list[Tensor], di: DistInfo) -> None:
+    """Average the gradients of ``params`` over the DDP ranks (in place; no-op on one process).
 
-    ``find_unused``: some parameters get no gradient in a step (pretraining decoders while
-    fine-tuning); they are then all-reduced as zeros instead of hanging the reducer."""
+    The one DDP strategy of every training loop: each rank computes the loss of its own rows
+    (normalised by the GLOBAL label count, see ``tasks.TaskLoss``), calls ``backward``, then this
+    before clipping and the optimizer step. A parameter without a gradient on some ranks (a
+    modality absent from one rank's batch) counts as zero there; one without a gradient on every
+    rank keeps ``grad = None``, as in a single process. Every rank must pass the same list.
+    """
     if not di.enabled:
-        return module
-    ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)
+        return
+    has = torch.tensor([q.grad is not None for q in params], dtype=torch.float32)
+    dist.all_reduce(has, op=dist.ReduceOp.MAX)
+    for q, any_grad in zip(params, has.tolist()):
+        if not any_grad:
+            continue
+        if q.grad is None:
+            q.grad = torch.zeros_like(q)
+        dist.all_reduce(q.grad)
+        q.grad /= di.world
 
 
 def shard_rows(n_global: int, di: DistInfo) -> slice:
@@ -229,7 +242,7 @@ def train_steps(*, model: nn.Module, optimizer: torch.optim.Optimizer,
                 ) -> LoopResult:
     """Run optimizer steps ``[start, total_steps)``; ``loss_fn(step)`` builds its own batch.
 
-    ``model`` is the module whose parameters train (possibly DDP-wrapped); checkpoints go to
+    ``model`` is the module whose parameters train (gradients averaged over DDP ranks); checkpoints go to
     ``out_dir/checkpoint`` every ``ckpt_every`` steps and at the end. With ``resume`` the loop
     restarts after the last checkpointed step. ``samples_per_step`` (global) gives throughput.
     ``stop_at``: stop (with a checkpoint) after this step, as if interrupted (tests, budgets).
@@ -261,6 +274,7 @@ def train_steps(*, model: nn.Module, optimizer: torch.optim.Optimizer,
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step}")
         loss.backward()
+        average_gradients(params, di)
         gnorm = torch.nn.utils.clip_grad_norm_(params, grad_clip) if grad_clip > 0 else torch.tensor(0.0)
         optimizer.step()
         scheduler.step()
@@ -295,6 +309,19 @@ def train_steps(*, model: nn.Module, optimizer: torch.optim.Optimizer,
     secs = time.monotonic() - t0
     done = step - start
     return LoopResult(step, stopped, secs, done * samples_per_step / max(secs, 1e-9), last)
+
+
+def jsonable(o: Any) -> Any:
+    """``o`` with numpy scalars and tensors turned into Python numbers/lists (for json.dumps)."""
+    if isinstance(o, dict):
+        return {str(k): jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [jsonable(v) for v in o]
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Tensor):
+        return o.tolist()
+    return o
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -19,14 +19,10 @@ import torch
 from _train_fixtures import shared_shards, tiny_overrides
 
 from synthsleep.offline_training.config import load_run_config
-from synthsleep.offline_training.finetune import (
-    NightTrainer,
-    build_model,
-    build_task_loss,
-    embed_nights,
-)
 from synthsleep.offline_training.lanes import plan_lanes
+from synthsleep.offline_training.night_trainer import NightTrainer, build_model, embed_nights
 from synthsleep.offline_training.shards import load_nights
+from synthsleep.offline_training.tasks import build_task_loss
 from synthsleep.offline_training.trainer import DistInfo, MetricsLog
 
 torch.set_num_threads(1)
@@ -46,9 +42,9 @@ def _record_pass(shards, tmp_path, mid_start: float, passes: int = 2) -> list[di
     nights = [n for n in load_nights(shards, "train", cfg.modalities) if n.labelled]
     nights = nights + nights  # more nights than lanes: every lane crosses a night boundary
     embeds = embed_nights(model, nights, device)
-    fcfg = rc["finetune"]
+    fcfg = rc.finetune
     trainer = NightTrainer(model, nights, embeds, build_task_loss(nights, "all", fcfg), fcfg,
-                           rc["seed"], DistInfo(), device)
+                           rc.seed, DistInfo(), device)
     records: list[dict[str, Any]] = []
     real_embed, real_temporal = trainer._embed_chunk, model.temporal
 
@@ -138,5 +134,5 @@ def test_plan_is_the_one_the_trainer_runs(shards, tmp_path):
     ran = [r["items"] for r in records if "items" in r]
     rc = load_run_config(None, tiny_overrides())
     lengths = [len(n) for n in load_nights(shards, "train", ("eeg",)) if n.labelled] * 2
-    plan = plan_lanes(lengths, 2, 4, np.random.default_rng([rc["seed"], 0, 0xA11]), 0.5)
+    plan = plan_lanes(lengths, 2, 4, np.random.default_rng([rc.seed, 0, 0xA11]), 0.5)
     assert ran == [list(step) for step in zip(*plan)]
