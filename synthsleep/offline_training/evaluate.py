@@ -21,12 +21,15 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..psg.epoch import STAGES
 from .metrics import ahi_agreement, binary_metrics, predicted_ahi, staging_metrics, true_ahi
+
+if TYPE_CHECKING:
+    from ..export.runtime import StepState
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +147,6 @@ def _thresholds(threshold: float | Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-# alias named in the brief: ``evaluate(predictions, truth) -> dict``
-evaluate = evaluate_predictions
-
-
 # ----------------------------------------------------------------------------------------------
 # Plots and the report
 # ----------------------------------------------------------------------------------------------
@@ -237,9 +236,11 @@ def write_report(report: Mapping[str, Any], out_dir: Path | str, name: str = "re
 
 class Predictor(Protocol):
     """Runs a model over one night. x float32 [n, M, 3000], present bool [n, M] →
-    (stage_prob [n, 5], apnea_prob [n], hypopnea_prob [n])."""
+    (stage_prob [n, 5], apnea_prob [n], hypopnea_prob [n]). ``thresholds``: the model's own
+    apnea/hypopnea decision thresholds (empty: 0.5)."""
 
     modalities: tuple[str, ...]
+    thresholds: dict[str, float]
 
     def carried(self, x: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
@@ -264,6 +265,7 @@ class TorchPredictor:
         self.model, self.cfg = load_model(path)
         self.model.eval()
         self.modalities = tuple(self.cfg.modalities)
+        self.thresholds: dict[str, float] = {}  # folded into the heads' biases by make_model
         self.chunk, self.batch = chunk, batch
 
     def _probs(self, out: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -308,30 +310,16 @@ class OnnxPredictor:
         from ..export.runtime import StepRuntime
 
         self.rt = StepRuntime(str(path))
-        mods = getattr(self.rt, "modalities", None)
-        if mods is None:
-            meta = getattr(self.rt, "metadata", None) or {}
-            mods = meta.get("modalities") if isinstance(meta, Mapping) else None
-        if not mods:
-            raise ValueError(f"{path}: the artifact does not say which modalities it reads")
-        self.modalities = tuple(mods)
-        self.thresholds = dict(getattr(self.rt, "thresholds", None) or {})
+        self.modalities = self.rt.modalities
+        self.thresholds = dict(self.rt.thresholds)
 
-    def _zero_state(self, batch: int) -> Any:
-        for name in ("zero_state", "initial_state", "allocate_state", "new_state"):
-            fn = getattr(self.rt, name, None)
-            if callable(fn):
-                return fn(batch)
-        return None
-
-    def _step(self, x: np.ndarray, present: np.ndarray, state: Any) -> tuple[tuple[np.ndarray, ...], Any]:
+    def _step(self, x: np.ndarray, present: np.ndarray, state: StepState
+              ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], StepState]:
         out, state = self.rt.step(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(present, bool), state)
-        get = (lambda k: out[k]) if isinstance(out, Mapping) else (lambda k: getattr(out, k))  # noqa: E731
-        return (np.asarray(get("stage_prob")), np.asarray(get("apnea_prob")).reshape(-1),
-                np.asarray(get("hypopnea_prob")).reshape(-1)), state
+        return (out.stage_prob, out.apnea_prob.reshape(-1), out.hypopnea_prob.reshape(-1)), state
 
     def carried(self, x: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        state = self._zero_state(1)
+        state = self.rt.new_state(1)
         res = []
         for i in range(x.shape[0]):
             r, state = self._step(x[i:i + 1], present[i:i + 1], state)
@@ -343,7 +331,7 @@ class OnnxPredictor:
         n = x.shape[0]
         out = [np.zeros((n, len(STAGES)), np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32)]
         starts = np.arange(0, n, window)
-        state = self._zero_state(len(starts))
+        state = self.rt.new_state(len(starts))
         for t in range(window):
             idx = starts + t
             live = idx < n
@@ -407,7 +395,7 @@ def evaluate_model(model: Path | str, shard_dir: Path | str, out_dir: Path | str
     t0 = time.perf_counter()
     pred = load_predictor(model)
     if threshold is None:
-        threshold = dict(getattr(pred, "thresholds", None) or {}) or 0.5
+        threshold = pred.thresholds or 0.5
     threshold = _thresholds(threshold)
     truth, carried, windows = run_split(pred, shard_dir, split, window, max_nights, progress)
     out = Path(out_dir)

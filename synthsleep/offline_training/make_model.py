@@ -13,7 +13,7 @@ Stages (each timed; a summary table is printed at the end and stored in eval_rep
    are then folded into the heads' output biases so that probability 0.5 is the decision point;
 6. evaluate on the held-out TEST subjects, (a) 20-epoch windows from a zero state and (b) the
    state carried all night (PyTorch), then the ONNX artifact through ONNX Runtime;
-7. export ``model.onnx`` (when ``synthsleep.export`` is installed) and copy ``model.safetensors``,
+7. export ``model.onnx`` and copy ``model.safetensors``,
    ``model.json``, ``eval_report.json`` and plots into ``--out``.
 
 8. the 1 %-labels comparison (pretrained vs random encoder, both frozen; ``--no-label-study``
@@ -180,25 +180,18 @@ def stage_confidence_threshold(model_dir: Path, shards: Path, max_unknown: float
 
 
 def export_and_check(model_dir: Path, out: Path, shards: Path, provenance: dict[str, Any],
-                     window: int, thresholds: dict[str, float]) -> dict[str, Any] | None:
-    """ONNX export + evaluation of the artifact through ONNX Runtime (None if export missing)."""
-    try:
-        from synthsleep.export.onnx_export import export_step
-    except ImportError as e:
-        log.warning("synthsleep.export is not available (%s): no model.onnx written", e)
-        return None
+                     window: int, thresholds: dict[str, float]) -> dict[str, Any]:
+    """ONNX export + evaluation of the artifact through ONNX Runtime (its evaluation report)."""
+    from synthsleep.export.onnx_export import export_step
     from synthsleep.model import load_model
-    from synthsleep.offline_training.prepare import load_manifest
+
+    from .evaluate import evaluate_model
+    from .prepare import load_manifest
 
     model, cfg = load_model(model_dir / "model")
     params = load_manifest(shards).params
     export_step(model, cfg, out / "model.onnx", provenance, params, thresholds)
-    try:
-        from synthsleep.offline_training.evaluate import evaluate_model
-    except ImportError:
-        return {"exported": True}
-    rep = evaluate_model(out / "model.onnx", shards, out / "eval_onnx", "test", window)
-    return rep
+    return evaluate_model(out / "model.onnx", shards, out / "eval_onnx", "test", window)
 
 
 # ---------------------------------------------------------------------------------- the pipeline
@@ -294,9 +287,8 @@ def _fingerprint(d: dict[str, str]) -> str:
     return h.hexdigest()
 
 
-def _onnx_short(rep: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not rep or "carried" not in rep:
-        return rep
+def _onnx_short(rep: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of ``evaluate_model``'s report, per mode."""
     out = {}
     for mode in ("carried", "windows"):
         r = rep[mode]
@@ -333,12 +325,11 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 def _plots(work: Path, out: Path, test: dict[str, Any]) -> None:
     """Training curves: self-supervised pretraining losses (NeuroNet per modality, the fusion),
     the whole-night phase's loss and its validation scores per pass."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     rows = _read_rows(work / "finetune" / "night" / "metrics.jsonl")
     val = [r for r in rows if r.get("phase") == "val" and r.get("val_score") is not None]
     tr = [r for r in rows if r.get("phase") == "night"]
@@ -362,7 +353,7 @@ def _plots(work: Path, out: Path, test: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def _print_metrics(test: dict[str, Any], window: int, onnx_rep: dict[str, Any] | None) -> None:
+def _print_metrics(test: dict[str, Any], window: int, onnx_rep: dict[str, Any]) -> None:
     print(f"\nheld-out TEST subjects: {test['test_subjects']} ({test['test_nights']} nights, "
           f"{test['test_epochs']} epochs)")
     print(f"{'mode':<28}{'acc':>7}{'mF1':>7}{'kappa':>7}{'apF1':>7}{'hyF1':>7}{'AHI MAE':>9}")
@@ -371,8 +362,7 @@ def _print_metrics(test: dict[str, Any], window: int, onnx_rep: dict[str, Any] |
     rows += [(f"torch, carried, {k} only" if k != "no respiratory" else "torch, carried, no resp.",
               short_metrics(v)) for k, v in test.get("reduced_montages", {}).items()]
     on = _onnx_short(onnx_rep)
-    if on and "carried" in on:
-        rows += [("ONNX, state carried", on["carried"]), (f"ONNX, {window}-ep windows", on["windows"])]
+    rows += [("ONNX, state carried", on["carried"]), (f"ONNX, {window}-ep windows", on["windows"])]
     for name, m in rows:
         f = lambda v: f"{v:.3f}" if isinstance(v, float) else "  -  "  # noqa: E731
         print(f"{name:<28}{f(m['accuracy']):>7}{f(m['macro_f1']):>7}{f(m['kappa']):>7}"

@@ -144,6 +144,7 @@ def test_evaluation_reads_what_training_reads(tmp_path: Path) -> None:
 
     class Echo:  # a predictor that returns its input's first sample as probabilities
         modalities = ("eeg", "emg")
+        thresholds: dict[str, float] = {}
 
         def carried(self, x, present):
             n = len(x)
