@@ -2,7 +2,8 @@
 
 Used by the run configs (``offline_training.config``), the alert rules (``alerts.rules``) and
 the monitor's beds file (``monitor.load_beds_config``); torch-free, so the live path may import
-it. Every error is a ``ConfigError`` (a ValueError) naming the file (or ``--set KEY``), the key
+it. (The model configs, ``model.config.load_config``, still parse their own flat TOML with the
+same rules: unknown keys and wrong types rejected, naming the file.) Every error is a ``ConfigError`` (a ValueError) naming the file (or ``--set KEY``), the key
 and the value. The command line overrides files everywhere: callers apply ``--set`` overrides or
 explicit options after the file.
 
@@ -168,5 +169,5 @@ def _free_path(obj: Any, parents: list[str]) -> bool:
 def _set_free(obj: Any, parents: list[str], last: str, value: Any) -> None:
     cur = obj
     for p in parents:
-        cur = cur[p] if isinstance(cur, dict) else getattr(cur, p)
+        cur = cur.setdefault(p, {}) if isinstance(cur, dict) else getattr(cur, p)
     cur[last] = value
