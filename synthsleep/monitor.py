@@ -398,7 +398,7 @@ class Monitor:
         if self.metrics:
             self.metrics.observe_epoch(bed.spec.bed, probs, float(out.apnea_prob[i]),
                                        float(out.hypopnea_prob[i]), code, step_seconds,
-                                       bed.session.detector.ahi)
+                                       bed.session.detector.ahi, epoch_latency_seconds=latency)
             self.metrics.set_alerts_active(bed.spec.bed, len(bed.session.alerts.active))
 
     def _emit(self, bed: _Bed, events: list[Event], epoch_index: int | None) -> None:

@@ -74,6 +74,8 @@ def test_replay_into_monitor_equals_offline_score(tiny_artifact, synthetic_edf, 
     assert before.get(key, 0.0) == 0.0 and after[key] == 20.0
     assert after[("synthsleep_samples_received_total", (("bed", "b1"),))] > 0
     assert any(k[0] == "synthsleep_step_latency_seconds_count" for k in after)
+    # the per-bed end-to-end latency is exported: one observation per scored epoch
+    assert after[("synthsleep_epoch_latency_seconds_count", (("bed", "b1"),))] == 20.0
 
 
 def _monitor_cmd(artifact: Path, name: str, events: Path, state: Path) -> list[str]:
