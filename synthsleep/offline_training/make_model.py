@@ -19,6 +19,9 @@ Stages (each timed; a summary table is printed at the end and stored in eval_rep
 8. the 1 %-labels comparison (pretrained vs random encoder, both frozen; ``--no-label-study``
    skips it).
 Designed to finish in under 45 minutes on 2 CPU cores with the defaults.
+
+Why one module (~410 lines): it is one script, the pipeline in order; each stage calls the job
+modules (prepare, pretrain, finetune, evaluate, export) and only the glue lives here.
 """
 
 from __future__ import annotations

@@ -14,10 +14,9 @@ from synthsleep.offline_training.evaluate import (
     NightPredictions,
     NightTruth,
     evaluate_predictions,
-    plot_confusion,
-    plot_hypnogram,
     write_report,
 )
+from synthsleep.offline_training.plots import plot_confusion, plot_hypnogram
 
 # true  0 0 1 1 2 (-1 dropped);  pred 0 1 1 1 0
 T = np.array([0, 0, 1, 1, 2, -1])
