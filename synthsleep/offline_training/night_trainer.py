@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,8 +32,10 @@ from .trainer import DistInfo, MetricsLog, autocast, average_gradients, seed_eve
 log = logging.getLogger(__name__)
 
 
-def build_model(run_cfg: RunConfig, init: str | Path | None, device: torch.device):
-    """A SleepModel from ``init`` (a run dir, checkpoint dir or model base path) or fresh."""
+def build_model(run_cfg: RunConfig, init: str | Path | None, device: torch.device
+                ) -> tuple[nn.Module, Any]:
+    """(SleepModel, its ModelConfig) from ``init`` (a run dir, checkpoint dir or model base path),
+    or a fresh one from the run config's model config and overrides."""
     from synthsleep.model import SleepModel, load_config, load_model
 
     if init:
@@ -83,8 +86,13 @@ def embed_nights(model: nn.Module, nights: Sequence[Night], device: torch.device
     return out
 
 
-def temporal_heads(model: nn.Module, e: Tensor, state=None):
-    """e [B, T, d] -> (stage_logits [B,T,5], apnea [B,T], hypopnea [B,T], new_state)."""
+State = tuple[Tensor, Tensor]  # (conv [L, B, conv_dim, d_conv], ssm [L, B, H, P, N])
+
+
+def temporal_heads(model: nn.Module, e: Tensor, state: State | None = None
+                   ) -> tuple[Tensor, Tensor, Tensor, State]:
+    """Fused embeddings e [B, T, d] through Mamba2 (from ``state``, zeros when None) and the heads
+    -> (stage_logits [B, T, 5], apnea_logit [B, T], hypopnea_logit [B, T], new state)."""
     b, t, _ = e.shape
     h, new_state = model.temporal(e, state)
     st, ap, hy = model.heads(h.reshape(b * t, -1))
