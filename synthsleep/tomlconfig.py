@@ -1,9 +1,9 @@
 """The one TOML config loader: read a file, check its keys, fill a typed dataclass.
 
-Used by the run configs (``offline_training.config``), the alert rules (``alerts.rules``) and
-the monitor's beds file (``monitor.load_beds_config``); torch-free, so the live path may import
-it. (The model configs, ``model.config.load_config``, still parse their own flat TOML with the
-same rules: unknown keys and wrong types rejected, naming the file.) Every error is a ``ConfigError`` (a ValueError) naming the file (or ``--set KEY``), the key
+Used by the model configs (``model.config.load_config``: read here, keys checked by
+``ModelConfig.from_dict``), the run configs (``offline_training.config``), the alert rules
+(``alerts.rules``) and the monitor's beds file (``monitor.load_beds_config``); torch-free, so
+the live path may import it. Every error is a ``ConfigError`` (a ValueError) naming the file (or ``--set KEY``), the key
 and the value. The command line overrides files everywhere: callers apply ``--set`` overrides or
 explicit options after the file.
 

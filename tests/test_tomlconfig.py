@@ -95,6 +95,16 @@ def test_every_shipped_toml_loads(tmp_path):
     bad.write_text("[[rule]]\nname = 'x'\n")
     with pytest.raises(RuleError, match="'rule'"):
         load_rules(bad)
+    from synthsleep.model import load_config
+    from synthsleep.model.config import CONFIG_DIR
+    from synthsleep.model.config import ConfigError as ModelConfigError
+
+    assert load_config("small").name == "small"
+    model = tmp_path / "m.toml"
+    model.write_text((CONFIG_DIR / "small.toml").read_text() + "\nfusion_dmi = 3\n")
+    with pytest.raises(ModelConfigError, match="m.toml.*fusion_dmi"):
+        load_config(model)
+    assert issubclass(ModelConfigError, ConfigError)
     run = tmp_path / "run.toml"
     run.write_text("seed = 1\n[finetune]\nlanes = 2\n[probe]\nstep = 3\n")
     with pytest.raises(RunConfigError, match=r"run.toml: unknown key\(s\) 'probe.step'"):
