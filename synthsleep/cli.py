@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pretrain": ("synthsleep.offline_training.pretrain", "self-supervised pretraining (NeuroNet, SynthSleepNet)",
                  "synthsleep pretrain unimodal --modality eeg --shards shards/ --out runs/eeg\n"
                  "synthsleep pretrain multimodal --shards shards/ --out runs/mm"),
-    "probe": ("synthsleep.offline_training.finetune:probe", "linear probe on a frozen encoder",
+    "probe": ("synthsleep.offline_training.probe", "linear probe on a frozen encoder",
               "synthsleep probe --shards shards/ --init runs/mm --out runs/probe"),
     "finetune": ("synthsleep.offline_training.finetune", "fine-tune staging / apnea / hypopnea over whole nights",
                  "synthsleep finetune --task all --labels 1.0 --shards shards/ --init runs/mm --out runs/ft"),
@@ -50,12 +50,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 def _load(spec: str):
-    """Import ``module[:prefix]`` and return (add_arguments, run) — ``prefix`` selects
-    ``<prefix>_add_arguments`` / ``<prefix>_run`` when one module offers several commands."""
-    mod_name, _, prefix = spec.partition(":")
-    mod = importlib.import_module(mod_name)
-    pre = f"{prefix}_" if prefix else ""
-    return getattr(mod, f"{pre}add_arguments"), getattr(mod, f"{pre}run")
+    """Import the module ``spec`` and return its (add_arguments, run)."""
+    mod = importlib.import_module(spec)
+    return mod.add_arguments, mod.run
 
 
 def build_parser(names: Sequence[str] | None = None) -> argparse.ArgumentParser:

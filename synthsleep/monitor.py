@@ -86,20 +86,27 @@ class BedSpec:
     units: dict[str, str] = field(default_factory=dict)
 
 
+#: ``[monitor]`` options of a beds file (each also a command-line option, which wins over it)
+MONITOR_OPTIONS = ("model", "metrics", "http", "events", "state_dir", "rules")
+BED_KEYS = ("id", "stream", "source_ids", "channels", "units")
+
+
 def load_beds_config(path: str | Path) -> tuple[list[BedSpec], dict[str, Any]]:
-    """Read ``beds.toml``: ``[monitor]`` options and ``[[bed]]`` tables (id, stream or
-    source_ids, channels). Raises ValueError naming the file and the problem."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    """Read ``beds.toml``: ``[monitor]`` options (``MONITOR_OPTIONS``, strings) and ``[[bed]]``
+    tables (``BED_KEYS``: id, stream or source_ids, channels, units). Unknown keys are an error.
+    Raises ValueError (``tomlconfig.ConfigError``) naming the file and the problem."""
+    from .tomlconfig import check_keys, coerce, read_toml
+
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read beds config: {exc}") from None
+    doc = read_toml(path, "beds config")
+    check_keys(doc, ("monitor", "bed"), str(path))
+    options = dict(doc.get("monitor", {}))
+    check_keys(options, MONITOR_OPTIONS, str(path), "monitor.")
+    for k, v in options.items():
+        coerce("", v, f"{path}: monitor.{k}")
     beds = []
     for i, t in enumerate(doc.get("bed", [])):
+        check_keys(t, BED_KEYS, f"{path}: [[bed]] #{i + 1}")
         if "id" not in t or not (t.get("stream") or t.get("source_ids")):
             raise ValueError(f"{path}: [[bed]] #{i + 1} needs an id and a stream (or source_ids)")
         units = {str(m): str(u) for m, u in dict(t.get("units", {})).items()}
@@ -114,7 +121,7 @@ def load_beds_config(path: str | Path) -> tuple[list[BedSpec], dict[str, Any]]:
     ids = [b.bed for b in beds]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{path}: bed ids must be unique, got {ids}")
-    return beds, dict(doc.get("monitor", {}))
+    return beds, options
 
 
 class _Bed:
@@ -391,7 +398,7 @@ class Monitor:
         if self.metrics:
             self.metrics.observe_epoch(bed.spec.bed, probs, float(out.apnea_prob[i]),
                                        float(out.hypopnea_prob[i]), code, step_seconds,
-                                       bed.session.detector.ahi)
+                                       bed.session.detector.ahi, epoch_latency_seconds=latency)
             self.metrics.set_alerts_active(bed.spec.bed, len(bed.session.alerts.active))
 
     def _emit(self, bed: _Bed, events: list[Event], epoch_index: int | None) -> None:
@@ -562,7 +569,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="serve Prometheus metrics (bound to 127.0.0.1 unless a host is given)")
     p.add_argument("--http", default=None, metavar="HOST:PORT",
                    help="serve the ward view (a live web page of every bed); 127.0.0.1 unless a host is given")
-    p.add_argument("--events", default="events.jsonl", help="JSONL event log (append-only)")
+    p.add_argument("--events", default=None,
+                   help="JSONL event log, append-only (default: the beds file's, else events.jsonl)")
     p.add_argument("--state-dir", default=None, help="save per-bed state here after every epoch; resume from it")
     p.add_argument("--rules", default=None, help="alert rules TOML (default: shipped rules)")
     p.add_argument("--no-markers", action="store_true", help="do not publish events as LSL markers")
@@ -580,7 +588,9 @@ def run(args: argparse.Namespace) -> int:
     units = parse_units(args.unit)
     for spec in beds:
         spec.units = {**spec.units, **units}
+    # the command line wins over the beds file, which wins over the defaults
     model = args.model or opts.get("model")
+    events = args.events or opts.get("events") or "events.jsonl"
     metrics_addr = args.metrics or opts.get("metrics")
     runtime = StepRuntime(resolve_model_path(model), threads=args.threads)
     metrics = MonitorMetrics()
@@ -590,7 +600,7 @@ def run(args: argparse.Namespace) -> int:
             host, port = parse_hostport(str(metrics_addr))
             server = start_metrics_server(metrics, port=port, host=host)
             print(f"metrics at {server.url}")
-        mon = Monitor(beds, runtime, opts.get("events", args.events), args.state_dir or opts.get("state_dir"),
+        mon = Monitor(beds, runtime, events, args.state_dir or opts.get("state_dir"),
                       metrics, markers=not args.no_markers, rules_path=args.rules or opts.get("rules"))
         if args.http or opts.get("http"):
             from .ward.server import serve_monitor
@@ -635,5 +645,5 @@ def run(args: argparse.Namespace) -> int:
         if ward:
             ward.stop()
     print(f"monitored {len(beds)} bed(s) for {time.monotonic() - t0:.0f} s: {mon.epochs_done} epochs scored; "
-          f"events in {opts.get('events', args.events)}")
+          f"events in {events}")
     return 0

@@ -74,6 +74,8 @@ def test_replay_into_monitor_equals_offline_score(tiny_artifact, synthetic_edf, 
     assert before.get(key, 0.0) == 0.0 and after[key] == 20.0
     assert after[("synthsleep_samples_received_total", (("bed", "b1"),))] > 0
     assert any(k[0] == "synthsleep_step_latency_seconds_count" for k in after)
+    # the per-bed end-to-end latency is exported: one observation per scored epoch
+    assert after[("synthsleep_epoch_latency_seconds_count", (("bed", "b1"),))] == 20.0
 
 
 def _monitor_cmd(artifact: Path, name: str, events: Path, state: Path) -> list[str]:
@@ -174,6 +176,36 @@ def test_beds_config_and_hostport(tmp_path):
     cfg.write_text('[[bed]]\nid = "1"\nstream = "a"\n[[bed]]\nid = "1"\nstream = "b"\n')
     with pytest.raises(ValueError, match="unique"):
         load_beds_config(cfg)
+    # unknown keys are errors naming the file and the key, never silently ignored
+    for text, key in (('[monitor]\nmetrcs = "9200"\n[[bed]]\nid = "1"\nstream = "a"\n', "monitor.metrcs"),
+                      ('[[bed]]\nid = "1"\nstrem = "a"\nstream = "a"\n', "strem"),
+                      ('[[beds]]\nid = "1"\n', "beds")):
+        cfg.write_text(text)
+        with pytest.raises(ValueError, match=f"beds.toml.*'{key}'"):
+            load_beds_config(cfg)
+    cfg.write_text('[monitor]\nevents = 3\n[[bed]]\nid = "1"\nstream = "a"\n')
+    with pytest.raises(ValueError, match="monitor.events must be a string"):
+        load_beds_config(cfg)
+
+
+def test_command_line_wins_over_the_beds_file(tiny_artifact, tmp_path):
+    """--events names a file another writer holds: the monitor must refuse it (exit 2) rather
+    than take the beds file's free one and run."""
+    from synthsleep.alerts.sinks import JsonlSink
+
+    held = JsonlSink(tmp_path / "cli.jsonl")
+    cfg = tmp_path / "beds.toml"
+    cfg.write_text(f'[monitor]\nevents = "{tmp_path / "file.jsonl"}"\nmodel = "{tiny_artifact}"\n\n'
+                   f'[[bed]]\nid = "1"\nstream = "nobody-{uuid.uuid4().hex[:8]}"\n')
+    try:
+        proc = subprocess.run([sys.executable, "-m", "synthsleep.cli", "monitor", "--config", str(cfg),
+                               "--events", str(tmp_path / "cli.jsonl"), "--no-console", "--no-markers"],
+                              cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                              text=True, timeout=60)
+    finally:
+        held.close()
+    assert proc.returncode == 2 and "cli.jsonl" in proc.stderr and "in use" in proc.stderr, proc.stderr[-800:]
+    assert not (tmp_path / "file.jsonl").exists()
 
 
 def test_a_bed_without_stream_does_not_hold_up_the_others(tiny_artifact, synthetic_edf, tmp_path):

@@ -28,6 +28,8 @@ Conventions (all times in seconds on the bed's stream clock):
   predicted sleep (every scored epoch whose stage is not W). An episode counts when it starts.
 
 This module is on the live path: numpy and the standard library only (no torch).
+Why one module (~430 lines): the detector's rules (stage, episodes, gating, signal loss) share one
+per-bed state that must be saved and restored as a whole; ``Event`` is their output format.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ synthsleep_apnea_probability               gauge      bed
 synthsleep_hypopnea_probability            gauge      bed
 synthsleep_events_total                    counter    bed, type
 synthsleep_ahi                             gauge      bed (events per hour of sleep)
-synthsleep_step_latency_seconds            histogram  bed
-synthsleep_stream_lag_seconds              gauge      bed
+synthsleep_step_latency_seconds            histogram  bed (ORT time of the batched step)
+synthsleep_epoch_latency_seconds           histogram  bed (epoch closed -> its events written)
+synthsleep_stream_lag_seconds              gauge      bed (now - newest sample, LSL clock)
 synthsleep_samples_received_total          counter    bed
 synthsleep_gaps_total                      counter    bed
 synthsleep_alerts_active                   gauge      bed
@@ -40,7 +41,8 @@ from synthsleep.alerts.events import EVENT_TYPES, STAGE_NAMES, Event
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9109
-#: step latency buckets (s): a step takes ~0.1-100 ms on CPU
+#: latency buckets (s): a step takes ~0.1-100 ms on CPU; an epoch's end-to-end latency adds the
+#: events' fsync and the state save (ms) and, with many beds, the wait for its turn (up to ~1 s)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -67,10 +69,18 @@ class MonitorMetrics:
         self.events = Counter("synthsleep_events", "Events emitted", ["bed", "type"], registry=r)
         self.ahi = Gauge("synthsleep_ahi", "Running apnea-hypopnea index (events per hour of sleep)",
                          ["bed"], registry=r)
-        self.latency = Histogram("synthsleep_step_latency_seconds", "Model step latency",
+        self.latency = Histogram("synthsleep_step_latency_seconds",
+                                 "ONNX Runtime time of the batched model step that scored the bed's "
+                                 "epoch (beds stepped together observe the same time)",
                                  ["bed"], buckets=LATENCY_BUCKETS, registry=r)
+        self.epoch_latency = Histogram("synthsleep_epoch_latency_seconds",
+                                       "Per bed, end to end: from the poll that closed an epoch to its "
+                                       "events written (JSONL fsynced, markers pushed) and its state saved",
+                                       ["bed"], buckets=LATENCY_BUCKETS, registry=r)
         self.lag = Gauge("synthsleep_stream_lag_seconds",
-                         "Seconds between an epoch's end and its scoring", ["bed"], registry=r)
+                         "Seconds from the newest received sample's timestamp to now on the LSL clock "
+                         "(the largest over the bed's streams; negative while a replay runs ahead)",
+                         ["bed"], registry=r)
         self.samples = Counter("synthsleep_samples_received", "Samples received from the stream",
                                ["bed"], registry=r)
         self.gaps = Counter("synthsleep_gaps", "Stream gaps detected", ["bed"], registry=r)
@@ -95,13 +105,17 @@ class MonitorMetrics:
             gauge.labels(bed).set(0.0)
         self.ahi.labels(bed).set(math.nan)  # n/a until there is sleep with a respiratory sensor
         self.latency.labels(bed)
+        self.epoch_latency.labels(bed)
 
     def observe_epoch(self, bed: str | int, stage_prob: Sequence[float], apnea_prob: float,
                       hypopnea_prob: float, stage_code: int | None = None,
-                      latency_seconds: float | None = None, ahi: float | None = None) -> None:
-        """Record one scored epoch of ``bed`` (probabilities in [0, 1], latency in s).
+                      latency_seconds: float | None = None, ahi: float | None = None,
+                      epoch_latency_seconds: float | None = None) -> None:
+        """Record one scored epoch of ``bed`` (probabilities in [0, 1], latencies in s).
 
         ``stage_code``: 0..4, or -1 for an unscored epoch; None = the most probable stage.
+        ``latency_seconds``: the model step's time; ``epoch_latency_seconds``: end to end (epoch
+        closed -> events written, state saved).
         """
         bed = str(bed)
         if stage_code is None:
@@ -114,9 +128,12 @@ class MonitorMetrics:
         self.hypopnea_prob.labels(bed).set(float(hypopnea_prob))
         if latency_seconds is not None:
             self.latency.labels(bed).observe(float(latency_seconds))
+        if epoch_latency_seconds is not None:
+            self.epoch_latency.labels(bed).observe(float(epoch_latency_seconds))
         self.ahi.labels(bed).set(math.nan if ahi is None else float(ahi))  # NaN = n/a, never 0
 
     def set_lag(self, bed: str | int, seconds: float) -> None:
+        """The stream lag of ``bed``: now - newest sample's timestamp (s, LSL clock)."""
         self.lag.labels(str(bed)).set(float(seconds))
 
     def add_samples(self, bed: str | int, n: int) -> None:

@@ -30,12 +30,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
 from synthsleep.alerts.events import EPOCH_SECONDS, EpochSummary, Event
+from synthsleep.tomlconfig import ConfigError, check_keys, read_toml
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +53,7 @@ _COMMON_KEYS: dict[str, tuple[type | tuple[type, ...], Any]] = {
 }
 
 
-class RuleError(ValueError):
+class RuleError(ConfigError):
     """An alert rule file or table that cannot be used (names the file, rule and key)."""
 
 
@@ -81,9 +77,10 @@ class Rule:
         if kind not in RULE_KINDS:
             raise RuleError(f"{where}: kind {kind!r} unknown; known kinds: {', '.join(RULE_KINDS)}")
         allowed = {**_COMMON_KEYS, **_KIND_KEYS[kind]}
-        unknown = sorted(set(table) - set(allowed))
-        if unknown:
-            raise RuleError(f"{where}: unknown key(s) {unknown}; a {kind} rule takes {sorted(allowed)}")
+        try:
+            check_keys(table, allowed, f"{where} ({kind})")
+        except ConfigError as e:
+            raise RuleError(str(e)) from None
         vals: dict[str, Any] = {}
         for key, (typ, default) in allowed.items():
             if key not in table:
@@ -126,15 +123,10 @@ def load_rules(path: str | Path | None = None) -> list[Rule]:
     """
     p = Path(path) if path is not None else default_rules_path()
     try:
-        with p.open("rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise RuleError(f"alert rules file {p} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
-        raise RuleError(f"{p}: invalid TOML: {e}") from None
-    unknown = sorted(set(raw) - {"rules"})
-    if unknown:
-        raise RuleError(f"{p}: unknown top-level key(s) {unknown}; expected [[rules]] tables")
+        raw = read_toml(p, "alert rules")
+        check_keys(raw, ("rules",), str(p))
+    except ConfigError as e:
+        raise RuleError(str(e)) from None
     tables = raw.get("rules", [])
     if not isinstance(tables, list):
         raise RuleError(f"{p}: 'rules' must be an array of tables ([[rules]])")

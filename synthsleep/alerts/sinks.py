@@ -207,18 +207,3 @@ class LslMarkerSink:
 
     def close(self) -> None:
         self._outlets.clear()  # dropping the outlet objects closes the streams
-
-
-class MultiSink:
-    """Writes every batch to several sinks in order (e.g. JSONL first, then LSL, then metrics)."""
-
-    def __init__(self, sinks: Sequence[Sink]) -> None:
-        self.sinks = list(sinks)
-
-    def write(self, events: Sequence[Event]) -> None:
-        for s in self.sinks:
-            s.write(events)
-
-    def close(self) -> None:
-        for s in self.sinks:
-            s.close()

@@ -11,7 +11,6 @@ pickle (``to_bytes``/``from_bytes``, ``save``/``load``: ``np.savez``, ``allow_pi
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import sys
@@ -46,38 +45,6 @@ class StepState:
     @property
     def batch(self) -> int:
         return int(self.conv_state.shape[1])
-
-    def to_bytes(self) -> bytes:
-        """``np.savez`` archive bytes (no pickle)."""
-        buf = io.BytesIO()
-        np.savez(buf, conv_state=self.conv_state, ssm_state=self.ssm_state)
-        return buf.getvalue()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> StepState:
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                return cls(np.array(z["conv_state"], dtype=np.float32),
-                           np.array(z["ssm_state"], dtype=np.float32))
-        except (ValueError, KeyError, OSError) as e:
-            raise RuntimeInputError(f"not a saved step state: {e}") from None
-
-    def save(self, path: str | Path) -> None:
-        """Write atomically (``path`` then rename), so a crash never leaves half a state."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as f:
-            f.write(self.to_bytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> StepState:
-        try:
-            return cls.from_bytes(Path(path).read_bytes())
-        except RuntimeInputError as e:
-            raise RuntimeInputError(f"{path}: {e}") from None
 
     def take(self, beds: Sequence[int] | int) -> StepState:
         """The state of some beds (an int keeps the batch axis with size 1)."""

@@ -19,10 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+from .. import tomlconfig
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +31,7 @@ CANONICAL_MODALITIES: tuple[str, ...] = (
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(tomlconfig.ConfigError):
     """A model configuration that cannot be built (bad file, key or value)."""
 
 
@@ -235,9 +232,8 @@ def available_configs() -> list[str]:
     names = []
     for p in sorted(CONFIG_DIR.glob("*.toml")):
         try:
-            with p.open("rb") as f:
-                ModelConfig.from_dict(_flatten(tomllib.load(f), str(p)), source=str(p))
-        except (ConfigError, tomllib.TOMLDecodeError, OSError, TypeError):
+            ModelConfig.from_dict(_flatten(tomlconfig.read_toml(p), str(p)), source=str(p))
+        except (tomlconfig.ConfigError, TypeError):
             continue
         names.append(p.stem)
     return names
@@ -260,10 +256,9 @@ def load_config(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
     if not p.is_file():
         raise ConfigError(f"model config file {p} does not exist")
     try:
-        with p.open("rb") as f:
-            raw = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: invalid TOML: {e}") from None
+        raw = tomlconfig.read_toml(p, "model config")
+    except tomlconfig.ConfigError as e:
+        raise ConfigError(str(e)) from None
     flat = _flatten(raw, str(p))
     flat.setdefault("name", p.stem)
     if overrides:

@@ -2,8 +2,8 @@
 
 A checkpoint directory holds
 
-* ``model.safetensors`` + ``model.json``: the weights and model config (via
-  ``synthsleep.model.save_model`` when the model package offers it, else the same layout here);
+* ``model.safetensors`` + ``model.json``: the weights and model config
+  (``synthsleep.model.save_model``, read back by ``synthsleep.model.load_model``);
 * ``optimizer.safetensors``: every tensor of the optimizer state, keyed ``<param index>.<name>``;
 * ``train_state.json``: step, epoch, position in the epoch, optimizer param groups and scalar
   state, scheduler state, the RNG states of python / numpy / torch (CPU and CUDA) as lists, the
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 TRAIN_STATE = "train_state.json"
 OPTIMIZER = "optimizer.safetensors"
 MODEL_WEIGHTS = "model.safetensors"
-MODEL_CONFIG = "model.json"
 
 
 # ---------------------------------------------------------------------------------- RNG
@@ -91,26 +90,14 @@ def optimizer_from_files(opt: torch.optim.Optimizer, tensors: dict[str, torch.Te
 
 
 # ---------------------------------------------------------------------------------- model
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
 def save_model_files(model: nn.Module, directory: Path) -> None:
-    """model.safetensors + model.json, through synthsleep.model.save_model when it exists."""
-    m = _unwrap(model)
-    try:
-        from synthsleep.model import save_model  # type: ignore[attr-defined]
-    except ImportError:
-        save_model = None
-    if save_model is not None and hasattr(m, "cfg"):
-        directory.mkdir(parents=True, exist_ok=True)
-        save_model(m, m.cfg, directory / "model")
-        return
+    """model.safetensors + model.json of a SleepModel (``synthsleep.model.save_model``)."""
+    from synthsleep.model import save_model
+
+    if not hasattr(model, "cfg"):
+        raise TypeError(f"save_checkpoint needs a SleepModel (with .cfg), got {type(model).__name__}")
     directory.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()}
-    save_file(sd, str(directory / MODEL_WEIGHTS))
-    cfg = m.cfg.to_dict() if hasattr(m, "cfg") else {}
-    (directory / MODEL_CONFIG).write_text(json.dumps(cfg, indent=1))
+    save_model(model, model.cfg, directory / "model")
 
 
 def load_weights(model: nn.Module, directory: Path, strict: bool = True) -> list[str]:
@@ -119,7 +106,7 @@ def load_weights(model: nn.Module, directory: Path, strict: bool = True) -> list
     if not path.exists():
         raise FileNotFoundError(f"no {MODEL_WEIGHTS} in checkpoint directory {directory}")
     sd = load_file(str(path))
-    res = _unwrap(model).load_state_dict(sd, strict=strict)
+    res = model.load_state_dict(sd, strict=strict)
     return list(res.missing_keys)
 
 

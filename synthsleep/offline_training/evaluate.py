@@ -9,6 +9,10 @@ whole nights twice:
 - ``carried``: the state carried across the whole night (how the monitor runs);
 - ``windows``: non-overlapping 20-epoch windows, each from a zero state (the original
   SynthSleepNet evaluation), for comparison.
+
+Nights come from ``shards.iter_nights`` (the reader training uses); plots are in ``plots``.
+Why one module (~400 lines): the metrics core, the two predictors and the CLI table share the
+report's format; each part alone is small.
 """
 
 from __future__ import annotations
@@ -18,15 +22,19 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..psg.epoch import STAGES
 from .metrics import ahi_agreement, binary_metrics, predicted_ahi, staging_metrics, true_ahi
+from .plots import plot_confusion, plot_hypnogram
+
+if TYPE_CHECKING:
+    from ..export.runtime import StepState
 
 log = logging.getLogger(__name__)
 
@@ -144,81 +152,9 @@ def _thresholds(threshold: float | Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-# alias named in the brief: ``evaluate(predictions, truth) -> dict``
-evaluate = evaluate_predictions
-
-
 # ----------------------------------------------------------------------------------------------
-# Plots and the report
+# The report (its plots: .plots)
 # ----------------------------------------------------------------------------------------------
-
-
-def plot_confusion(cm: np.ndarray | Sequence[Sequence[int]], path: Path | str, title: str = "") -> Path:
-    """Row-normalised confusion matrix (counts annotated) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(cm, np.float64)
-    rows = cm.sum(1, keepdims=True)
-    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(5, 4.4), dpi=110)
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            ax.text(j, i, f"{int(cm[i, j])}\n{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(STAGES)), STAGES)
-    ax.set_yticks(range(len(STAGES)), STAGES)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title or "confusion matrix")
-    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true epochs")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-_PLOT_ORDER = (0, 4, 1, 2, 3)  # W, REM, N1, N2, N3 from top: the clinical hypnogram layout
-
-
-def plot_hypnogram(true_stage: np.ndarray, predicted: Mapping[str, np.ndarray], path: Path | str,
-                   title: str = "", epoch_seconds: float = 30.0) -> Path:
-    """Hypnogram comparison PNG: the true stages and one row per predicted series.
-
-    Args:
-        true_stage: int [n] (-1 unknown, drawn as gaps).
-        predicted: ``{label: int [n]}`` predicted stages.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    level = {s: len(_PLOT_ORDER) - 1 - i for i, s in enumerate(_PLOT_ORDER)}
-    series = {"scored": np.asarray(true_stage), **{k: np.asarray(v) for k, v in predicted.items()}}
-    fig, axes = plt.subplots(len(series), 1, figsize=(11, 1.6 * len(series) + 0.4), dpi=100, sharex=True,
-                             squeeze=False)
-    for ax, (name, st) in zip(axes[:, 0], series.items()):
-        hours = np.arange(st.size + 1) * epoch_seconds / 3600.0
-        y = np.array([level.get(int(s), np.nan) for s in st], np.float64)
-        ax.stairs(y, hours, baseline=None, color="k" if name == "scored" else "tab:blue", linewidth=1.0)
-        rem = st == 4
-        if rem.any():
-            ax.scatter(hours[:-1][rem] + epoch_seconds / 7200.0, y[rem], s=2, color="tab:red")
-        ax.set_yticks([level[s] for s in _PLOT_ORDER], [STAGES[s] for s in _PLOT_ORDER])
-        ax.set_ylim(-0.5, len(_PLOT_ORDER) - 0.5)
-        ax.set_ylabel(name, rotation=0, ha="right", va="center")
-    axes[-1, 0].set_xlabel("hours from recording start")
-    fig.suptitle(title or "hypnogram")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def write_report(report: Mapping[str, Any], out_dir: Path | str, name: str = "report.json") -> Path:
@@ -237,9 +173,11 @@ def write_report(report: Mapping[str, Any], out_dir: Path | str, name: str = "re
 
 class Predictor(Protocol):
     """Runs a model over one night. x float32 [n, M, 3000], present bool [n, M] →
-    (stage_prob [n, 5], apnea_prob [n], hypopnea_prob [n])."""
+    (stage_prob [n, 5], apnea_prob [n], hypopnea_prob [n]). ``thresholds``: the model's own
+    apnea/hypopnea decision thresholds (empty: 0.5)."""
 
     modalities: tuple[str, ...]
+    thresholds: dict[str, float]
 
     def carried(self, x: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
@@ -264,6 +202,7 @@ class TorchPredictor:
         self.model, self.cfg = load_model(path)
         self.model.eval()
         self.modalities = tuple(self.cfg.modalities)
+        self.thresholds: dict[str, float] = {}  # folded into the heads' biases by make_model
         self.chunk, self.batch = chunk, batch
 
     def _probs(self, out: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -308,30 +247,16 @@ class OnnxPredictor:
         from ..export.runtime import StepRuntime
 
         self.rt = StepRuntime(str(path))
-        mods = getattr(self.rt, "modalities", None)
-        if mods is None:
-            meta = getattr(self.rt, "metadata", None) or {}
-            mods = meta.get("modalities") if isinstance(meta, Mapping) else None
-        if not mods:
-            raise ValueError(f"{path}: the artifact does not say which modalities it reads")
-        self.modalities = tuple(mods)
-        self.thresholds = dict(getattr(self.rt, "thresholds", None) or {})
+        self.modalities = self.rt.modalities
+        self.thresholds = dict(self.rt.thresholds)
 
-    def _zero_state(self, batch: int) -> Any:
-        for name in ("zero_state", "initial_state", "allocate_state", "new_state"):
-            fn = getattr(self.rt, name, None)
-            if callable(fn):
-                return fn(batch)
-        return None
-
-    def _step(self, x: np.ndarray, present: np.ndarray, state: Any) -> tuple[tuple[np.ndarray, ...], Any]:
+    def _step(self, x: np.ndarray, present: np.ndarray, state: StepState
+              ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], StepState]:
         out, state = self.rt.step(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(present, bool), state)
-        get = (lambda k: out[k]) if isinstance(out, Mapping) else (lambda k: getattr(out, k))  # noqa: E731
-        return (np.asarray(get("stage_prob")), np.asarray(get("apnea_prob")).reshape(-1),
-                np.asarray(get("hypopnea_prob")).reshape(-1)), state
+        return (out.stage_prob, out.apnea_prob.reshape(-1), out.hypopnea_prob.reshape(-1)), state
 
     def carried(self, x: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        state = self._zero_state(1)
+        state = self.rt.new_state(1)
         res = []
         for i in range(x.shape[0]):
             r, state = self._step(x[i:i + 1], present[i:i + 1], state)
@@ -343,7 +268,7 @@ class OnnxPredictor:
         n = x.shape[0]
         out = [np.zeros((n, len(STAGES)), np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32)]
         starts = np.arange(0, n, window)
-        state = self._zero_state(len(starts))
+        state = self.rt.new_state(len(starts))
         for t in range(window):
             idx = starts + t
             live = idx < n
@@ -371,35 +296,29 @@ def load_predictor(path: Path | str) -> Predictor:
     return TorchPredictor(p)
 
 
-def _events_of(block: Any) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for s in block.events or ():
-        if s and s != "[]":
-            out.extend(json.loads(s))
-    return out
-
-
 def run_split(predictor: Predictor, shard_dir: Path | str, split: str = "test", window: int = 20,
               max_nights: int | None = None, progress: bool = False
               ) -> tuple[list[NightTruth], list[NightPredictions], list[NightPredictions]]:
-    """Run ``predictor`` over every night of ``split``: (truth, carried, windows) per night."""
-    from .datasets import NightSequenceDataset, ShardIndex
+    """Run ``predictor`` over every night of ``split``: (truth, carried, windows) per night.
 
-    index = ShardIndex(shard_dir, split)
-    if not index.nights:
+    Nights come from ``shards.iter_nights`` (the reader training uses), float32, one at a time.
+    """
+    from .shards import iter_nights, split_files
+
+    n_nights = len(split_files(shard_dir, split))
+    if not n_nights:
         raise ValueError(f"{shard_dir}: split {split!r} has no nights to evaluate")
-    ds = NightSequenceDataset(index, seq_len=window, modalities=predictor.modalities)
-    nights = range(len(index.nights) if max_nights is None else min(max_nights, len(index.nights)))
+    nights = iter_nights(shard_dir, split, predictor.modalities, max_nights=max_nights, dtype=np.float32)
     if progress:
         from tqdm import tqdm
-        nights = tqdm(nights, unit="night", desc=f"evaluate {split}")
+        nights = tqdm(nights, unit="night", desc=f"evaluate {split}",
+                      total=n_nights if max_nights is None else min(max_nights, n_nights))
     truth, carried, windows = [], [], []
-    for k in nights:
-        info = index.nights[k]
-        blk = ds.night(k, events=True)
-        truth.append(NightTruth(info.night, blk.stage, blk.apnea, blk.hypopnea, _events_of(blk), info.subject))
-        carried.append(NightPredictions(info.night, *predictor.carried(blk.x, blk.present)))
-        windows.append(NightPredictions(info.night, *predictor.windows(blk.x, blk.present, window)))
+    for n in nights:
+        truth.append(NightTruth(n.night, n.stage.astype(np.int64), n.apnea.astype(np.int64),
+                                n.hypopnea.astype(np.int64), n.events, n.subject))
+        carried.append(NightPredictions(n.night, *predictor.carried(n.x, n.present)))
+        windows.append(NightPredictions(n.night, *predictor.windows(n.x, n.present, window)))
     return truth, carried, windows
 
 
@@ -413,7 +332,7 @@ def evaluate_model(model: Path | str, shard_dir: Path | str, out_dir: Path | str
     t0 = time.perf_counter()
     pred = load_predictor(model)
     if threshold is None:
-        threshold = dict(getattr(pred, "thresholds", None) or {}) or 0.5
+        threshold = pred.thresholds or 0.5
     threshold = _thresholds(threshold)
     truth, carried, windows = run_split(pred, shard_dir, split, window, max_nights, progress)
     out = Path(out_dir)

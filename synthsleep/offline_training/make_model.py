@@ -13,12 +13,15 @@ Stages (each timed; a summary table is printed at the end and stored in eval_rep
    are then folded into the heads' output biases so that probability 0.5 is the decision point;
 6. evaluate on the held-out TEST subjects, (a) 20-epoch windows from a zero state and (b) the
    state carried all night (PyTorch), then the ONNX artifact through ONNX Runtime;
-7. export ``model.onnx`` (when ``synthsleep.export`` is installed) and copy ``model.safetensors``,
+7. export ``model.onnx`` and copy ``model.safetensors``,
    ``model.json``, ``eval_report.json`` and plots into ``--out``.
 
 8. the 1 %-labels comparison (pretrained vs random encoder, both frozen; ``--no-label-study``
    skips it).
 Designed to finish in under 45 minutes on 2 CPU cores with the defaults.
+
+Why one module (~410 lines): it is one script, the pipeline in order; each stage calls the job
+modules (prepare, pretrain, finetune, evaluate, export) and only the glue lives here.
 """
 
 from __future__ import annotations
@@ -37,10 +40,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import load_run_config
-from .finetune import _jsonable, _short, embed_nights, evaluate_embedded, finetune
+from .config import RunConfig, load_run_config
+from .finetune import finetune
+from .night_trainer import embed_nights
 from .pretrain import pretrain_multimodal, pretrain_unimodal
-from .trainer import load_nights, setup_threads
+from .selection import evaluate_embedded, predict_embedded, short_metrics
+from .shards import load_nights
+from .trainer import jsonable, setup_threads
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +158,6 @@ def stage_confidence_threshold(model_dir: Path, shards: Path, max_unknown: float
     from synthsleep.model import load_model
 
     from .augment import montage_mask
-    from .finetune import predict_embedded
 
     model, cfg = load_model(model_dir / "model")
     val = load_nights(shards, "val", cfg.modalities)
@@ -178,41 +183,35 @@ def stage_confidence_threshold(model_dir: Path, shards: Path, max_unknown: float
 
 
 def export_and_check(model_dir: Path, out: Path, shards: Path, provenance: dict[str, Any],
-                     window: int, thresholds: dict[str, float]) -> dict[str, Any] | None:
-    """ONNX export + evaluation of the artifact through ONNX Runtime (None if export missing)."""
-    try:
-        from synthsleep.export.onnx_export import export_step
-    except ImportError as e:
-        log.warning("synthsleep.export is not available (%s): no model.onnx written", e)
-        return None
+                     window: int, thresholds: dict[str, float]) -> dict[str, Any]:
+    """ONNX export + evaluation of the artifact through ONNX Runtime (its evaluation report)."""
+    from synthsleep.export.onnx_export import export_step
     from synthsleep.model import load_model
-    from synthsleep.offline_training.prepare import load_manifest
+
+    from .evaluate import evaluate_model
+    from .prepare import load_manifest
 
     model, cfg = load_model(model_dir / "model")
     params = load_manifest(shards).params
     export_step(model, cfg, out / "model.onnx", provenance, params, thresholds)
-    try:
-        from synthsleep.offline_training.evaluate import evaluate_model
-    except ImportError:
-        return {"exported": True}
-    rep = evaluate_model(out / "model.onnx", shards, out / "eval_onnx", "test", window)
-    return rep
+    return evaluate_model(out / "model.onnx", shards, out / "eval_onnx", "test", window)
 
 
 # ---------------------------------------------------------------------------------- the pipeline
-def _finetune_cfg(rc: dict[str, Any], budget_scale: float) -> dict[str, Any]:
-    rc = json.loads(json.dumps(rc))
-    for sec, keys in (("pretrain_unimodal", ("max_minutes",)), ("pretrain_multimodal", ("max_minutes",)),
-                      ("finetune", ("window_max_minutes", "night_max_minutes"))):
-        for k in keys:
-            rc[sec][k] = float(rc[sec][k]) * budget_scale
+def _finetune_cfg(rc: RunConfig, budget_scale: float) -> RunConfig:
+    """A copy of ``rc`` with every time budget multiplied by ``budget_scale``."""
+    rc = rc.copy()
+    rc.pretrain_unimodal.max_minutes *= budget_scale
+    rc.pretrain_multimodal.max_minutes *= budget_scale
+    rc.finetune.window_max_minutes *= budget_scale
+    rc.finetune.night_max_minutes *= budget_scale
     return rc
 
 
-def make_model(out: Path, work: Path, rc: dict[str, Any], subjects: int, two_night: int, hours: float,
+def make_model(out: Path, work: Path, rc: RunConfig, subjects: int, two_night: int, hours: float,
                workers: int, label_study: bool, epoch_norm: tuple[str, ...] | None = None) -> dict[str, Any]:
     timer = Timer()
-    seed = int(rc["seed"])
+    seed = rc.seed
     nights_dir, shards = work / "nights", work / "shards"
     n_nights = timer.run("synthesise nights", synthesise, nights_dir, subjects, two_night, hours, seed, workers)
 
@@ -228,12 +227,12 @@ def make_model(out: Path, work: Path, rc: dict[str, Any], subjects: int, two_nig
 
     from synthsleep.model import load_config
 
-    cfg = load_config(rc["model"], rc.get("model_overrides") or None)
+    cfg = load_config(rc.model, rc.model_overrides or None)
     # freeze the model config for the whole run (the shipped TOML may change meanwhile)
     snap = work / "model_config.toml"
     snap.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in cfg.to_dict().items()))
-    rc = json.loads(json.dumps(rc))
-    rc["model"], rc["model_overrides"] = str(snap), {}
+    rc = rc.copy()
+    rc.model, rc.model_overrides = str(snap), {}
     uni = {}
     for m in cfg.modalities:
         uni[m] = timer.run(f"pretrain unimodal {m}", pretrain_unimodal, shards, work / "unimodal" / m, rc, m)
@@ -242,7 +241,7 @@ def make_model(out: Path, work: Path, rc: dict[str, Any], subjects: int, two_nig
                    1.0, work / "multimodal")
     thresholds = ft["thresholds"]
     timer.run("fold val thresholds into heads", fold_thresholds, work / "finetune", thresholds)
-    window = int(rc["finetune"]["eval_window"])
+    window = rc.finetune.eval_window
     confidence = timer.run("stage confidence threshold on val", stage_confidence_threshold,
                            work / "finetune", shards)
     test = timer.run("evaluate test split (torch)", evaluate_test, work / "finetune", shards, window)
@@ -255,9 +254,9 @@ def make_model(out: Path, work: Path, rc: dict[str, Any], subjects: int, two_nig
     provenance = {
         "data": "synthetic nights (synthsleep.psg.synthetic)", "nights": n_nights,
         "data_fingerprint": _fingerprint(fingerprint), "split": man.split,
-        "run_config": _jsonable(rc), "metrics": {"test_carried": _short(test["carried"]),
-                                                 f"test_window{window}": _short(test[f"window{window}"]),
-                                                 "val": _short(ft["val"])},
+        "run_config": rc.to_dict(), "metrics": {"test_carried": short_metrics(test["carried"]),
+                                                 f"test_window{window}": short_metrics(test[f"window{window}"]),
+                                                 "val": short_metrics(ft["val"])},
         "thresholds_folded": thresholds, "stage_confidence": confidence,
     }
     onnx_rep = timer.run("export ONNX + evaluate artifact (ORT)", export_and_check, work / "finetune", out,
@@ -275,7 +274,7 @@ def make_model(out: Path, work: Path, rc: dict[str, Any], subjects: int, two_nig
         "label_study": study, "data": summary, "timings_s": dict(timer.stages),
         "threads": torch.get_num_threads(), "provenance": provenance,
     }
-    (out / "eval_report.json").write_text(json.dumps(_jsonable(report), indent=1))
+    (out / "eval_report.json").write_text(json.dumps(jsonable(report), indent=1))
     _plots(work, out, test)
     print("\n" + timer.table())
     _print_metrics(test, window, onnx_rep)
@@ -291,9 +290,8 @@ def _fingerprint(d: dict[str, str]) -> str:
     return h.hexdigest()
 
 
-def _onnx_short(rep: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not rep or "carried" not in rep:
-        return rep
+def _onnx_short(rep: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of ``evaluate_model``'s report, per mode."""
     out = {}
     for mode in ("carried", "windows"):
         r = rep[mode]
@@ -303,23 +301,23 @@ def _onnx_short(rep: dict[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-def run_label_study(shards: Path, work: Path, rc: dict[str, Any], window: int) -> dict[str, Any]:
+def run_label_study(shards: Path, work: Path, rc: RunConfig, window: int) -> dict[str, Any]:
     """1 % of the training SUBJECTS keep their labels (at least one), for every task: the
     pretrained encoder vs a randomly initialised one, both frozen (cached embeddings) with the
     whole-night temporal model + heads trained on the labelled nights (phase 1 off, so the
     comparison isolates the representation and costs minutes). Validation-selected, then
     scored on the TEST split with the state carried all night."""
-    rc = json.loads(json.dumps(rc))
-    rc["finetune"]["window_steps"] = 0
-    rc["finetune"]["night_max_minutes"] = min(float(rc["finetune"]["night_max_minutes"]), 1.5)
+    rc = rc.copy()
+    rc.finetune.window_steps = 0
+    rc.finetune.night_max_minutes = min(rc.finetune.night_max_minutes, 1.5)
     res: dict[str, Any] = {"labels": 0.01, "protocol": "frozen encoder, whole-night TBPTT only"}
     for name, init in (("pretrained", work / "multimodal"), ("scratch", None)):
         d = work / f"label1pct_{name}"
         s = finetune(shards, d, rc, "all", 0.01, init)
         fold_thresholds(d, s["thresholds"])
         t = evaluate_test(d, shards, window, reduced=False)
-        res[name] = {"labelled_subjects": s["labelled_train_subjects"], "val": _short(s["val"]),
-                     "test_carried": _short(t["carried"])}
+        res[name] = {"labelled_subjects": s["labelled_train_subjects"], "val": short_metrics(s["val"]),
+                     "test_carried": short_metrics(t["carried"])}
     return res
 
 
@@ -330,12 +328,11 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 def _plots(work: Path, out: Path, test: dict[str, Any]) -> None:
     """Training curves: self-supervised pretraining losses (NeuroNet per modality, the fusion),
     the whole-night phase's loss and its validation scores per pass."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     rows = _read_rows(work / "finetune" / "night" / "metrics.jsonl")
     val = [r for r in rows if r.get("phase") == "val" and r.get("val_score") is not None]
     tr = [r for r in rows if r.get("phase") == "night"]
@@ -359,17 +356,16 @@ def _plots(work: Path, out: Path, test: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def _print_metrics(test: dict[str, Any], window: int, onnx_rep: dict[str, Any] | None) -> None:
+def _print_metrics(test: dict[str, Any], window: int, onnx_rep: dict[str, Any]) -> None:
     print(f"\nheld-out TEST subjects: {test['test_subjects']} ({test['test_nights']} nights, "
           f"{test['test_epochs']} epochs)")
     print(f"{'mode':<28}{'acc':>7}{'mF1':>7}{'kappa':>7}{'apF1':>7}{'hyF1':>7}{'AHI MAE':>9}")
-    rows = [("torch, state carried", _short(test["carried"])),
-            (f"torch, {window}-ep windows", _short(test[f"window{window}"]))]
+    rows = [("torch, state carried", short_metrics(test["carried"])),
+            (f"torch, {window}-ep windows", short_metrics(test[f"window{window}"]))]
     rows += [(f"torch, carried, {k} only" if k != "no respiratory" else "torch, carried, no resp.",
-              _short(v)) for k, v in test.get("reduced_montages", {}).items()]
+              short_metrics(v)) for k, v in test.get("reduced_montages", {}).items()]
     on = _onnx_short(onnx_rep)
-    if on and "carried" in on:
-        rows += [("ONNX, state carried", on["carried"]), (f"ONNX, {window}-ep windows", on["windows"])]
+    rows += [("ONNX, state carried", on["carried"]), (f"ONNX, {window}-ep windows", on["windows"])]
     for name, m in rows:
         f = lambda v: f"{v:.3f}" if isinstance(v, float) else "  -  "  # noqa: E731
         print(f"{name:<28}{f(m['accuracy']):>7}{f(m['macro_f1']):>7}{f(m['kappa']):>7}"
@@ -402,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     rc = _finetune_cfg(load_run_config(a.config, a.overrides), a.budget_scale)
-    setup_threads(int(rc["threads"]) or min(2, os.cpu_count() or 1))
+    setup_threads(rc.threads or min(2, os.cpu_count() or 1))
     epoch_norm = () if a.epoch_norm in (None, "none") else tuple(m.strip() for m in a.epoch_norm.split(",") if m.strip())
     try:
         make_model(Path(a.out), Path(a.work), rc, a.subjects, a.two_night_subjects, a.hours, a.workers,

@@ -51,12 +51,6 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean(t == p)) if t.size else math.nan
 
 
-
-
-
-
-
-
 def staging_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     """accuracy, macro_f1, kappa, per-class F1 (by stage name), confusion matrix, n epochs."""
     cm = confusion_matrix(y_true, y_pred)
@@ -138,10 +132,6 @@ def binary_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float = 0.5)
 # ----------------------------------------------------------------------------------------------
 # Apnea-hypopnea index
 # ----------------------------------------------------------------------------------------------
-
-
-
-
 
 
 def predicted_ahi(apnea: np.ndarray, hypopnea: np.ndarray, stages: np.ndarray,

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .config import add_config_arguments, load_run_config
+from .config import PretrainConfig, RunConfig, add_config_arguments, load_run_config
+from .shards import load_nights
 from .trainer import (
     DistInfo,
     count_parameters,
     init_distributed,
-    load_nights,
     make_optimizer,
     seed_everything,
     setup_threads,
@@ -37,7 +37,6 @@ from .trainer import (
     shutdown_distributed,
     train_steps,
     warmup_cosine,
-    wrap_ddp,
 )
 
 log = logging.getLogger(__name__)
@@ -92,13 +91,13 @@ def _epoch_pool(nights, max_epochs: int, seed: int, min_present: int = 1
     return x, p
 
 
-def _common(section: dict[str, Any], run_cfg: dict[str, Any]) -> dict[str, Any]:
-    return dict(grad_clip=float(section["grad_clip"]), log_every=int(section["log_every"]),
-                ckpt_every=int(section["ckpt_every"]), max_minutes=float(section["max_minutes"]),
-                amp=bool(run_cfg["amp"]))
+def _common(section: PretrainConfig, run_cfg: RunConfig) -> dict[str, Any]:
+    """The ``train_steps`` arguments every pretraining job takes from its section."""
+    return dict(grad_clip=section.grad_clip, log_every=section.log_every,
+                ckpt_every=section.ckpt_every, max_minutes=section.max_minutes, amp=run_cfg.amp)
 
 
-def pretrain_unimodal(shard_dir: str | Path, out_dir: str | Path, run_cfg: dict[str, Any], modality: str,
+def pretrain_unimodal(shard_dir: str | Path, out_dir: str | Path, run_cfg: RunConfig, modality: str,
                       resume: bool = False, di: DistInfo | None = None, device: torch.device | None = None,
                       stop_at: int | None = None) -> dict[str, Any]:
     """Pretrain the NeuroNet of ``modality``; writes ``out_dir/model.*`` and returns a summary."""
@@ -106,30 +105,30 @@ def pretrain_unimodal(shard_dir: str | Path, out_dir: str | Path, run_cfg: dict[
 
     di = di or DistInfo()
     device = device or torch.device("cpu")
-    sec = run_cfg["pretrain_unimodal"]
-    seed = int(run_cfg["seed"])
+    sec = run_cfg.pretrain_unimodal
+    seed = int(run_cfg.seed)
     seed_everything(seed)
-    ov = dict(run_cfg.get("model_overrides") or {})
+    ov = dict(run_cfg.model_overrides)
     ov["modalities"] = [modality]
-    cfg = load_config(run_cfg["model"], ov)
+    cfg = load_config(run_cfg.model, ov)
     model = SleepModel(cfg).to(device)
     nights = load_nights(shard_dir, "train", (modality,))
-    x, _ = _epoch_pool(nights, int(sec["max_epochs_in_memory"]), seed)
+    x, _ = _epoch_pool(nights, int(sec.max_epochs_in_memory), seed)
     if len(x) < 2:
         raise ValueError(f"{shard_dir}: fewer than 2 training epochs with modality {modality!r} present")
     x = x[:, 0]
-    gb = int(sec["batch_size"])
+    gb = int(sec.batch_size)
     rows = shard_rows(gb, di)
-    lossmod = wrap_ddp(_UnimodalLoss(model.encoders[modality]), di, device, find_unused=False)
+    lossmod = _UnimodalLoss(model.encoders[modality])  # gradients averaged over ranks by train_steps
 
     def loss_fn(step: int) -> dict[str, Tensor]:
         idx = np.random.default_rng([seed, step, 0x0E]).integers(0, len(x), gb)[rows]
         return lossmod(torch.from_numpy(x[idx].astype(np.float32)).to(device))
 
-    steps = int(sec["steps"])
+    steps = int(sec.steps)
     params = list(model.encoders[modality].parameters())
-    opt = make_optimizer(params, float(sec["lr"]), float(sec["weight_decay"]))
-    sched = warmup_cosine(opt, int(sec["warmup_steps"]), steps)
+    opt = make_optimizer(params, float(sec.lr), float(sec.weight_decay))
+    sched = warmup_cosine(opt, int(sec.warmup_steps), steps)
     out = Path(out_dir)
     res = train_steps(model=model, optimizer=opt, scheduler=sched, loss_fn=loss_fn, total_steps=steps,
                       out_dir=out, seed=seed, di=di, device=device, samples_per_step=gb,
@@ -154,7 +153,7 @@ def _unimodal_source(unimodal: str | Path, modality: str) -> Path | None:
     return None
 
 
-def pretrain_multimodal(shard_dir: str | Path, out_dir: str | Path, run_cfg: dict[str, Any],
+def pretrain_multimodal(shard_dir: str | Path, out_dir: str | Path, run_cfg: RunConfig,
                         unimodal: str | Path | None = None, resume: bool = False,
                         di: DistInfo | None = None, device: torch.device | None = None,
                         stop_at: int | None = None) -> dict[str, Any]:
@@ -165,10 +164,10 @@ def pretrain_multimodal(shard_dir: str | Path, out_dir: str | Path, run_cfg: dic
 
     di = di or DistInfo()
     device = device or torch.device("cpu")
-    sec = run_cfg["pretrain_multimodal"]
-    seed = int(run_cfg["seed"])
+    sec = run_cfg.pretrain_multimodal
+    seed = int(run_cfg.seed)
     seed_everything(seed)
-    cfg = load_config(run_cfg["model"], run_cfg.get("model_overrides") or None)
+    cfg = load_config(run_cfg.model, run_cfg.model_overrides or None)
     model = SleepModel(cfg).to(device)
     loaded = []
     if unimodal is not None:
@@ -186,23 +185,23 @@ def pretrain_multimodal(shard_dir: str | Path, out_dir: str | Path, run_cfg: dic
                                  f"(made with other sizes?): {str(e).splitlines()[0]}") from None
             loaded.append(m)
     nights = load_nights(shard_dir, "train", cfg.modalities)
-    x, present = _epoch_pool(nights, int(sec["max_epochs_in_memory"]), seed, min_present=2)
+    x, present = _epoch_pool(nights, int(sec.max_epochs_in_memory), seed, min_present=2)
     if len(x) < 2:
         raise ValueError(f"{shard_dir}: fewer than 2 training epochs with >= 2 modalities present")
-    gb = int(sec["batch_size"])
+    gb = int(sec.batch_size)
     rows = shard_rows(gb, di)
-    freeze = bool(sec["freeze_unimodal"])
-    lossmod = wrap_ddp(_MultimodalLoss(model, freeze), di, device)
+    freeze = bool(sec.freeze_unimodal)
+    lossmod = _MultimodalLoss(model, freeze)  # gradients averaged over ranks by train_steps
 
     def loss_fn(step: int) -> dict[str, Tensor]:
         idx = np.random.default_rng([seed, step, 0x33]).integers(0, len(x), gb)[rows]
         return lossmod(torch.from_numpy(x[idx].astype(np.float32)).to(device),
                        torch.from_numpy(present[idx]).to(device))
 
-    steps = int(sec["steps"])
+    steps = int(sec.steps)
     params = list(model.fusion.parameters()) + ([] if freeze else list(model.encoders.parameters()))
-    opt = make_optimizer(params, float(sec["lr"]), float(sec["weight_decay"]))
-    sched = warmup_cosine(opt, int(sec["warmup_steps"]), steps)
+    opt = make_optimizer(params, float(sec.lr), float(sec.weight_decay))
+    sched = warmup_cosine(opt, int(sec.warmup_steps), steps)
     out = Path(out_dir)
     res = train_steps(model=model, optimizer=opt, scheduler=sched, loss_fn=loss_fn, total_steps=steps,
                       out_dir=out, seed=seed, di=di, device=device, samples_per_step=gb,
@@ -235,8 +234,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     rc = load_run_config(args.config, args.overrides)
-    setup_threads(int(rc["threads"]))
-    di, device = init_distributed(rc["device"])
+    setup_threads(int(rc.threads))
+    di, device = init_distributed(rc.device)
     t0 = time.monotonic()
     try:
         if args.stage == "unimodal":

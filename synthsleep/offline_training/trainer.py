@@ -6,8 +6,11 @@ from the checkpoint written after step ``s`` computes exactly the same loss at s
 the uninterrupted run (the RNG states are saved in train_state.json as well, for inspection).
 
 DDP: launched by ``torchrun`` (env RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT),
-backend gloo on CPU and nccl on CUDA. The global batch is split evenly over ranks; gradients are
-averaged by DistributedDataParallel. Only rank 0 writes logs and checkpoints.
+backend gloo on CPU and nccl on CUDA. The global batch is split evenly over ranks
+(``shard_rows``); gradients are averaged over ranks by ``average_gradients`` after every
+backward (the one DDP strategy, also of whole-night training). Every rank builds the same model
+from the same seed, so the parameters start equal without a broadcast. Only rank 0 writes logs
+and checkpoints.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..psg.clinical import count_respiratory_events
 from .checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -126,16 +128,26 @@ def any_rank(flag: bool, di: DistInfo) -> bool:
     return bool(t.item() > 0)
 
 
-def wrap_ddp(module: nn.Module, di: DistInfo, device: torch.device, find_unused: bool = True
-             ) -> nn.Module:
-    """DistributedDataParallel around ``module`` when running distributed, else ``module``.
+def average_gradients(params: list[Tensor], di: DistInfo) -> None:
+    """Average the gradients of ``params`` over the DDP ranks (in place; no-op on one process).
 
-    ``find_unused``: some parameters get no gradient in a step (pretraining decoders while
-    fine-tuning); they are then all-reduced as zeros instead of hanging the reducer."""
+    The one DDP strategy of every training loop: each rank computes the loss of its own rows
+    (normalised by the GLOBAL label count, see ``tasks.TaskLoss``), calls ``backward``, then this
+    before clipping and the optimizer step. A parameter without a gradient on some ranks (a
+    modality absent from one rank's batch) counts as zero there; one without a gradient on every
+    rank keeps ``grad = None``, as in a single process. Every rank must pass the same list.
+    """
     if not di.enabled:
-        return module
-    ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)
+        return
+    has = torch.tensor([q.grad is not None for q in params], dtype=torch.float32)
+    dist.all_reduce(has, op=dist.ReduceOp.MAX)
+    for q, any_grad in zip(params, has.tolist()):
+        if not any_grad:
+            continue
+        if q.grad is None:
+            q.grad = torch.zeros_like(q)
+        dist.all_reduce(q.grad)
+        q.grad /= di.world
 
 
 def shard_rows(n_global: int, di: DistInfo) -> slice:
@@ -230,7 +242,7 @@ def train_steps(*, model: nn.Module, optimizer: torch.optim.Optimizer,
                 ) -> LoopResult:
     """Run optimizer steps ``[start, total_steps)``; ``loss_fn(step)`` builds its own batch.
 
-    ``model`` is the module whose parameters train (possibly DDP-wrapped); checkpoints go to
+    ``model`` is the module whose parameters train (gradients averaged over DDP ranks); checkpoints go to
     ``out_dir/checkpoint`` every ``ckpt_every`` steps and at the end. With ``resume`` the loop
     restarts after the last checkpointed step. ``samples_per_step`` (global) gives throughput.
     ``stop_at``: stop (with a checkpoint) after this step, as if interrupted (tests, budgets).
@@ -262,6 +274,7 @@ def train_steps(*, model: nn.Module, optimizer: torch.optim.Optimizer,
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step}")
         loss.backward()
+        average_gradients(params, di)
         gnorm = torch.nn.utils.clip_grad_norm_(params, grad_clip) if grad_clip > 0 else torch.tensor(0.0)
         optimizer.step()
         scheduler.step()
@@ -298,134 +311,18 @@ def train_steps(*, model: nn.Module, optimizer: torch.optim.Optimizer,
     return LoopResult(step, stopped, secs, done * samples_per_step / max(secs, 1e-9), last)
 
 
+def jsonable(o: Any) -> Any:
+    """``o`` with numpy scalars and tensors turned into Python numbers/lists (for json.dumps)."""
+    if isinstance(o, dict):
+        return {str(k): jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [jsonable(v) for v in o]
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Tensor):
+        return o.tolist()
+    return o
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-# ---------------------------------------------------------------------------------- nights in memory
-@dataclass
-class Night:
-    """One prepared night in memory, in the model's modality order.
-
-    x: float16 [T, M, 3000] normalised signals (float16 halves the memory; cast per batch);
-    present: bool [T, M]; stage / apnea / hypopnea: int8 [T] (-1 unknown or label withheld);
-    n_apnea_events / n_hypopnea_events: scored events whose onset lies in the night.
-    """
-
-    night: str
-    subject: str
-    x: np.ndarray
-    present: np.ndarray
-    stage: np.ndarray
-    apnea: np.ndarray
-    hypopnea: np.ndarray
-    n_apnea_events: int = 0
-    n_hypopnea_events: int = 0
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-    @property
-    def labelled(self) -> bool:
-        return bool((self.stage >= 0).any() or (self.apnea >= 0).any() or (self.hypopnea >= 0).any())
-
-    def withhold_labels(self) -> None:
-        """Drop every label of this night (label-fraction experiments)."""
-        self.stage = np.full_like(self.stage, -1)
-        self.apnea = np.full_like(self.apnea, -1)
-        self.hypopnea = np.full_like(self.hypopnea, -1)
-
-
-def _count_events(events_col: list[str | None]) -> tuple[int, int]:
-    """(apneas, hypopneas) in a shard's per-epoch ``events`` JSON column."""
-    evs = []
-    for s in events_col:
-        if s:
-            try:
-                evs += json.loads(s)
-            except json.JSONDecodeError:
-                continue
-    return count_respiratory_events({"type": str(e.get("type", "")).lower()} for e in evs)
-
-
-def read_shard(path: Path, modalities: tuple[str, ...]) -> Night:
-    """One Parquet shard -> Night (modalities the shard lacks are absent everywhere)."""
-    import pyarrow.parquet as pq
-
-    try:
-        have = set(pq.read_schema(path).names)
-        wanted = [c for c in ("subject", "night", "stage", "apnea", "hypopnea", "events") if c in have]
-        wanted += [f"{p}_{m}" for m in modalities for p in ("sig", "qual", "present")
-                   if f"{p}_{m}" in have]
-        table = pq.read_table(path, columns=wanted)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a bad file
-        raise ValueError(f"cannot read shard {path}: {e}") from None
-    names = set(table.column_names)
-    for col in ("stage", "apnea", "hypopnea", "subject", "night"):
-        if col not in names:
-            raise ValueError(f"shard {path} has no column {col!r} (columns: {sorted(names)})")
-    n = table.num_rows
-    x = np.zeros((n, len(modalities), 3000), np.float16)
-    present = np.zeros((n, len(modalities)), bool)
-    for i, m in enumerate(modalities):
-        if f"sig_{m}" not in names:
-            continue
-        arr = table.column(f"sig_{m}").combine_chunks()
-        vals = arr.flatten().to_numpy(zero_copy_only=False).reshape(n, -1)
-        if vals.shape[1] != 3000:
-            raise ValueError(f"shard {path}: sig_{m} rows have {vals.shape[1]} samples, expected 3000")
-        x[:, i] = vals
-        if f"present_{m}" in names:
-            present[:, i] = table.column(f"present_{m}").to_numpy(zero_copy_only=False)
-        else:  # older shards: absent when a disqualifying quality bit is set or all zeros
-            q = table.column(f"qual_{m}").to_numpy().astype(np.uint8)
-            present[:, i] = ((q & (1 | 2 | 32 | 64)) == 0) & (np.abs(vals).max(axis=1) > 0)
-    lab = {c: table.column(c).to_numpy(zero_copy_only=False).astype(np.int8)
-           for c in ("stage", "apnea", "hypopnea")}
-    n_ap, n_hy = _count_events(table.column("events").to_pylist()) if "events" in names else (0, 0)
-    subject = str(table.column("subject")[0].as_py()) if n else ""
-    night = str(table.column("night")[0].as_py()) if n else path.stem
-    return Night(night, subject, x, present, lab["stage"], lab["apnea"], lab["hypopnea"], n_ap, n_hy)
-
-
-def label_subjects(subjects: list[str], fraction: float, seed: int) -> set[str]:
-    """Seeded choice of ``fraction`` of the subjects (at least one) whose labels are kept."""
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
-    subs = sorted(set(subjects))
-    if fraction >= 1.0:
-        return set(subs)
-    k = max(1, int(round(fraction * len(subs))))
-    rng = np.random.default_rng([seed, 0x1AB])
-    return set(rng.choice(subs, size=k, replace=False).tolist())
-
-
-def load_nights(shard_dir: str | Path, split: str, modalities: tuple[str, ...],
-                label_fraction: float = 1.0, seed: int = 0, max_nights: int | None = None
-                ) -> list[Night]:
-    """The nights of one subject-level split (``train``/``val``/``test``) of a prepared folder.
-
-    With ``label_fraction`` < 1 only that fraction of the split's SUBJECTS keep their labels
-    (stage, apnea and hypopnea alike); the other nights keep their signals, labels set to -1.
-    """
-    from .prepare import load_manifest
-
-    shard_dir = Path(shard_dir)
-    man = load_manifest(shard_dir)
-    if split not in man.split:
-        raise ValueError(f"{shard_dir}/manifest.json has no split {split!r} (has {sorted(man.split)})")
-    subjects = set(man.split[split])
-    files = [f for f in man.ok_files if f["subject"] in subjects and f.get("shard")]
-    files.sort(key=lambda f: (f["subject"], f["night"]))
-    if max_nights is not None:
-        files = files[:max_nights]
-    keep = label_subjects([f["subject"] for f in files], label_fraction, seed) if files else set()
-    nights = []
-    for f in files:
-        nt = read_shard(shard_dir / f["shard"], modalities)
-        if nt.subject not in keep:
-            nt.withhold_labels()
-        nights.append(nt)
-    log.info("loaded %d %s nights (%d epochs; labels kept for %d subjects)", len(nights), split,
-             sum(len(n) for n in nights), len(keep))
-    return nights

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def exposed_sample_names() -> set[str]:
     m = MonitorMetrics()
-    m.observe_epoch("1", [0.2] * 5, 0.1, 0.1, 2, latency_seconds=0.01, ahi=3.0)
+    m.observe_epoch("1", [0.2] * 5, 0.1, 0.1, 2, latency_seconds=0.01, ahi=3.0, epoch_latency_seconds=0.02)
     m.write([Event("1", "apnea", 0, 30, {}, 0, "h")])
     m.set_lag("1", 1.0)
     m.add_samples("1", 10)
@@ -139,3 +139,4 @@ def test_every_dashboard_metric_exists_from_the_monitors_start(tiny_artifact, tm
         for t in ("apnea", "signal_lost", "signal_restored"):
             assert got[("synthsleep_events_total", (("bed", bed), ("type", t)))] == 0.0
         assert got[("synthsleep_step_latency_seconds_count", (("bed", bed),))] == 0.0
+        assert got[("synthsleep_epoch_latency_seconds_count", (("bed", bed),))] == 0.0

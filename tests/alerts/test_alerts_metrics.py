@@ -26,7 +26,8 @@ def test_scrape_moves_with_epochs():
         for i in range(3):
             evs = det.update(i, 30.0 * i, onehot(2), 0.9 if i == 1 else 0.1, 0.2)
             m.write(evs)
-            m.observe_epoch("1", onehot(2), 0.1, 0.2, stage_code=2, latency_seconds=0.003, ahi=det.ahi)
+            m.observe_epoch("1", onehot(2), 0.1, 0.2, stage_code=2, latency_seconds=0.003, ahi=det.ahi,
+                            epoch_latency_seconds=0.02)
             m.add_samples("1", 3000)
         m.set_lag("1", 0.25)
         m.add_gap("1")
@@ -42,6 +43,8 @@ def test_scrape_moves_with_epochs():
         assert s[("synthsleep_ahi", b)] == pytest.approx(det.ahi) and det.ahi > 0
         assert s[("synthsleep_step_latency_seconds_count", b)] == 3
         assert s[("synthsleep_step_latency_seconds_bucket", (("bed", "1"), ("le", "0.005")))] == 3
+        assert s[("synthsleep_epoch_latency_seconds_count", b)] == 3  # end to end: its own histogram
+        assert s[("synthsleep_epoch_latency_seconds_bucket", (("bed", "1"), ("le", "0.01")))] == 0
         assert s[("synthsleep_stream_lag_seconds", b)] == 0.25
         assert s[("synthsleep_samples_received_total", b)] == 9000
         assert s[("synthsleep_gaps_total", b)] == 1

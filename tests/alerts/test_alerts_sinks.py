@@ -10,7 +10,7 @@ import pylsl
 import pytest
 
 from synthsleep.alerts.events import Event
-from synthsleep.alerts.sinks import JsonlSink, LslMarkerSink, MultiSink, Sink, SinkError, read_events
+from synthsleep.alerts.sinks import JsonlSink, LslMarkerSink, Sink, SinkError, read_events
 
 
 def ev(bed: str, i: int, type_: str = "stage") -> Event:
@@ -72,8 +72,6 @@ def test_jsonl_refuses_foreign_file(tmp_path):
 def test_lsl_marker_outlet_on_loopback(tmp_path):
     prefix = f"synthsleep-test-{uuid.uuid4().hex[:8]}"
     lsl = LslMarkerSink(prefix=prefix)
-    jsonl = JsonlSink(tmp_path / "e.jsonl")
-    sink = MultiSink([jsonl, lsl])
     name = lsl.open_bed("bed-a")
     assert name == f"{prefix}-bed-a"
     found = pylsl.resolve_byprop("name", name, minimum=1, timeout=10.0)
@@ -84,7 +82,7 @@ def test_lsl_marker_outlet_on_loopback(tmp_path):
     inlet = pylsl.StreamInlet(info)
     inlet.open_stream(timeout=10.0)
     sent = [ev("bed-a", 4, "apnea"), ev("bed-a", 4)]
-    sink.write(sent)
+    lsl.write(sent)
     got = []
     for _ in sent:
         sample, ts = inlet.pull_sample(timeout=10.0)
@@ -92,7 +90,7 @@ def test_lsl_marker_outlet_on_loopback(tmp_path):
         got.append(Event.from_json(sample[0]))
     assert got == sent
     inlet.close_stream()
-    sink.close()
+    lsl.close()
 
 
 def test_jsonl_single_writer(tmp_path):

@@ -14,10 +14,9 @@ from synthsleep.offline_training.evaluate import (
     NightPredictions,
     NightTruth,
     evaluate_predictions,
-    plot_confusion,
-    plot_hypnogram,
     write_report,
 )
+from synthsleep.offline_training.plots import plot_confusion, plot_hypnogram
 
 # true  0 0 1 1 2 (-1 dropped);  pred 0 1 1 1 0
 T = np.array([0, 0, 1, 1, 2, -1])
@@ -114,7 +113,7 @@ def test_evaluate_cli_with_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixt
     """A real (random) small SleepModel checkpoint over a real shard folder, both modes."""
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
-    from test_datasets import make_shards
+    from test_shards import make_shards
 
     from synthsleep.cli import main
     from synthsleep.model import SleepModel, load_config, save_model

@@ -18,10 +18,8 @@ from synthsleep.offline_training.prepare import (
     split_subjects,
     subject_night_ids,
 )
+from synthsleep.psg import recording
 from synthsleep.psg.preprocess import PreprocessParams
-
-recording = pytest.importorskip("synthsleep.psg.recording")
-pytest.importorskip("synthsleep.psg.annotations")
 
 MODS = ("eeg", "eog", "emg", "ecg")
 PARAMS = PreprocessParams(modalities=MODS)
@@ -192,8 +190,8 @@ def test_dreams_excerpt3(tmp_path: Path) -> None:
 
 def test_prepare_generated_nights(tmp_path: Path) -> None:
     """Nights from the synthetic generator (all 8 modalities, native rates, in-file scoring)."""
-    synthetic = pytest.importorskip("synthsleep.psg.synthetic.night")
     from synthsleep.psg.annotations import epoch_labels
+    from synthsleep.psg.synthetic import night as synthetic
 
     src = tmp_path / "in"
     src.mkdir()

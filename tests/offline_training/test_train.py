@@ -8,14 +8,12 @@ import torch
 from _train_fixtures import TINY_MODEL, read_metrics, shared_shards, tiny_overrides
 
 from synthsleep.offline_training.config import RunConfigError, load_run_config, parse_value
-from synthsleep.offline_training.finetune import (
-    TaskLoss,
-    finetune,
-    plan_lanes,
-    stage_metrics,
-    temporal_heads,
-)
-from synthsleep.offline_training.trainer import label_subjects
+from synthsleep.offline_training.finetune import finetune
+from synthsleep.offline_training.lanes import plan_lanes
+from synthsleep.offline_training.night_trainer import build_model, embed_nights, temporal_heads
+from synthsleep.offline_training.selection import best_threshold, binary_metrics, stage_metrics
+from synthsleep.offline_training.shards import label_subjects
+from synthsleep.offline_training.tasks import TaskLoss
 
 torch.set_num_threads(1)
 
@@ -102,8 +100,7 @@ def test_montage_dropout_runs_both_phases(shards, tmp_path):
 
 def test_embed_nights_keep_equals_a_recording_without_those_sensors(shards):
     from synthsleep.offline_training.augment import montage_mask
-    from synthsleep.offline_training.finetune import build_model, embed_nights
-    from synthsleep.offline_training.trainer import Night, load_nights
+    from synthsleep.offline_training.shards import Night, load_nights
 
     rc = load_run_config(None, tiny_overrides())
     model, cfg = build_model(rc, None, torch.device("cpu"))
@@ -180,7 +177,7 @@ def test_label_fraction_by_subject():
 
 
 def test_label_fraction_applies_to_every_task(shards, tmp_path):
-    from synthsleep.offline_training.trainer import load_nights
+    from synthsleep.offline_training.shards import load_nights
 
     nights = load_nights(shards, "train", ("eeg",), label_fraction=0.01, seed=0)
     labelled = [n for n in nights if n.labelled]
@@ -193,8 +190,8 @@ def test_label_fraction_applies_to_every_task(shards, tmp_path):
 def test_run_config_overrides_and_errors(tmp_path):
     rc = load_run_config("train_small", ["finetune.chunk=32", "finetune.freeze_encoder=false",
                                          "model_overrides.head_dropout=0.0", "model=\"paper\""])
-    assert rc["finetune"]["chunk"] == 32 and rc["finetune"]["freeze_encoder"] is False
-    assert rc["model_overrides"] == {"head_dropout": 0.0} and rc["model"] == "paper"
+    assert rc.finetune.chunk == 32 and rc.finetune.freeze_encoder is False
+    assert rc.model_overrides == {"head_dropout": 0.0} and rc.model == "paper"
     assert parse_value("1e-3") == 1e-3 and parse_value("abc") == "abc"
     with pytest.raises(RunConfigError, match="finetune.chnk"):
         load_run_config("train_small", ["finetune.chnk=3"])
@@ -205,7 +202,7 @@ def test_run_config_overrides_and_errors(tmp_path):
     with pytest.raises(RunConfigError, match="bogus"):
         load_run_config(bad)
     paper = load_run_config("train_paper")
-    assert paper["model"] == "paper" and paper["finetune"]["chunk"] >= 64
+    assert paper.model == "paper" and paper.finetune.chunk >= 64
 
 
 def test_stage_metrics_known_values():
@@ -217,8 +214,6 @@ def test_stage_metrics_known_values():
 
 
 def test_best_threshold_maximises_f1():
-    from synthsleep.offline_training.finetune import best_threshold, binary_metrics
-
     rng = np.random.default_rng(0)
     y = (rng.random(500) < 0.05).astype(np.int8)
     prob = np.clip(0.9 + 0.05 * y + 0.02 * rng.standard_normal(500), 0, 1)  # all high: 0.5 is bad
@@ -228,3 +223,30 @@ def test_best_threshold_maximises_f1():
     assert t > 0.9 and f_t > binary_metrics(y, prob, 0.5)["f1"]
     for cand in np.linspace(0.01, 0.99, 99):
         assert binary_metrics(y, prob, cand)["f1"] <= f_t + 1e-12
+
+
+def test_shipped_run_configs_only_override_defaults():
+    """The defaults live in RunConfig alone: a shipped file sets only keys it changes."""
+    from synthsleep.offline_training.config import CONFIG_DIR, RunConfig
+    from synthsleep.tomlconfig import read_toml
+
+    defaults = RunConfig().to_dict()
+    for name in ("train_small", "train_paper"):
+        for section, table in read_toml(CONFIG_DIR / f"{name}.toml").items():
+            if not isinstance(table, dict):
+                continue
+            same = [k for k, v in table.items() if defaults[section][k] == v]
+            assert not same, f"{name}.toml [{section}] repeats defaults: {same}"
+
+
+def test_probe_cli_writes_metrics(shards, tmp_path, capsys):
+    import json
+
+    from synthsleep.cli import main
+
+    sets = [f"--set={k}={json.dumps(v)}" for k, v in tiny_overrides().items()]
+    assert main(["probe", "--shards", str(shards), "--out", str(tmp_path / "p"), "--labels", "0.5",
+                 "--config", "train_small", *sets]) == 0
+    r = json.loads((tmp_path / "p" / "probe.json").read_text())
+    assert r["val_epochs"] > 0 and r["stage"]["n"] > 0 and 0 <= r["apnea"]["threshold"] <= 1
+    assert "linear probe" in capsys.readouterr().out
