@@ -86,6 +86,8 @@ _POWER_CODE = re.compile(r"^[+-]?\d{1,2}$")
 MAX_LABEL_CHARS = 128
 MAX_RATE_HZ = 20000.0
 MAX_REPLAY_SECONDS = 48 * 3600.0
+#: at most this many streams per bed are taken from a description's ``synthsleep/streams``
+MAX_SIBLINGS = 16
 _TEXT_LIMIT = 80
 
 
@@ -430,9 +432,12 @@ class BedInlet:
     ) -> BedInlet:
         """Resolve a bed's streams and open them.
 
-        With ``name``: every stream of that name; a stream written by ``ReplayPlayer`` lists its
-        siblings' source_ids in ``desc/synthsleep/streams``, and those are resolved one by one
-        (by source_id, with retry) so none is missed; for a replay at maximum speed
+        With ``name``: every stream of that name (a ``ReplayPlayer`` bed: its main stream, named
+        like the bed; older replays named all their streams so). A stream written by
+        ``ReplayPlayer`` (or shaped like one) lists its siblings' source_ids in
+        ``desc/synthsleep/streams``, whatever their names (``<bed>-<rate>Hz``), and those are
+        resolved one by one by source_id, with retries, so none is missed (one LSL discovery
+        sweep misses streams when hundreds are on the network); for a replay at maximum speed
         ``max_buflen`` is raised to the recording's duration (+60 s) so nothing is dropped.
         With ``source_ids``: exactly those. Other keyword arguments go to ``BedInlet``.
         """
@@ -454,7 +459,7 @@ class BedInlet:
         for sid in wanted:
             if sid not in infos:
                 left = max(0.5, deadline - time.monotonic())
-                infos[sid] = resolve_stream(source_id=sid, name=name, timeout=left)[0]
+                infos[sid] = resolve_stream(source_id=sid, timeout=left)[0]
         return cls(list(infos.values()), bed=bed or name or ",".join(source_ids), **kwargs)
 
     @staticmethod
@@ -470,7 +475,12 @@ class BedInlet:
         node = full.desc().child("synthsleep")
         meta = {k: node.child_value(k) for k in ("speed", "duration", "file")}
         text = node.child_value("streams")
-        return [s for s in (t.strip() for t in text.split(",")) if s], meta
+        sids = [s for s in (t.strip() for t in text.split(",")) if s]
+        if len(sids) > MAX_SIBLINGS:
+            log.warning("stream %s lists %d sibling streams; only the first %d are resolved",
+                        describe_stream(full), len(sids), MAX_SIBLINGS)
+            sids = sids[:MAX_SIBLINGS]
+        return [_short(s, MAX_LABEL_CHARS) for s in sids], meta
 
     def _open(self, info: pylsl.StreamInfo, subscribe: bool = True
               ) -> tuple[pylsl.StreamInlet, pylsl.StreamInfo]:
