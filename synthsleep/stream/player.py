@@ -1,4 +1,4 @@
-"""Replay an EDF recording as live LSL streams (``synthsleep replay``).
+"""Replay a recording (EDF/EDF+/BDF, or XDF via ``psg.xdf``) as live LSL streams (``synthsleep replay``).
 
 Streams (one bed): one outlet per distinct sampling rate, each under its own name so a tool that
 attaches by name (mne-lsl's ``StreamLSL(name=...)``) gets one definite stream. The **main** stream
@@ -119,7 +119,7 @@ class ReplayPlayer:
     """Play an EDF file as LSL streams, paced by the clock.
 
     Args:
-        edf_path: the recording (EDF/EDF+/BDF, via ``psg.recording.open_recording``).
+        edf_path: the recording (EDF/EDF+/BDF or XDF, via ``psg.recording.open_recording``).
         name: the bed's name: the main stream's name (``BedInlet.resolve(name=...)``), and the
             prefix of the other streams' names and of every source_id.
         speed: signal seconds per wall second; ``float('inf')`` = as fast as possible.
@@ -386,7 +386,8 @@ def parse_speed(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``synthsleep replay``."""
-    parser.add_argument("edf", type=Path, help="EDF/EDF+/BDF recording to replay")
+    parser.add_argument("edf", type=Path, help="recording to replay: EDF/EDF+/BDF, or an XDF file (LabRecorder; its "
+                                                "marker streams are replayed on the marker stream)")
     parser.add_argument("--speed", type=parse_speed, default=1.0,
                         help="signal seconds per wall second: 1 (real time), 10, any number, or 'max' "
                              "(as fast as possible, waits for a consumer first). Default 1")
