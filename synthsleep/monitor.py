@@ -2,8 +2,8 @@
 
 Many beds run in one process. Each round polls every bed (non-blocking), collects the epochs that
 closed, and runs ONE batched step for the beds that have an epoch ready (the artifact has a
-dynamic batch axis). After every step each bed's events are written (JSONL fsynced, LSL markers,
-Prometheus) and its state is saved atomically (model state, preprocessing statistics, event and
+dynamic batch axis). After every step each bed's events are written (JSONL fsynced, the ONE LSL
+marker stream shared by all beds, Prometheus) and its state is saved atomically (model state, preprocessing statistics, event and
 alert state) so a monitor killed at any point and restarted resumes without losing an epoch's
 events or writing one twice.
 
@@ -20,6 +20,11 @@ dropped because an earlier night used the same epoch indices. See ``bed_state``.
 Per-bed isolation: anything that goes wrong with one bed (its stream's description, channels,
 rate or units, its state, its data) marks that bed faulted (log line, ``bed_fault`` event,
 ``synthsleep_bed_faulted`` metric) and retries it with backoff; the other beds go on.
+
+Capacity: a round pulls only inlets that hold samples, stream metrics are refreshed every few
+seconds and alert timers once a second (``benchmarks/bench_live_capacity.py``: 300 real-time beds
+in one process). Beyond one process: ``--shard I/N`` runs beds I, I+N, ... of the same beds.toml,
+each shard its own events file, state folder, marker source_id and Prometheus target.
 
 This is live code: it imports no torch (ONNX Runtime only).
 """
