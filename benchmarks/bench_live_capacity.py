@@ -48,6 +48,7 @@ import pylsl
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCH = 30.0
+SPAWNED: list[subprocess.Popen] = []  # every child process, killed if a case fails half-way
 
 
 class MarkerReader(threading.Thread):
@@ -117,6 +118,7 @@ def _prometheus(targets: list[str], work: Path) -> tuple[subprocess.Popen | None
     proc = subprocess.Popen([exe, f"--config.file={cfg}", f"--storage.tsdb.path={work / 'tsdb'}",
                              f"--web.listen-address=127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    SPAWNED.append(proc)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -137,6 +139,7 @@ def run_case(kind: str, n: int, window: float, work: Path, model: str | None) ->
                             "--full", str(full), "--prefix", prefix, "--seconds", str(warm_max + window + 5),
                             "--log", str(work / "rounds.csv")],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    SPAWNED.append(gen)
     gen.stdout.readline()  # "ready <start>": outlets exist
     mons, urls = [], []
     for i in range(1, shards + 1):
@@ -148,6 +151,7 @@ def run_case(kind: str, n: int, window: float, work: Path, model: str | None) ->
             cmd += ["--shard", f"{i}/{shards}"]
         m = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(work / f"monitor{i}.log", "w"),  # noqa: SIM115
                              text=True, env=env, cwd=work)
+        SPAWNED.append(m)
         mons.append(m)
     for m in mons:
         for line in m.stdout:
@@ -155,7 +159,12 @@ def run_case(kind: str, n: int, window: float, work: Path, model: str | None) ->
                 urls.append(line.split()[-1].rstrip("/"))
                 break
         threading.Thread(target=lambda s=m.stdout: [None for _ in s], daemon=True).start()  # drain stdout
-    sids = {"synthsleep:events"} if shards == 1 else {f"synthsleep:events:shard{i}of{shards}" for i in (1, 2)}
+    from synthsleep.alerts.sinks import marker_source_id
+    from synthsleep.monitor import BedSpec, shard_beds
+
+    specs = [BedSpec(b, b) for b in names]
+    sids = ({marker_source_id(names)} if shards == 1 else
+            {marker_source_id([b.bed for b in shard_beds(specs, (i, shards))], (i, shards)) for i in (1, 2)})
     reader = MarkerReader(shards, sids)
     reader.start()
     prom, prom_url = _prometheus([u.split("//")[1].split("/")[0] for u in urls], work) if shards > 1 else (None, None)
@@ -192,7 +201,11 @@ def run_case(kind: str, n: int, window: float, work: Path, model: str | None) ->
             prom_result = {"error": str(exc)}
         prom.terminate()
     gen.send_signal(15)  # stop pushing; then let the monitors finish the complete epochs
-    gen.wait(30)
+    try:
+        gen.wait(60)
+    except subprocess.TimeoutExpired:
+        gen.kill()
+        gen.wait(30)
     rounds = np.loadtxt(work / "rounds.csv", delimiter=",", skiprows=1, ndmin=2)
     stamp_end, pushed_at = rounds[:, 0], rounds[:, 1]
     last_stamp = float(stamp_end[-1])
@@ -206,7 +219,10 @@ def run_case(kind: str, n: int, window: float, work: Path, model: str | None) ->
     for m in mons:
         m.terminate()
     for m in mons:
-        m.wait(60)
+        try:
+            m.wait(90)
+        except subprocess.TimeoutExpired:
+            m.kill()
     reader.stop.set()
     # latency: stage marker push time - push time of the round holding the epoch's last sample
     max_rate = 512.0 if full else 100.0
@@ -281,7 +297,14 @@ def main() -> int:
         kind, _, n = case.partition(":")
         with tempfile.TemporaryDirectory(prefix="livecap-") as d:
             print(f"running {case} ({args.window:g} s window) ...", file=sys.stderr, flush=True)
-            r = run_case(kind, int(n), args.window, Path(d), args.model)
+            try:
+                r = run_case(kind, int(n), args.window, Path(d), args.model)
+            finally:
+                for proc in SPAWNED:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait(30)
+                SPAWNED.clear()
             results.append(r)
             print(json.dumps(r), file=sys.stderr, flush=True)
     lines = [table(results), ""]

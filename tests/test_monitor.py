@@ -283,7 +283,8 @@ def test_shard_options(tmp_path, capsys):
 def test_ward_sharded_over_two_monitor_processes(tiny_artifact, synthetic_edf, tmp_path):
     """One beds.toml, two monitor processes (--shard 1/2, 2/2): every bed scored by exactly one of
     them, each with its own events file, metrics endpoint and marker stream."""
-    import pylsl
+    from synthsleep.alerts.sinks import marker_source_id
+    from synthsleep.stream import resolve_stream
 
     tag = uuid.uuid4().hex[:8]
     names = [f"test-shard-{tag}-{i}" for i in range(4)]
@@ -311,7 +312,8 @@ def test_ward_sharded_over_two_monitor_processes(tiny_artifact, synthetic_edf, t
             if all(f.exists() and len(_stage_events(f)) >= 40 for f in files):
                 break
             time.sleep(0.2)
-        markers = {i.source_id() for i in pylsl.resolve_byprop("name", "synthsleep-events", minimum=2, timeout=10)}
+        sids = [marker_source_id(["b0", "b2"], (1, 2)), marker_source_id(["b1", "b3"], (2, 2))]
+        markers = [resolve_stream(source_id=sid, name="synthsleep-events", timeout=10)[0] for sid in sids]
         scraped = [scrape(u) for u in urls]
     finally:
         for p in procs:
@@ -330,4 +332,4 @@ def test_ward_sharded_over_two_monitor_processes(tiny_artifact, synthetic_edf, t
     counted = [{dict(k[1])["bed"]: v for k, v in sc.items() if k[0] == "synthsleep_epochs_processed_total"}
                for sc in scraped]
     assert counted == [{"b0": 20.0, "b2": 20.0}, {"b1": 20.0, "b3": 20.0}]
-    assert {"synthsleep:events:shard1of2", "synthsleep:events:shard2of2"} <= markers
+    assert [m.type() for m in markers] == ["Markers", "Markers"]  # one marker stream per shard

@@ -162,6 +162,16 @@ def read_events(path: str | Path) -> list[Event]:
     return out
 
 
+def marker_source_id(beds: Iterable[str | int], shard: tuple[int, int] | None = None) -> str:
+    """Source_id of a monitor's marker stream: ``synthsleep:events:<ward>[:shard<i>of<n>]`` with
+    ``<ward>`` the first 10 hex digits of the SHA-256 of its bed ids (in order, comma-joined):
+    stable across restarts (consumers reconnect), distinct for distinct wards and shards."""
+    import hashlib
+
+    ward = hashlib.sha256(",".join(str(b) for b in beds).encode("utf-8")).hexdigest()[:10]
+    return f"synthsleep:events:{ward}" + (f":shard{shard[0]}of{shard[1]}" if shard else "")
+
+
 class LslMarkerSink:
     """ONE LSL marker outlet shared by every bed of a monitor: type ``Markers``, 1 string channel,
     irregular rate, stream name ``synthsleep-events`` (``name``).
@@ -170,9 +180,9 @@ class LslMarkerSink:
     says whose it is (a consumer filters on it). One outlet for a whole ward, not one per bed:
     every liblsl outlet costs threads and a socket, and 25 per-bed outlets already saturated two
     cores (issue 11). The outlet is opened at construction, so consumers can resolve it before
-    anything happens. Source_id: ``synthsleep:events`` (stable, so consumers reconnect after a
-    restart), ``synthsleep:events:shard<i>of<n>`` for a shard of a ward (``shard=(i, n)``): the
-    shards of one ward publish under the same name, told apart by source_id. The description holds
+    anything happens. Source_id: :func:`marker_source_id` (stable for the same beds, so consumers
+    reconnect after a restart; the shards of one ward and other wards publish under the same name,
+    told apart by source_id). The description holds
     ``format`` ("synthsleep event JSON"), ``beds`` (comma-separated ids, as given) and ``shard``.
 
     Args:
@@ -187,7 +197,7 @@ class LslMarkerSink:
 
         self.name = name
         self.beds = [str(b) for b in beds]
-        self.source_id = "synthsleep:events" + (f":shard{shard[0]}of{shard[1]}" if shard else "")
+        self.source_id = marker_source_id(self.beds, shard)
         info = pylsl.StreamInfo(name=name, type="Markers", channel_count=1, nominal_srate=pylsl.IRREGULAR_RATE,
                                 channel_format=pylsl.cf_string, source_id=self.source_id)
         info.desc().append_child_value("format", "synthsleep event JSON")

@@ -10,7 +10,15 @@ import pylsl
 import pytest
 
 from synthsleep.alerts.events import Event
-from synthsleep.alerts.sinks import JsonlSink, LslMarkerSink, MultiSink, Sink, SinkError, read_events
+from synthsleep.alerts.sinks import (
+    JsonlSink,
+    LslMarkerSink,
+    MultiSink,
+    Sink,
+    SinkError,
+    marker_source_id,
+    read_events,
+)
 
 
 def ev(bed: str, i: int, type_: str = "stage") -> Event:
@@ -78,7 +86,7 @@ def test_one_lsl_marker_outlet_for_all_beds(tmp_path):
     found = pylsl.resolve_byprop("name", name, minimum=1, timeout=10.0)
     assert len(found) == 1, f"marker stream {name} not found on loopback"
     info = found[0]
-    assert info.type() == "Markers" and info.channel_count() == 1 and info.source_id() == "synthsleep:events:shard2of3"
+    assert info.type() == "Markers" and info.channel_count() == 1 and info.source_id() == marker_source_id(["bed-a", "bed-b"], (2, 3))
     assert info.channel_format() == pylsl.cf_string and info.nominal_srate() == pylsl.IRREGULAR_RATE
     inlet = pylsl.StreamInlet(info)
     full = inlet.info(timeout=10.0)
@@ -92,6 +100,11 @@ def test_one_lsl_marker_outlet_for_all_beds(tmp_path):
         assert sample is not None, "marker not received within 10 s"
         got.append(Event.from_json(sample[0]))
     assert got == sent and {e.bed for e in got} == {"bed-a", "bed-b"}
+    # stable for the same ward (consumers reconnect), distinct for other wards and shards
+    sid = marker_source_id(["bed-a", "bed-b"], (2, 3))
+    assert sid.startswith("synthsleep:events:") and sid.endswith(":shard2of3")
+    assert sid == marker_source_id(["bed-a", "bed-b"], (2, 3)) != marker_source_id(["bed-a"], (2, 3))
+    assert marker_source_id(["bed-a", "bed-b"]) != sid
     assert len(pylsl.resolve_byprop("name", name, minimum=2, timeout=1.0)) == 1  # no outlet per bed
     inlet.close_stream()
     sink.close()
