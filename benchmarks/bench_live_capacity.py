@@ -127,7 +127,8 @@ def _prom_query(url: str, q: str) -> list:
         return json.load(r)["data"]["result"]
 
 
-def run_case(kind: str, n: int, window: float, work: Path, model: str | None) -> dict:
+def run_case(kind: str, n: int, window: float, work: Path, model: str | None,
+             monitor_args: tuple[str, ...] = ()) -> dict:
     shards = 2 if kind == "shard" else 1
     light, full = (n, 0) if kind in ("light", "shard") else (0, n)
     prefix = f"cap{uuid.uuid4().hex[:5]}"
@@ -149,6 +150,7 @@ def run_case(kind: str, n: int, window: float, work: Path, model: str | None) ->
             cmd += ["--model", model]
         if shards > 1:
             cmd += ["--shard", f"{i}/{shards}"]
+        cmd += list(monitor_args)
         m = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(work / f"monitor{i}.log", "w"),  # noqa: SIM115
                              text=True, env=env, cwd=work)
         SPAWNED.append(m)
@@ -263,7 +265,7 @@ def run_case(kind: str, n: int, window: float, work: Path, model: str | None) ->
             missing += 1
     split = sorted(len([b for b in beds_in_files if f.name in beds_in_files[b]]) for f in files)
     return {
-        "case": f"{kind}:{n}", "beds": n, "streams": light + 4 * full, "monitors": shards, "warmup_s": warm,
+        "case": f"{kind}:{n}" + (f" ({' '.join(monitor_args)})" if monitor_args else ""), "beds": n, "streams": light + 4 * full, "monitors": shards, "warmup_s": warm,
         "window_s": w1 - w0, "epochs": epochs, "missing": missing, "doubled": doubled, "unscored_no_data": unscored,
         "p50": float(np.nanpercentile(lat, 50)), "p99": float(np.nanpercentile(lat, 99)), "max": float(np.nanmax(lat)),
         "latency_n": int(np.isfinite(lat).sum()), "cpu_monitor": 100 * (c1 - c0) / (w1 - w0),
@@ -291,6 +293,7 @@ def main() -> int:
     p.add_argument("--window", type=float, default=120.0, help="measured seconds per case, after the warm-up")
     p.add_argument("--model", default=None, help="ONNX artifact (default: the bundled model)")
     p.add_argument("--out", default=None, help="also write the table (Markdown) here")
+    p.add_argument("--monitor-args", default="", help="extra monitor options, e.g. '--buffer 120'")
     args = p.parse_args()
     results = []
     for case in args.cases:
@@ -298,7 +301,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="livecap-") as d:
             print(f"running {case} ({args.window:g} s window) ...", file=sys.stderr, flush=True)
             try:
-                r = run_case(kind, int(n), args.window, Path(d), args.model)
+                r = run_case(kind, int(n), args.window, Path(d), args.model, tuple(args.monitor_args.split()))
             finally:
                 for proc in SPAWNED:
                     if proc.poll() is None:

@@ -157,7 +157,8 @@ class Monitor:
             the bed in each marker's JSON).
         rules_path: alert rules TOML (None: shipped defaults).
         resolve_timeout: seconds to wait for a bed's stream on each attempt.
-        max_buflen: seconds of data each LSL inlet buffers.
+        max_buflen: seconds of data each LSL inlet buffers (liblsl preallocates ~16 bytes per sample
+            slot: 360 s of a 512-Hz stream is ~3 MB; a replay at maximum speed raises it itself).
         shard: ``(i, n)`` when this monitor is shard i (1-based) of a ward split over n processes
             (names its marker stream's source_id; the beds given are already this shard's).
         stats_interval: seconds between refreshes of a bed's stream metrics (samples, gaps, lag);
@@ -641,6 +642,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
                    help="stop once no sample arrived for this long (e.g. at the end of a replay)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
+    p.add_argument("--buffer", type=float, default=None, metavar="SECONDS",
+                   help="seconds of data each LSL inlet holds while the monitor is busy (default 360; "
+                        "memory ~16 bytes per sample slot, e.g. 3 MB per 512-Hz stream at 360 s)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="run shard I of N of the --config ward: beds I, I+N, I+2N ... (1-based, in config order); "
                         "start N monitors with the same beds.toml and I = 1..N, and scrape every one. Each "
@@ -681,8 +685,11 @@ def run(args: argparse.Namespace) -> int:
             host, port = parse_hostport(str(metrics_addr))
             server = start_metrics_server(metrics, port=port, host=host)
             print(f"metrics at {server.url}", flush=True)
+        buffer = args.buffer if args.buffer is not None else float(opts.get("buffer", 360))
+        if not 10 <= buffer <= 24 * 3600:
+            raise ValueError(f"--buffer must be 10 to 86400 seconds, got {buffer:g}")
         mon = Monitor(beds, runtime, events_path, state_dir, metrics, markers=not args.no_markers,
-                      rules_path=args.rules or opts.get("rules"), shard=shard)
+                      rules_path=args.rules or opts.get("rules"), shard=shard, max_buflen=int(buffer))
         if args.http or opts.get("http"):
             from .ward.server import serve_monitor
 
