@@ -2,8 +2,8 @@
 
 Many beds run in one process. Each round polls every bed (non-blocking), collects the epochs that
 closed, and runs ONE batched step for the beds that have an epoch ready (the artifact has a
-dynamic batch axis). After every step each bed's events are written (JSONL fsynced, LSL markers,
-Prometheus) and its state is saved atomically (model state, preprocessing statistics, event and
+dynamic batch axis). After every step each bed's events are written (JSONL fsynced, the ONE LSL
+marker stream shared by all beds, Prometheus) and its state is saved atomically (model state, preprocessing statistics, event and
 alert state) so a monitor killed at any point and restarted resumes without losing an epoch's
 events or writing one twice.
 
@@ -20,6 +20,11 @@ dropped because an earlier night used the same epoch indices. See ``bed_state``.
 Per-bed isolation: anything that goes wrong with one bed (its stream's description, channels,
 rate or units, its state, its data) marks that bed faulted (log line, ``bed_fault`` event,
 ``synthsleep_bed_faulted`` metric) and retries it with backoff; the other beds go on.
+
+Capacity: a round pulls only inlets that hold samples, stream metrics are refreshed every few
+seconds and alert timers once a second (``benchmarks/bench_live_capacity.py``: 300 real-time beds
+in one process). Beyond one process: ``--shard I/N`` runs beds I, I+N, ... of the same beds.toml,
+each shard its own events file, state folder, marker source_id and Prometheus target.
 
 This is live code: it imports no torch (ONNX Runtime only).
 """
@@ -137,8 +142,10 @@ class _Bed:
         self.written_up_to = -1  # last epoch index of this session already in the JSONL
         self.next_resolve = 0.0
         self.resolving: Future[BedInlet] | None = None  # a resolve running in the background
-        self.samples_seen = 0
+        self.samples_seen = 0  # samples counted into the metrics
         self.gaps_seen = 0
+        self.pulled = 0  # samples pulled (cheap counter: idle detection every round)
+        self.next_stats = 0.0  # monotonic time of the next stream-metrics refresh
         self.faults = 0  # consecutive faults (backoff); 0 once an epoch is scored again
         self.faulted = False
         self.last: dict[str, Any] = {}
@@ -153,16 +160,23 @@ class Monitor:
         events_path: JSONL event log (append-only).
         state_dir: folder for per-bed resume state (None: no resume).
         metrics: Prometheus metrics (None: none).
-        markers: publish events on an LSL marker stream per bed.
+        markers: publish events on the monitor's one LSL marker stream (``synthsleep-events``;
+            the bed in each marker's JSON).
         rules_path: alert rules TOML (None: shipped defaults).
         resolve_timeout: seconds to wait for a bed's stream on each attempt.
-        max_buflen: seconds of data each LSL inlet buffers.
+        max_buflen: seconds of data each LSL inlet buffers (liblsl preallocates ~16 bytes per sample
+            slot: 360 s of a 512-Hz stream is ~3 MB; a replay at maximum speed raises it itself).
+        shard: ``(i, n)`` when this monitor is shard i (1-based) of a ward split over n processes
+            (names its marker stream's source_id; the beds given are already this shard's).
+        stats_interval: seconds between refreshes of a bed's stream metrics (samples, gaps, lag);
+            the loop itself only polls what has data.
     """
 
     def __init__(self, beds: Sequence[BedSpec], runtime: StepRuntime, events_path: str | Path,
                  state_dir: str | Path | None = None, metrics: MonitorMetrics | None = None,
                  markers: bool = True, rules_path: str | Path | None = None,
-                 resolve_timeout: float = 5.0, max_buflen: int = 360) -> None:
+                 resolve_timeout: float = 5.0, max_buflen: int = 360,
+                 shard: tuple[int, int] | None = None, stats_interval: float = 2.0) -> None:
         self.runtime = runtime
         self.params = PreprocessParams.from_dict(runtime.preprocess_params)
         self.state_dir = Path(state_dir) if state_dir else None
@@ -170,6 +184,9 @@ class Monitor:
         self.metrics = metrics
         self.resolve_timeout = resolve_timeout
         self.max_buflen = max_buflen
+        self.shard = shard
+        self.stats_interval = float(stats_interval)
+        self._next_tick = 0.0  # monotonic time of the next alert-timer check
         # streams are resolved off the polling thread: a bed whose amplifier is off must not
         # hold up the beds that are streaming (a resolve blocks up to resolve_timeout)
         self._resolver = ThreadPoolExecutor(max_workers=max(1, min(8, len(beds))),
@@ -180,15 +197,13 @@ class Monitor:
             if self.store:
                 self.store.close()
             raise
-        self.markers = LslMarkerSink() if markers else None
+        self.markers = LslMarkerSink(beds=[b.bed for b in beds], shard=shard) if markers else None
         self._rules = load_rules(rules_path)
         self.beds: dict[str, _Bed] = {}
         for spec in beds:
             bed = _Bed(spec, self._new_session(spec.bed))
             self._start_session(bed)
             self.beds[spec.bed] = bed
-            if self.markers:
-                self.markers.open_bed(spec.bed)
             if self.metrics:
                 self.metrics.add_bed(spec.bed)  # every series exists (zero) from the start
         self.recent: deque[Event] = deque(maxlen=10)
@@ -315,14 +330,20 @@ class Monitor:
         except BaseException:
             inlet.close()
             raise
-        bed.samples_seen = bed.gaps_seen = 0  # a new inlet counts from 0
+        bed.samples_seen = bed.gaps_seen = bed.pulled = 0  # a new inlet counts from 0
+        bed.next_stats = 0.0
         bed.session.time_origin = wall_clock_offset()  # stream clock → system clock (event times)
         bed.session.detector.recorded = frozenset(inlet.rates)  # no "lost" for sensors never there
         log.info("bed %s: connected (%s)", spec.bed, ", ".join(f"{m} {r:g} Hz" for m, r in inlet.rates.items()))
 
     # -- one round -------------------------------------------------------------------------------
     def poll_once(self) -> int:
-        """Poll every bed, score every closed epoch (batched across beds). Returns epochs scored."""
+        """Poll every bed, score every closed epoch (batched across beds). Returns epochs scored.
+
+        Cheap when nothing arrived: a bed's inlets are pulled only when they hold samples (see
+        ``BedInlet.poll``), its stream metrics are refreshed every ``stats_interval`` s and the
+        alert timers checked once a second, not every round (at 300 beds the per-round work was
+        the monitor's main cost, issue 11)."""
         now = time.monotonic()
         for bed in self.beds.values():
             try:
@@ -332,7 +353,12 @@ class Monitor:
                 wall = time.perf_counter()
                 for ep in bed.stream.poll():
                     bed.pending.append((ep, wall))
-                self._stream_metrics(bed)
+                pulled = bed.stream.inlet.total_samples
+                if pulled != bed.pulled:
+                    bed.pulled, self.last_data = pulled, now
+                if now >= bed.next_stats:
+                    bed.next_stats = now + self.stats_interval
+                    self._stream_metrics(bed)
             except Exception as exc:  # noqa: BLE001 - one bad bed never stops the others
                 self._fault(bed, "connecting" if bed.stream is None else "reading its stream", exc)
         scored = 0
@@ -341,7 +367,10 @@ class Monitor:
             if not ready:
                 break
             scored += self._step(ready)
-        for bed in self.beds.values():  # timers (no-output alerts)
+        if now < self._next_tick:
+            return scored
+        self._next_tick = now + 1.0
+        for bed in self.beds.values():  # timers (no-output alerts), once a second
             try:
                 evs = bed.session.stamp(bed.session.alerts.tick())
                 if evs:
@@ -460,6 +489,11 @@ class Monitor:
 
     def close(self, flush: bool = True) -> None:
         """Score what is left (``flush``: the streams ended), close episodes, save, release."""
+        for bed in self.beds.values():  # the stream metrics' last refresh
+            try:
+                self._stream_metrics(bed)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("bed %s: stream metrics: %s", bed.spec.bed, _short(str(exc)))
         if flush:
             for bed in self.beds.values():
                 if bed.stream is not None:
@@ -553,6 +587,44 @@ def parse_hostport(text: str, default_port: int = 9109, option: str = "--metrics
     return host or "127.0.0.1", value
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``--shard I/N`` → (I, N) with 1 <= I <= N; ValueError naming ``--shard`` otherwise."""
+    a, sep, b = text.strip().partition("/")
+    try:
+        i, n = int(a), int(b)
+    except ValueError:
+        i = n = 0
+    if not sep or not 1 <= i <= n:
+        raise ValueError(f"--shard expects I/N with 1 <= I <= N (e.g. --shard 1/2), got {text!r}")
+    return i, n
+
+
+def shard_beds(beds: Sequence[BedSpec], shard: tuple[int, int]) -> list[BedSpec]:
+    """Shard I of N of a ward: the beds at positions I-1, I-1+N, I-1+2N ... of the config (so
+    the N processes given the same beds.toml take every bed exactly once)."""
+    i, n = shard
+    return [b for k, b in enumerate(beds) if k % n == i - 1]
+
+
+def shard_path(path: str | Path, shard: tuple[int, int] | None, folder: bool = False) -> str:
+    """``events.jsonl`` → ``events.shard1of2.jsonl`` (``folder``: ``state`` → ``state/shard1of2``):
+    each shard writes its own events file and state folder (both are locked to one writer)."""
+    if shard is None:
+        return str(path)
+    tag = f"shard{shard[0]}of{shard[1]}"
+    p = Path(path)
+    return str(p / tag if folder else p.with_name(f"{p.stem}.{tag}{p.suffix}"))
+
+
+def _shift_port(addr: str, shard: tuple[int, int] | None, default_port: int, option: str) -> str:
+    """A config's ``HOST:PORT`` for shard I: port + I - 1 (port 0, any free port, stays 0)."""
+    if shard is None:
+        return addr
+    host, port = parse_hostport(addr, default_port, option)
+    port = port + shard[0] - 1 if port else 0
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--stream", help="LSL stream name of a single bed")
@@ -578,6 +650,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
                    help="stop once no sample arrived for this long (e.g. at the end of a replay)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
+    p.add_argument("--buffer", type=float, default=None, metavar="SECONDS",
+                   help="seconds of data each LSL inlet holds while the monitor is busy (default 360; "
+                        "memory ~16 bytes per sample slot, e.g. 3 MB per 512-Hz stream at 360 s)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="run shard I of N of the --config ward: beds I, I+N, I+2N ... (1-based, in config order); "
+                        "start N monitors with the same beds.toml and I = 1..N, and scrape every one. Each "
+                        "shard writes EVENTS.shardIofN.jsonl and STATE-DIR/shardIofN; metrics/http ports "
+                        "from beds.toml are shifted by I-1 (give --metrics per process to choose)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -585,12 +665,26 @@ def run(args: argparse.Namespace) -> int:
         beds, opts = load_beds_config(args.config)
     else:
         beds, opts = [BedSpec(args.bed or args.stream, args.stream, channels=parse_overrides(args.channel))], {}
+    shard = parse_shard(args.shard) if args.shard else None
+    if shard is not None:
+        if not args.config:
+            raise ValueError("--shard needs --config (a ward of beds to split)")
+        beds = shard_beds(beds, shard)
+        if not beds:
+            raise ValueError(f"--shard {args.shard}: no bed falls in this shard (the config has fewer beds)")
+        for key, port in (("metrics", 9109), ("http", 8080)):
+            if opts.get(key):
+                opts[key] = _shift_port(str(opts[key]), shard, port, key)
+        print(f"shard {shard[0]}/{shard[1]}: {len(beds)} bed(s): {', '.join(b.bed for b in beds[:10])}"
+              f"{' ...' if len(beds) > 10 else ''}")
+    # the command line wins over the beds file, which wins over the defaults
+    events_path = shard_path(args.events or opts.get("events") or "events.jsonl", shard)
+    state_dir = args.state_dir or opts.get("state_dir")
+    state_dir = shard_path(state_dir, shard, folder=True) if state_dir else None
     units = parse_units(args.unit)
     for spec in beds:
         spec.units = {**spec.units, **units}
-    # the command line wins over the beds file, which wins over the defaults
     model = args.model or opts.get("model")
-    events = args.events or opts.get("events") or "events.jsonl"
     metrics_addr = args.metrics or opts.get("metrics")
     runtime = StepRuntime(resolve_model_path(model), threads=args.threads)
     metrics = MonitorMetrics()
@@ -599,14 +693,17 @@ def run(args: argparse.Namespace) -> int:
         if metrics_addr:
             host, port = parse_hostport(str(metrics_addr))
             server = start_metrics_server(metrics, port=port, host=host)
-            print(f"metrics at {server.url}")
-        mon = Monitor(beds, runtime, events, args.state_dir or opts.get("state_dir"),
-                      metrics, markers=not args.no_markers, rules_path=args.rules or opts.get("rules"))
+            print(f"metrics at {server.url}", flush=True)
+        buffer = args.buffer if args.buffer is not None else float(opts.get("buffer", 360))
+        if not 10 <= buffer <= 24 * 3600:
+            raise ValueError(f"--buffer must be 10 to 86400 seconds, got {buffer:g}")
+        mon = Monitor(beds, runtime, events_path, state_dir, metrics, markers=not args.no_markers,
+                      rules_path=args.rules or opts.get("rules"), shard=shard, max_buflen=int(buffer))
         if args.http or opts.get("http"):
             from .ward.server import serve_monitor
 
             ward = serve_monitor(mon, *parse_hostport(str(args.http or opts.get("http")), 8080, "--http"))
-            print(f"ward view at {ward.url}")
+            print(f"ward view at {ward.url}", flush=True)
     except (OSError, SinkError, StateDirLocked) as exc:  # busy port, locked events file / state folder
         if mon:
             mon.close(flush=False)
@@ -645,5 +742,5 @@ def run(args: argparse.Namespace) -> int:
         if ward:
             ward.stop()
     print(f"monitored {len(beds)} bed(s) for {time.monotonic() - t0:.0f} s: {mon.epochs_done} epochs scored; "
-          f"events in {events}")
+          f"events in {events_path}")
     return 0

@@ -1,4 +1,4 @@
-"""``synthsleep score``: the live pipeline run offline over an EDF file.
+"""``synthsleep score``: the live pipeline run offline over an EDF (or XDF) file.
 
 Same artifact, same preprocessing (``psg.preprocess``), same state sequence and same event logic
 (``scoring.BedSession``) as the monitor, so its output is what the monitor would have said live.
@@ -122,7 +122,8 @@ def write_annotations_edf(path: Path, scored: list[ScoredEpoch], events: list[An
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("edf", help="recording to score (EDF, EDF+, BDF)")
+    p.add_argument("edf", help="recording to score (EDF, EDF+, BDF, or XDF from LabRecorder: its marker streams "
+                                "are kept as annotations, i.e. as the file's own scoring when they hold stages)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", default=None, help="ONNX artifact (default: the bundled model)")
     p.add_argument("--channel", action="append", default=[], metavar="MODALITY=LABEL",

@@ -21,7 +21,15 @@ from prometheus_helpers import scrape
 
 from synthsleep.alerts.metrics import MonitorMetrics, start_metrics_server
 from synthsleep.export.runtime import StepRuntime
-from synthsleep.monitor import BedSpec, Monitor, load_beds_config, parse_hostport
+from synthsleep.monitor import (
+    BedSpec,
+    Monitor,
+    load_beds_config,
+    parse_hostport,
+    parse_shard,
+    shard_beds,
+    shard_path,
+)
 from synthsleep.score import score_recording
 from synthsleep.stream.lsl_inlet import parse_units
 from synthsleep.stream.player import ReplayPlayer
@@ -281,3 +289,79 @@ def test_short_idle_exit_waits_for_silence_not_for_an_epoch(tiny_artifact, synth
     runner.join(60)
     assert not runner.is_alive(), "did not stop once no sample arrived"
     mon.close(flush=True)
+
+
+def test_shard_options(tmp_path, capsys):
+    beds = [BedSpec(str(i), f"s{i}") for i in range(5)]
+    assert [b.bed for b in shard_beds(beds, parse_shard("1/2"))] == ["0", "2", "4"]
+    assert [b.bed for b in shard_beds(beds, parse_shard("2/2"))] == ["1", "3"]
+    assert sorted(b.bed for i in (1, 2, 3) for b in shard_beds(beds, (i, 3))) == [b.bed for b in beds]
+    assert shard_path("out/events.jsonl", (1, 2)) == "out/events.shard1of2.jsonl"
+    assert shard_path("state", (2, 2), folder=True) == "state/shard2of2" and shard_path("e.jsonl", None) == "e.jsonl"
+    for bad in ("0/2", "3/2", "1", "a/b", "1/0"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
+    from synthsleep.cli import main
+
+    cfg = tmp_path / "beds.toml"
+    cfg.write_text('[[bed]]\nid = "1"\nstream = "a"\n')
+    assert main(["monitor", "--config", str(cfg), "--shard", "2/3", "--no-console"]) == 2
+    err = capsys.readouterr().err
+    assert "no bed falls in this shard" in err and "Traceback" not in err
+    assert main(["monitor", "--stream", "a", "--shard", "1/2", "--no-console"]) == 2
+    assert "--shard needs --config" in capsys.readouterr().err
+
+
+def test_ward_sharded_over_two_monitor_processes(tiny_artifact, synthetic_edf, tmp_path):
+    """One beds.toml, two monitor processes (--shard 1/2, 2/2): every bed scored by exactly one of
+    them, each with its own events file, metrics endpoint and marker stream."""
+    from synthsleep.alerts.sinks import marker_source_id
+    from synthsleep.stream import resolve_stream
+
+    tag = uuid.uuid4().hex[:8]
+    names = [f"test-shard-{tag}-{i}" for i in range(4)]
+    cfg = tmp_path / "beds.toml"
+    cfg.write_text("".join(f'[[bed]]\nid = "b{i}"\nstream = "{n}"\n\n' for i, n in enumerate(names)))
+    players = [ReplayPlayer(str(synthetic_edf), name=n, speed=float("inf"), wait_consumers=120.0, linger=60.0)
+               for n in names]
+    for pl in players:
+        pl.start()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "synthsleep.cli", "monitor", "--config", str(cfg), "--shard",
+                               f"{i}/2", "--model", str(tiny_artifact), "--events", str(tmp_path / "events.jsonl"),
+                               "--metrics", "127.0.0.1:0", "--no-console"], env=env, cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+    try:
+        urls = []
+        for p in procs:
+            for line in p.stdout:
+                if line.startswith("metrics at "):
+                    urls.append(line.split()[-1])
+                    break
+        files = [tmp_path / "events.shard1of2.jsonl", tmp_path / "events.shard2of2.jsonl"]
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if all(f.exists() and len(_stage_events(f)) >= 40 for f in files):
+                break
+            time.sleep(0.2)
+        sids = [marker_source_id(["b0", "b2"], (1, 2)), marker_source_id(["b1", "b3"], (2, 2))]
+        markers = [resolve_stream(source_id=sid, name="synthsleep-events", timeout=10)[0] for sid in sids]
+        scraped = [scrape(u) for u in urls]
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        outs = [p.communicate(timeout=60) for p in procs]
+        for pl in players:
+            pl.stop()
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    beds = [{e["bed"] for e in _stage_events(f)} for f in files]
+    assert beds == [{"b0", "b2"}, {"b1", "b3"}]
+    for f in files:
+        by_bed: dict[str, list[int]] = {}
+        for e in _stage_events(f):
+            by_bed.setdefault(e["bed"], []).append(e["epoch_index"])
+        assert all(v == list(range(20)) for v in by_bed.values()), by_bed
+    counted = [{dict(k[1])["bed"]: v for k, v in sc.items() if k[0] == "synthsleep_epochs_processed_total"}
+               for sc in scraped]
+    assert counted == [{"b0": 20.0, "b2": 20.0}, {"b1": 20.0, "b3": 20.0}]
+    assert [m.type() for m in markers] == ["Markers", "Markers"]  # one marker stream per shard

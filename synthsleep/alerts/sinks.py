@@ -1,4 +1,4 @@
-"""Where events go: an append-only JSONL file and one LSL marker stream per bed.
+"""Where events go: an append-only JSONL file and one LSL marker stream for all beds.
 
 Every sink takes the events of one epoch as a batch (``write``), so the JSONL file is flushed
 and fsync'ed once per epoch. Live path: no torch.
@@ -17,7 +17,8 @@ from synthsleep.alerts.events import Event
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MARKER_PREFIX = "synthsleep-events"
+#: name of the monitor's one LSL marker stream (all beds; the bed is in each marker's JSON)
+DEFAULT_MARKER_STREAM = "synthsleep-events"
 
 
 class SinkError(OSError):
@@ -161,49 +162,56 @@ def read_events(path: str | Path) -> list[Event]:
     return out
 
 
-def marker_stream_name(bed: str | int, prefix: str = DEFAULT_MARKER_PREFIX) -> str:
-    """LSL stream name of a bed's marker outlet, e.g. ``synthsleep-events-1``."""
-    return f"{prefix}-{bed}"
+def marker_source_id(beds: Iterable[str | int], shard: tuple[int, int] | None = None) -> str:
+    """Source_id of a monitor's marker stream: ``synthsleep:events:<ward>[:shard<i>of<n>]`` with
+    ``<ward>`` the first 10 hex digits of the SHA-256 of its bed ids (in order, comma-joined):
+    stable across restarts (consumers reconnect), distinct for distinct wards and shards."""
+    import hashlib
+
+    ward = hashlib.sha256(",".join(str(b) for b in beds).encode("utf-8")).hexdigest()[:10]
+    return f"synthsleep:events:{ward}" + (f":shard{shard[0]}of{shard[1]}" if shard else "")
 
 
 class LslMarkerSink:
-    """One LSL marker outlet per bed: type ``Markers``, 1 string channel, irregular rate.
+    """ONE LSL marker outlet shared by every bed of a monitor: type ``Markers``, 1 string channel,
+    irregular rate, stream name ``synthsleep-events`` (``name``).
 
-    Each event is pushed as one marker whose string is the event's JSON. Outlets are created on
-    the first event of a bed, or ahead of time with :meth:`open_bed` so that consumers can
-    resolve the stream before anything happens. Stream name: :func:`marker_stream_name`;
-    source_id: ``synthsleep:<name>`` (stable, so consumers reconnect after a restart).
+    Each event is pushed as one marker whose string is the event's JSON; the JSON's ``bed`` field
+    says whose it is (a consumer filters on it). One outlet for a whole ward, not one per bed:
+    every liblsl outlet costs threads and a socket, and 25 per-bed outlets already saturated two
+    cores (issue 11). The outlet is opened at construction, so consumers can resolve it before
+    anything happens. Source_id: :func:`marker_source_id` (stable for the same beds, so consumers
+    reconnect after a restart; the shards of one ward and other wards publish under the same name,
+    told apart by source_id). The description holds
+    ``format`` ("synthsleep event JSON"), ``beds`` (comma-separated ids, as given) and ``shard``.
+
+    Args:
+        name: the stream name.
+        beds: the beds whose events go out here (description only; any bed's events are pushed).
+        shard: ``(i, n)`` when this monitor is shard i (1-based) of n.
     """
 
-    def __init__(self, prefix: str = DEFAULT_MARKER_PREFIX, beds: Iterable[str | int] = ()) -> None:
+    def __init__(self, name: str = DEFAULT_MARKER_STREAM, beds: Iterable[str | int] = (),
+                 shard: tuple[int, int] | None = None) -> None:
         import pylsl  # imported here: liblsl loads only when markers are wanted
 
-        self._pylsl = pylsl
-        self.prefix = prefix
-        self._outlets: dict[str, pylsl.StreamOutlet] = {}
-        for bed in beds:
-            self.open_bed(bed)
-
-    def open_bed(self, bed: str | int) -> str:
-        """Create the bed's outlet if needed; return its stream name."""
-        bed = str(bed)
-        name = marker_stream_name(bed, self.prefix)
-        if bed not in self._outlets:
-            pylsl = self._pylsl
-            info = pylsl.StreamInfo(name=name, type="Markers", channel_count=1,
-                                    nominal_srate=pylsl.IRREGULAR_RATE,
-                                    channel_format=pylsl.cf_string, source_id=f"synthsleep:{name}")
-            info.desc().append_child_value("bed", bed)
-            info.desc().append_child_value("format", "synthsleep event JSON")
-            self._outlets[bed] = pylsl.StreamOutlet(info)
-            log.info("LSL marker outlet %s open", name)
-        return name
+        self.name = name
+        self.beds = [str(b) for b in beds]
+        self.source_id = marker_source_id(self.beds, shard)
+        info = pylsl.StreamInfo(name=name, type="Markers", channel_count=1, nominal_srate=pylsl.IRREGULAR_RATE,
+                                channel_format=pylsl.cf_string, source_id=self.source_id)
+        info.desc().append_child_value("format", "synthsleep event JSON")
+        info.desc().append_child_value("beds", ",".join(self.beds))
+        info.desc().append_child_value("shard", f"{shard[0]}/{shard[1]}" if shard else "")
+        self._outlet: pylsl.StreamOutlet | None = pylsl.StreamOutlet(info)
+        log.info("LSL marker outlet %s (%s) open for %d bed(s)", name, self.source_id, len(self.beds))
 
     def write(self, events: Sequence[Event]) -> None:
+        """Push the events (one marker each, stamped now on the LSL clock)."""
+        if self._outlet is None:
+            raise SinkError(f"LSL marker outlet {self.name} is closed")
         for ev in events:
-            if ev.bed not in self._outlets:
-                self.open_bed(ev.bed)
-            self._outlets[ev.bed].push_sample([ev.to_json()])
+            self._outlet.push_sample([ev.to_json()])
 
     def close(self) -> None:
-        self._outlets.clear()  # dropping the outlet objects closes the streams
+        self._outlet = None  # dropping the outlet object closes the stream

@@ -682,6 +682,14 @@ def load_scoring(
     with p.open("rb") as fh:
         head = fh.read(256)
     suffix = p.suffix.lower()
+    if head[:4] == b"XDF:" or suffix == ".xdfz":  # LabRecorder: scoring from its marker streams
+        from .recording import RecordingError, open_recording
+
+        try:
+            rec = open_recording(p)
+        except RecordingError as exc:
+            raise AnnotationError(p, exc.problem) from None
+        return _from_recording(rec, n_epochs, duration, pneumo_codes)
     if head[:8] in (b"0       ", b"\xffBIOSEMI"):
         from .recording import RecordingError, open_recording, read_edf_annotations
 
@@ -715,7 +723,8 @@ def _from_recording(rec: Recording, n_epochs: int | None, duration: float | None
         n_epochs = int(math.floor(duration / EPOCH_SECONDS + 1e-9))
     anns = list(rec.annotations)
     if any(_is_stage_text(a.text) for a in anns) or any(parse_event(a.text) for a in anns):
-        return scoring_from_annotations(anns, f"{rec.path} (EDF+ annotations)", n_epochs, duration)
+        kind = "XDF markers" if str(rec.path).lower().endswith((".xdf", ".xdfz")) else "EDF+ annotations"
+        return scoring_from_annotations(anns, f"{rec.path} ({kind})", n_epochs, duration)
     if any(c.label == "hypnogram" for c in rec.channels):
         return scoring_from_dreams_channels(rec, n_epochs, pneumo_codes)
     raise AnnotationError(rec.path, "no scoring inside the recording (no stage/event annotations, "

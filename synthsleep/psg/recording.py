@@ -453,7 +453,9 @@ def read_edf_annotations(path: str | os.PathLike[str]) -> list[Annotation]:
 
 
 def open_recording(path: str | os.PathLike[str]) -> Recording:
-    """Open an EDF, EDF+C, EDF+D or BDF file for lazy reading.
+    """Open an EDF, EDF+C, EDF+D or BDF file for lazy reading; an XDF file (LabRecorder,
+    ``.xdf``/``.xdfz`` or magic ``XDF:``) is read by ``psg.xdf.open_xdf`` into an object with the
+    same interface.
 
     Raises:
         RecordingError: missing, empty, truncated, corrupt or non-EDF file (message names it).
@@ -461,6 +463,12 @@ def open_recording(path: str | os.PathLike[str]) -> Recording:
     p = Path(path)
     if not p.is_file():
         raise RecordingError(p, "no such file" if not p.exists() else "not a regular file")
+    from .xdf import is_xdf
+
+    if is_xdf(p):
+        from .xdf import open_xdf
+
+        return open_xdf(p)  # type: ignore[return-value] - the Recording interface
     raw = _check_header(p)
     import edfio
 

@@ -86,6 +86,8 @@ _POWER_CODE = re.compile(r"^[+-]?\d{1,2}$")
 MAX_LABEL_CHARS = 128
 MAX_RATE_HZ = 20000.0
 MAX_REPLAY_SECONDS = 48 * 3600.0
+#: at most this many streams per bed are taken from a description's ``synthsleep/streams``
+MAX_SIBLINGS = 16
 _TEXT_LIMIT = 80
 
 
@@ -290,6 +292,7 @@ class _Link:
     next_t: float | None = None  # dejittered time of the next expected sample
     newest: float = -math.inf  # corrected timestamp of the newest sample
     last_data_wall: float = -math.inf
+    checked_wall: float = -math.inf  # last pull attempted (a pull is what notices a lost outlet)
     lost: bool = False
     resolver: pylsl.ContinuousResolver | None = None
     retry_wall: float = -math.inf
@@ -338,6 +341,8 @@ class BedInlet:
         clock_wait: wall seconds to wait for the first clock-correction estimate.
         open_timeout: seconds for opening an inlet and reading its full description.
         clock_refresh: seconds between clock-correction refreshes (non-blocking).
+        liveness_check: seconds between pulls of a stream that has no sample queued (only a pull
+            notices that its outlet is gone); a stream with samples is pulled on every poll.
         gap_tolerance: timestamp jitter (s) tolerated before a jump counts as a gap (at least
             2.5 samples).
         units: ``{modality: unit}`` replacing the unit a stream description gives (or lacks)
@@ -366,6 +371,7 @@ class BedInlet:
         clock_refresh: float = 5.0,
         gap_tolerance: float = 0.1,
         units: Mapping[str, str] | None = None,
+        liveness_check: float = 0.5,
     ) -> None:
         if not infos:
             raise StreamError(f"bed {bed!r}: no streams given")
@@ -376,6 +382,9 @@ class BedInlet:
         self.clock_wait = float(clock_wait)
         self.open_timeout = float(open_timeout)
         self.clock_refresh = float(clock_refresh)
+        self.liveness_check = float(liveness_check)
+        #: samples pulled from all streams so far (a cheap counter; ``stats`` has the details)
+        self.total_samples = 0
         self.gap_tolerance = float(gap_tolerance)
         self.units = dict(units or {})
         self._links: list[_Link] = []
@@ -430,9 +439,12 @@ class BedInlet:
     ) -> BedInlet:
         """Resolve a bed's streams and open them.
 
-        With ``name``: every stream of that name; a stream written by ``ReplayPlayer`` lists its
-        siblings' source_ids in ``desc/synthsleep/streams``, and those are resolved one by one
-        (by source_id, with retry) so none is missed; for a replay at maximum speed
+        With ``name``: every stream of that name (a ``ReplayPlayer`` bed: its main stream, named
+        like the bed; older replays named all their streams so). A stream written by
+        ``ReplayPlayer`` (or shaped like one) lists its siblings' source_ids in
+        ``desc/synthsleep/streams``, whatever their names (``<bed>-<rate>Hz``), and those are
+        resolved one by one by source_id, with retries, so none is missed (one LSL discovery
+        sweep misses streams when hundreds are on the network); for a replay at maximum speed
         ``max_buflen`` is raised to the recording's duration (+60 s) so nothing is dropped.
         With ``source_ids``: exactly those. Other keyword arguments go to ``BedInlet``.
         """
@@ -454,7 +466,7 @@ class BedInlet:
         for sid in wanted:
             if sid not in infos:
                 left = max(0.5, deadline - time.monotonic())
-                infos[sid] = resolve_stream(source_id=sid, name=name, timeout=left)[0]
+                infos[sid] = resolve_stream(source_id=sid, timeout=left)[0]
         return cls(list(infos.values()), bed=bed or name or ",".join(source_ids), **kwargs)
 
     @staticmethod
@@ -470,7 +482,12 @@ class BedInlet:
         node = full.desc().child("synthsleep")
         meta = {k: node.child_value(k) for k in ("speed", "duration", "file")}
         text = node.child_value("streams")
-        return [s for s in (t.strip() for t in text.split(",")) if s], meta
+        sids = [s for s in (t.strip() for t in text.split(",")) if s]
+        if len(sids) > MAX_SIBLINGS:
+            log.warning("stream %s lists %d sibling streams; only the first %d are resolved",
+                        describe_stream(full), len(sids), MAX_SIBLINGS)
+            sids = sids[:MAX_SIBLINGS]
+        return [_short(s, MAX_LABEL_CHARS) for s in sids], meta
 
     def _open(self, info: pylsl.StreamInfo, subscribe: bool = True
               ) -> tuple[pylsl.StreamInlet, pylsl.StreamInfo]:
@@ -624,6 +641,11 @@ class BedInlet:
         return link.offset_ok
 
     def _pull(self, link: _Link, max_seconds: float, out: list[tuple[str, np.ndarray, float]]) -> None:
+        if not link.inlet.samples_available():
+            wall = time.monotonic()
+            if wall - link.checked_wall < self.liveness_check:
+                return  # nothing queued: no pull (the common case, at hundreds of beds)
+            link.checked_wall = wall
         budget = max(1, int(max_seconds * link.rate))
         pieces: list[np.ndarray] = []
         stamps: list[np.ndarray] = []
@@ -643,6 +665,7 @@ class BedInlet:
         data = np.concatenate(pieces).astype(np.float64, copy=False)
         ts = np.concatenate(stamps) + link.offset
         link.counters.samples += got
+        self.total_samples += got
         link.counters.chunks += 1
         link.last_data_wall = time.monotonic()
         link.newest = float(ts[-1])

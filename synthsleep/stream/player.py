@@ -1,15 +1,19 @@
-"""Replay an EDF recording as live LSL streams (``synthsleep replay``).
+"""Replay a recording (EDF/EDF+/BDF, or XDF via ``psg.xdf``) as live LSL streams (``synthsleep replay``).
 
-Streams (one bed): one outlet per distinct sampling rate, all named ``<name>`` with source_id
-``<name>-<rate>Hz`` (e.g. ``bed1-256Hz``), float32 samples in the file's physical units (µV
-for voltages). Each stream's description holds ``channels/channel/{label, unit, type}`` (type
-EEG/EOG/EMG/ECG/RESP/SPO2 from the montage, else MISC) and ``synthsleep/{streams, file,
-speed, duration}`` where ``streams`` lists the source_ids of all the bed's sample streams, so
-``BedInlet.resolve(name=...)`` finds every one of them (and, at speed inf, sizes its inlet
-buffers to ``duration``). A marker stream ``<name>-markers``
-(type Markers, one string channel, irregular rate) carries the file's annotations as JSON
-``{"text", "onset", "duration"}`` (onset/duration in s of signal time) stamped at their
-signal time.
+Streams (one bed): one outlet per distinct sampling rate, each under its own name so a tool that
+attaches by name (mne-lsl's ``StreamLSL(name=...)``) gets one definite stream. The **main** stream
+(the one carrying the EEG; without EEG the one with the most channels) is named ``<name>``; the
+others ``<name>-<rate>Hz`` (e.g. ``bed1-512Hz``, ``bed1-1Hz``). Source_ids are
+``<name>-<rate>Hz`` for every stream (the main one too). Samples are float32 in the file's
+physical units (µV for voltages). Each stream's description holds
+``channels/channel/{label, unit, type}`` (type EEG/EOG/EMG/ECG/RESP/SPO2 from the montage, else
+MISC) and ``synthsleep/{bed, main, streams, file, speed, duration}`` where ``bed`` is ``<name>``,
+``main`` the main stream's source_id and ``streams`` lists the source_ids of all the bed's sample
+streams, so ``BedInlet.resolve(name=...)`` finds the main stream by name and every other one by
+source_id (and, at speed inf, sizes its inlet buffers to ``duration``). A marker stream
+``<name>-markers`` (type Markers, one string channel, irregular rate) carries the file's
+annotations as JSON ``{"text", "onset", "duration"}`` (onset/duration in s of signal time)
+stamped at their signal time.
 
 Timestamps are signal time: sample ``i`` of every stream is stamped ``start + i / rate``, where
 ``start`` is the ``local_clock()`` when pushing begins (shared by all outlets). ``speed`` only
@@ -90,6 +94,7 @@ class _Group:
         self.buf_k0 = 0
         self.outlet: pylsl.StreamOutlet | None = None
         self.source_id = ""
+        self.stream_name = ""
 
     def samples(self, k0: int, k1: int) -> np.ndarray:
         """float32 [k1 - k0, channels] of file samples k0..k1 (within the recording)."""
@@ -101,12 +106,22 @@ class _Group:
         return self.buf[k0 - self.buf_k0 : k1 - self.buf_k0]
 
 
+def main_group(groups: Sequence[_Group]) -> _Group:
+    """The bed's main stream: the one with an EEG channel (the first such, i.e. the highest
+    rate), else the one with the most channels (ties: the highest rate)."""
+    for g in groups:
+        if any(modality_of(lab) == "eeg" for lab in g.labels):
+            return g
+    return max(groups, key=lambda g: (len(g.labels), g.rate))
+
+
 class ReplayPlayer:
     """Play an EDF file as LSL streams, paced by the clock.
 
     Args:
-        edf_path: the recording (EDF/EDF+/BDF, via ``psg.recording.open_recording``).
-        name: stream name (the bed's name for ``BedInlet.resolve(name=...)``).
+        edf_path: the recording (EDF/EDF+/BDF or XDF, via ``psg.recording.open_recording``).
+        name: the bed's name: the main stream's name (``BedInlet.resolve(name=...)``), and the
+            prefix of the other streams' names and of every source_id.
         speed: signal seconds per wall second; ``float('inf')`` = as fast as possible.
         channels: labels to replay (default: all).
         loop: start over at the end (signal clock runs on) until stopped.
@@ -153,8 +168,11 @@ class ReplayPlayer:
             by_rate.setdefault(float(infos[lab].rate), []).append(lab)
         block = 60.0 if math.isfinite(self.speed) else 600.0
         self.groups = [_Group(self.rec, r, labs, block) for r, labs in sorted(by_rate.items(), reverse=True)]
+        main = main_group(self.groups)
         for g in self.groups:
             g.source_id = f"{name}-{_rate_tag(g.rate)}"
+            g.stream_name = name if g is main else g.source_id
+        self.main_source_id = main.source_id
         self.annotations = sorted(self.rec.annotations, key=lambda a: a.onset) if markers else []
         self.markers = markers
         self.marker_outlet: pylsl.StreamOutlet | None = None
@@ -172,7 +190,14 @@ class ReplayPlayer:
 
     @property
     def source_ids(self) -> list[str]:
+        """Source_ids of the bed's sample streams, highest rate first."""
         return [g.source_id for g in self.groups]
+
+    @property
+    def stream_names(self) -> dict[str, str]:
+        """``{source_id: stream name}``: the main stream is named like the bed, the others
+        ``<bed>-<rate>Hz``."""
+        return {g.source_id: g.stream_name for g in self.groups}
 
     def _open_outlets(self) -> None:
         units = {c.label: c.unit for c in self.rec.channels}
@@ -181,7 +206,7 @@ class ReplayPlayer:
         buffered = int(self.duration) + 60 if math.isinf(self.speed) else 360
         for g in self.groups:
             types = {_lsl_type(lab) for lab in g.labels}
-            info = pylsl.StreamInfo(self.name, types.pop() if len(types) == 1 else "PSG", len(g.labels),
+            info = pylsl.StreamInfo(g.stream_name, types.pop() if len(types) == 1 else "PSG", len(g.labels),
                                     g.rate, "float32", g.source_id)
             chans = info.desc().append_child("channels")
             for lab in g.labels:
@@ -190,6 +215,8 @@ class ReplayPlayer:
                 ch.append_child_value("unit", units[lab])
                 ch.append_child_value("type", _lsl_type(lab))
             meta = info.desc().append_child("synthsleep")
+            meta.append_child_value("bed", self.name)
+            meta.append_child_value("main", self.main_source_id)
             meta.append_child_value("streams", siblings)
             meta.append_child_value("file", self.path.name)
             meta.append_child_value("speed", f"{self.speed:g}")
@@ -200,9 +227,9 @@ class ReplayPlayer:
                                     f"{self.name}-markers")
             info.desc().append_child("synthsleep").append_child_value("streams", siblings)
             self.marker_outlet = pylsl.StreamOutlet(info, max_buffered=max(buffered, 3600))
-        log.info("replay %s: %d stream(s) %s named %r, %g s of signal at speed %g", self.path.name,
-                 len(self.groups), ", ".join(f"{g.source_id} ({len(g.labels)} ch)" for g in self.groups),
-                 self.name, self.duration, self.speed)
+        log.info("replay %s: %d stream(s) %s, %g s of signal at speed %g", self.path.name,
+                 len(self.groups), ", ".join(f"{g.stream_name!r} ({g.source_id}, {len(g.labels)} ch)"
+                                             for g in self.groups), self.duration, self.speed)
 
     def _close_outlets(self) -> None:
         for g in self.groups:
@@ -359,12 +386,14 @@ def parse_speed(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``synthsleep replay``."""
-    parser.add_argument("edf", type=Path, help="EDF/EDF+/BDF recording to replay")
+    parser.add_argument("edf", type=Path, help="recording to replay: EDF/EDF+/BDF, or an XDF file (LabRecorder; its "
+                                                "marker streams are replayed on the marker stream)")
     parser.add_argument("--speed", type=parse_speed, default=1.0,
                         help="signal seconds per wall second: 1 (real time), 10, any number, or 'max' "
                              "(as fast as possible, waits for a consumer first). Default 1")
     parser.add_argument("--name", default="synthsleep-replay",
-                        help="LSL stream name (the monitor's --stream); source_ids are NAME-<rate>Hz")
+                        help="the bed's LSL name (the monitor's --stream): the stream with the EEG is named "
+                             "NAME, the other rates NAME-<rate>Hz; source_ids are NAME-<rate>Hz")
     parser.add_argument("--loop", action="store_true", help="start over at the end until interrupted")
     parser.add_argument("--channels", default=None,
                         help="comma-separated channel labels to replay (default: all)")
@@ -388,8 +417,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"synthsleep replay: {exc}", file=sys.stderr)
         return 2
     dur = player.duration
-    print(f"Replaying {args.edf} ({dur / 3600:.2f} h, {', '.join(player.source_ids)}) as LSL stream "
-          f"{args.name!r} at speed {'max' if math.isinf(args.speed) else f'{args.speed:g}'}"
+    names = ", ".join(f"{n!r}" for n in player.stream_names.values())
+    speed = "max" if math.isinf(args.speed) else f"{args.speed:g}"
+    print(f"Replaying {args.edf} ({dur / 3600:.2f} h) as LSL streams {names} (bed {args.name!r}) at speed {speed}"
           f"{', looping' if args.loop else ''}. Ctrl-C to stop.", file=sys.stderr)
     # signal seconds pushed; a looping replay counts on without a total
     bar = tqdm(total=None if args.loop else round(dur), unit="s", desc="signal time", dynamic_ncols=True,

@@ -10,7 +10,14 @@ import pylsl
 import pytest
 
 from synthsleep.alerts.events import Event
-from synthsleep.alerts.sinks import JsonlSink, LslMarkerSink, Sink, SinkError, read_events
+from synthsleep.alerts.sinks import (
+    JsonlSink,
+    LslMarkerSink,
+    Sink,
+    SinkError,
+    marker_source_id,
+    read_events,
+)
 
 
 def ev(bed: str, i: int, type_: str = "stage") -> Event:
@@ -69,28 +76,37 @@ def test_jsonl_refuses_foreign_file(tmp_path):
         os.chmod(tmp_path, 0o700)
 
 
-def test_lsl_marker_outlet_on_loopback(tmp_path):
-    prefix = f"synthsleep-test-{uuid.uuid4().hex[:8]}"
-    lsl = LslMarkerSink(prefix=prefix)
-    name = lsl.open_bed("bed-a")
-    assert name == f"{prefix}-bed-a"
+def test_one_lsl_marker_outlet_for_all_beds(tmp_path):
+    """Every bed's events go out on ONE outlet (the bed is in each marker's JSON)."""
+    name = f"synthsleep-test-{uuid.uuid4().hex[:8]}"
+    lsl = LslMarkerSink(name, beds=["bed-a", "bed-b"], shard=(2, 3))
     found = pylsl.resolve_byprop("name", name, minimum=1, timeout=10.0)
-    assert found, f"marker stream {name} not found on loopback"
+    assert len(found) == 1, f"marker stream {name} not found on loopback"
     info = found[0]
-    assert info.type() == "Markers" and info.channel_count() == 1
+    assert info.type() == "Markers" and info.channel_count() == 1 and info.source_id() == marker_source_id(["bed-a", "bed-b"], (2, 3))
     assert info.channel_format() == pylsl.cf_string and info.nominal_srate() == pylsl.IRREGULAR_RATE
     inlet = pylsl.StreamInlet(info)
+    full = inlet.info(timeout=10.0)
+    assert full.desc().child_value("beds") == "bed-a,bed-b" and full.desc().child_value("shard") == "2/3"
     inlet.open_stream(timeout=10.0)
-    sent = [ev("bed-a", 4, "apnea"), ev("bed-a", 4)]
+    sent = [ev("bed-a", 4, "apnea"), ev("bed-a", 4), ev("bed-b", 7)]
     lsl.write(sent)
     got = []
     for _ in sent:
         sample, ts = inlet.pull_sample(timeout=10.0)
         assert sample is not None, "marker not received within 10 s"
         got.append(Event.from_json(sample[0]))
-    assert got == sent
+    assert got == sent and {e.bed for e in got} == {"bed-a", "bed-b"}
+    # stable for the same ward (consumers reconnect), distinct for other wards and shards
+    sid = marker_source_id(["bed-a", "bed-b"], (2, 3))
+    assert sid.startswith("synthsleep:events:") and sid.endswith(":shard2of3")
+    assert sid == marker_source_id(["bed-a", "bed-b"], (2, 3)) != marker_source_id(["bed-a"], (2, 3))
+    assert marker_source_id(["bed-a", "bed-b"]) != sid
+    assert len(pylsl.resolve_byprop("name", name, minimum=2, timeout=1.0)) == 1  # no outlet per bed
     inlet.close_stream()
     lsl.close()
+    with pytest.raises(SinkError, match="closed"):
+        lsl.write(sent)
 
 
 def test_jsonl_single_writer(tmp_path):

@@ -1,6 +1,6 @@
-"""A stream from mne-lsl's PlayerLSL (another producer's conventions: one stream of every channel
-at one rate, all typed 'eeg', units as power-of-ten codes, data in volts, float64) scored by the
-monitor."""
+"""mne-lsl both ways: a stream from mne-lsl's PlayerLSL (another producer's conventions: one stream
+of every channel at one rate, all typed 'eeg', units as power-of-ten codes, data in volts, float64)
+scored by the monitor; and ``synthsleep replay`` read by mne-lsl's ``StreamLSL`` by name."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 
 from synthsleep.export.runtime import StepRuntime
 from synthsleep.monitor import BedSpec, Monitor
+from synthsleep.stream.player import ReplayPlayer
 
 mne = pytest.importorskip("mne")
 player_lsl = pytest.importorskip("mne_lsl.player")
@@ -49,3 +50,33 @@ def test_mne_lsl_player_into_monitor(tiny_artifact, synthetic_edf, tmp_path):
     first = bed.session.scored[0]
     assert first.index == 0 and first.present.all(), f"quality flags {first.quality}"
     assert not first.quality.any() and np.isclose(first.stage_prob.sum(), 1.0, atol=1e-4)
+
+
+def test_replay_read_by_mne_lsl_stream_by_name(synthetic_edf):
+    """``StreamLSL(name=bed)`` must attach to the bed's EEG stream, not to an arbitrary one of its
+    rates (all of them used to share the bed's name, and mne-lsl took the first that answered)."""
+    stream_mod = pytest.importorskip("mne_lsl.stream")
+    name = f"replay-mne-{uuid.uuid4().hex[:8]}"
+    player = ReplayPlayer(str(synthetic_edf), name=name, speed=1.0, loop=True)
+    player.start()
+    stream = stream_mod.StreamLSL(bufsize=5.0, name=name)
+    try:
+        stream.connect(acquisition_delay=0.05, timeout=10.0)
+        assert stream.info["sfreq"] == 256.0
+        assert "EEG C4-M1" in stream.ch_names and "SpO2" not in stream.ch_names
+        # samples flow, in the file's units (uV on the wire: mne-lsl reads them as written)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and stream.n_new_samples < 256:
+            time.sleep(0.05)
+        data, _ = stream.get_data(winsize=1.0, picks=["EEG C4-M1"])
+        assert data.shape == (1, 256) and np.isfinite(data).all() and data.std() > 0
+        # the other rates are there under their own names
+        other = stream_mod.StreamLSL(bufsize=5.0, name=f"{name}-1Hz").connect(timeout=10.0)
+        try:
+            assert other.ch_names == ["SpO2"]
+        finally:
+            other.disconnect()
+    finally:
+        if stream.connected:
+            stream.disconnect()
+        player.stop()

@@ -110,7 +110,15 @@ def test_replay_stream_description(edf, uname):
             ch = ch.next_sibling()
         assert rows == [("EEG C4-M1", "uV", "EEG"), ("EOG E1-M2", "uV", "EOG"), ("EMG Chin", "uV", "EMG")]
         assert full.name() == uname and full.nominal_srate() == 256.0
-        assert full.desc().child("synthsleep").child_value("streams").split(",") == player.source_ids
+        meta = full.desc().child("synthsleep")
+        assert meta.child_value("streams").split(",") == player.source_ids
+        assert meta.child_value("bed") == uname and meta.child_value("main") == f"{uname}-256Hz"
+        # every stream has its own name: the one with the EEG is named like the bed
+        assert player.stream_names == {f"{uname}-512Hz": f"{uname}-512Hz", f"{uname}-256Hz": uname,
+                                       f"{uname}-32Hz": f"{uname}-32Hz", f"{uname}-1Hz": f"{uname}-1Hz"}
+        by_name = resolve_stream(name=uname, timeout=5)
+        assert [i.source_id() for i in by_name] == [f"{uname}-256Hz"]
+        assert resolve_stream(name=f"{uname}-1Hz", timeout=5)[0].source_id() == f"{uname}-1Hz"
         assert full.channel_format() == pylsl.cf_float32
     finally:
         player.stop()
