@@ -92,12 +92,12 @@ class BedSpec:
 
 
 #: ``[monitor]`` options of a beds file (each also a command-line option, which wins over it)
-MONITOR_OPTIONS = ("model", "metrics", "http", "events", "state_dir", "rules")
+MONITOR_OPTIONS = ("model", "metrics", "http", "events", "state_dir", "rules", "buffer")
 BED_KEYS = ("id", "stream", "source_ids", "channels", "units")
 
 
 def load_beds_config(path: str | Path) -> tuple[list[BedSpec], dict[str, Any]]:
-    """Read ``beds.toml``: ``[monitor]`` options (``MONITOR_OPTIONS``, strings) and ``[[bed]]``
+    """Read ``beds.toml``: ``[monitor]`` options (``MONITOR_OPTIONS``: strings, ``buffer`` seconds) and ``[[bed]]``
     tables (``BED_KEYS``: id, stream or source_ids, channels, units). Unknown keys are an error.
     Raises ValueError (``tomlconfig.ConfigError``) naming the file and the problem."""
     from .tomlconfig import check_keys, coerce, read_toml
@@ -108,7 +108,7 @@ def load_beds_config(path: str | Path) -> tuple[list[BedSpec], dict[str, Any]]:
     options = dict(doc.get("monitor", {}))
     check_keys(options, MONITOR_OPTIONS, str(path), "monitor.")
     for k, v in options.items():
-        coerce("", v, f"{path}: monitor.{k}")
+        options[k] = coerce(360.0 if k == "buffer" else "", v, f"{path}: monitor.{k}")
     beds = []
     for i, t in enumerate(doc.get("bed", [])):
         check_keys(t, BED_KEYS, f"{path}: [[bed]] #{i + 1}")
