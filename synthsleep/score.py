@@ -12,7 +12,7 @@ import argparse
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from .alerts.events import iso_utc
 from .alerts.rules import load_rules
 from .alerts.sinks import JsonlSink
 from .export.runtime import StepRuntime
+from .export.split import DEFAULT_BATCH, SplitRuntime, load_split
 from .psg.clinical import STAGE_EDF_TEXT, count_respiratory_events, events_per_hour, sleep_hours
 from .psg.montage import describe_mapping, parse_overrides, resolve_channels
 from .psg.preprocess import PreprocessParams, iter_recording_epochs
@@ -35,11 +36,17 @@ log = logging.getLogger(__name__)
 def score_recording(edf: str | Path, runtime: StepRuntime, overrides: dict[str, str] | None = None,
                     bed: str | None = None, rules_path: str | None = None,
                     progress: bool = False, on_mapping: Callable[[str], None] | None = None,
+                    split: SplitRuntime | None | bool = True, batch: int = DEFAULT_BATCH,
                     ) -> tuple[list[ScoredEpoch], list[Any], Any]:
     """Score one recording with the artifact; returns (scored epochs, events, recording).
 
     ``on_mapping`` receives one line saying which channels were mapped and which were left out
     (``montage.describe_mapping``; the CLI prints it).
+
+    ``split``: a :class:`SplitRuntime` of ``runtime``, True (load it when the artifact has one,
+    :func:`load_split`) or False (the step graph epoch by epoch, as the live monitor runs it).
+    With the split graphs the encoder runs over ``batch`` epochs per call and the temporal step
+    per epoch after it; the per-epoch outputs equal the step graph's to float rounding (~1e-6).
 
     Raises:
         RecordingError / MontageError / PreprocessError (all ValueError) for bad input.
@@ -53,6 +60,8 @@ def score_recording(edf: str | Path, runtime: StepRuntime, overrides: dict[str, 
     log.info("%s", mapping_text)
     if on_mapping is not None:
         on_mapping(mapping_text)
+    if split is True:
+        split = load_split(runtime)
     session = BedSession(bed or Path(edf).stem, params.modalities, runtime.new_state(1),
                          runtime.model_hash, runtime.thresholds, load_rules(rules_path),
                          recorded=list(channel_map))
@@ -64,16 +73,42 @@ def score_recording(edf: str | Path, runtime: StepRuntime, overrides: dict[str, 
         from tqdm import tqdm
 
         bar = tqdm(total=n_total, unit="epoch", desc=f"scoring {Path(edf).name}")
-    for epoch in iter_recording_epochs(rec, channel_map, params):
-        out, session.model_state = runtime.step(epoch.data[None], epoch.present[None], session.model_state)
+
+    def handle(epoch: Any, out: Any) -> None:
+        nonlocal events
         events += session.handle(epoch, out.stage_prob[0], float(out.apnea_prob[0]),
                                  float(out.hypopnea_prob[0]))
         if bar is not None:
             bar.update(1)
+
+    epochs = iter_recording_epochs(rec, channel_map, params)
+    if not split:
+        for epoch in epochs:
+            out, session.model_state = runtime.step(epoch.data[None], epoch.present[None], session.model_state)
+            handle(epoch, out)
+    else:
+        for chunk in _chunks(epochs, batch):
+            x, present = runtime.inputs_from_epochs(chunk)
+            emb = split.encode(x, present, batch=batch)  # [n, D], the stateless part, batched
+            for i, epoch in enumerate(chunk):
+                out, session.model_state = split.step(emb[i:i + 1], session.model_state)
+                handle(epoch, out)
     if bar is not None:
         bar.close()
     events += session.finish()
     return session.scored, events, rec
+
+
+def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of ``size`` items (the last may be shorter)."""
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _reference_stages(edf: Path, rec: Any, n_epochs: int) -> tuple[np.ndarray | None, float | None]:
