@@ -39,7 +39,7 @@ def score_recording(edf: str | Path, runtime: StepRuntime, overrides: dict[str, 
                     bed: str | None = None, rules_path: str | None = None,
                     progress: bool = False, on_mapping: Callable[[str], None] | None = None,
                     split: SplitRuntime | None | bool = True, batch: int = DEFAULT_BATCH,
-                    ) -> tuple[list[ScoredEpoch], list[Any], Any]:
+                    vectorised: bool = True) -> tuple[list[ScoredEpoch], list[Any], Any]:
     """Score one recording with the artifact; returns (scored epochs, events, recording).
 
     ``on_mapping`` receives one line saying which channels were mapped and which were left out
@@ -83,7 +83,7 @@ def score_recording(edf: str | Path, runtime: StepRuntime, overrides: dict[str, 
         if bar is not None:
             bar.update(1)
 
-    epochs = iter_recording_epochs(rec, channel_map, params)
+    epochs = iter_recording_epochs(rec, channel_map, params, vectorised=vectorised)
     if not split:
         for epoch in epochs:
             out, session.model_state = runtime.step(epoch.data[None], epoch.present[None], session.model_state)
