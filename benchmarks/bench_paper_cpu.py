@@ -29,19 +29,9 @@ import numpy as np  # noqa: E402
 
 def calibration_epochs(n: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """x float32 [n, 8, 3000], present bool [n, 8]: preprocessed epochs of a synthetic night."""
-    from synthsleep.psg.preprocess import PreprocessParams, iter_recording_epochs
-    from synthsleep.psg.synthetic import synthesize_night, write_night
-    from synthsleep.psg.montage import resolve_channels
-    from synthsleep.psg.recording import open_recording
-    import tempfile
+    from synthsleep.export.quantize import synthetic_calibration_epochs
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = write_night(synthesize_night(seed=seed, hours=(n + 2) * 30 / 3600), Path(tmp) / "cal.edf")
-        rec = open_recording(path)
-        params = PreprocessParams()
-        cmap = resolve_channels([c.label for c in rec.channels], wanted=params.modalities)
-        eps = list(iter_recording_epochs(rec, cmap, params))[:n]
-    return np.stack([e.data for e in eps]), np.stack([e.present for e in eps])
+    return synthetic_calibration_epochs(None, n, seed)
 
 
 def export_paper(work: Path, mode: str) -> Path:
@@ -64,6 +54,29 @@ def export_paper(work: Path, mode: str) -> Path:
           flush=True)
     del model
     return path
+
+
+def verify_paper(work: Path, mode: str, fp32: Path) -> dict[str, Any]:
+    """``verify_artifact`` of the fp32 export against the same random PyTorch model (rebuilt from
+    the seed), 3 steps, state carried; cached in ``work``."""
+    import torch
+
+    from synthsleep.export.verify import verify_artifact
+    from synthsleep.model import SleepModel, load_config
+
+    cache = work / f"paper-{mode}.verify.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    torch.manual_seed(0)
+    cfg = load_config("paper", {"backbone_mode": mode})
+    model = SleepModel(cfg).eval()
+    rep = verify_artifact(fp32, model=model, steps=3, batch=1)
+    out = {"ok": bool(rep.ok), "max_abs_diff": {k: float(v) for k, v in rep.max_abs_diff.items()},
+           "summary": rep.summary()}
+    cache.write_text(json.dumps(out, indent=1))
+    print(f"  verify {fp32.name} vs PyTorch: {'ok' if rep.ok else 'FAILED'} "
+          f"(largest differences {out['max_abs_diff']})", flush=True)
+    return out
 
 
 def time_step(path: Path, x: np.ndarray, present: np.ndarray, reps: int = 5) -> tuple[float, list[np.ndarray]]:
@@ -97,7 +110,8 @@ def run_mode(work: Path, mode: str, cal: tuple[np.ndarray, np.ndarray], test: tu
         t0 = time.perf_counter()
         quantize_artifact_static(fp32, *cal, dst=qdq)
         print(f"  static QDQ int8 {qdq.name} in {time.perf_counter() - t0:.0f} s", flush=True)
-    res: dict[str, Any] = {"mode": mode, "fp32_mb": fp32.stat().st_size / 1e6}
+    res: dict[str, Any] = {"mode": mode, "fp32_mb": fp32.stat().st_size / 1e6,
+                           "verify": verify_paper(work, mode, fp32)}
     t_fp32, p_fp32 = time_step(fp32, *test)
     res["fp32_ms"] = 1e3 * t_fp32
     for key, path in (("int8_dynamic", dyn), ("int8_static_qdq", qdq)):

@@ -109,6 +109,25 @@ def _calibration_reader(src: Path, x: np.ndarray, present: np.ndarray) -> Any:
     return Reader()
 
 
+def synthetic_calibration_epochs(preprocess: dict[str, Any] | None = None, n: int = 16, seed: int = 3
+                                 ) -> tuple[np.ndarray, np.ndarray]:
+    """x float32 [n, M, 3000], present bool [n, M]: the first ``n`` epochs of a synthetic night
+    (``psg.synthetic``, written to EDF and read back), preprocessed with ``preprocess`` (an
+    artifact's ``PreprocessParams`` dict; default parameters when None)."""
+    from synthsleep.psg.montage import resolve_channels
+    from synthsleep.psg.preprocess import PreprocessParams, iter_recording_epochs
+    from synthsleep.psg.recording import open_recording
+    from synthsleep.psg.synthetic import synthesize_night, write_night
+
+    params = PreprocessParams.from_dict(preprocess) if preprocess else PreprocessParams()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_night(synthesize_night(seed=seed, hours=(n + 2) * 30 / 3600), Path(tmp) / "calibration.edf")
+        rec = open_recording(path)
+        cmap = resolve_channels([c.label for c in rec.channels], wanted=params.modalities)
+        eps = list(iter_recording_epochs(rec, cmap, params))[:n]
+    return np.stack([e.data for e in eps]), np.stack([e.present for e in eps])
+
+
 def quantize_artifact_static(src: str | Path, x: np.ndarray, present: np.ndarray,
                              dst: str | Path | None = None, ops: tuple[str, ...] = STATIC_OPS,
                              per_channel: bool = True) -> ArtifactInfo:
