@@ -6,6 +6,11 @@ The graph: inputs ``x`` float32 [B, M, 3000], ``present`` **bool** [B, M], ``con
 the states). The batch axis (beds) is dynamic. The metadata is described in
 :mod:`synthsleep.export.artifact`.
 
+The split graphs cut from the same model (``<stem>.encoder.onnx``, ``<stem>.temporal.onnx``,
+:func:`export_split`, see :mod:`synthsleep.export.split`) are exported here too: one module
+(~400 lines) because they share the exporter calls, node-metadata stripping, sealing and checks
+with the step graph and must change together with it.
+
 CLI: ``synthsleep export CHECKPOINT --out model.onnx`` (:func:`add_arguments` / :func:`run`).
 """
 
