@@ -79,7 +79,7 @@ def train_eval(mode: str, train: list, test: tuple, steps: int, seed: int, windo
             preds.append(out.stage_logits[0].argmax(-1).numpy())
     pred = np.concatenate(preds)
     return {"mode": mode, "accuracy": float((pred == y).mean()), "kappa": float(cohen_kappa(confusion_matrix(y, pred))),
-            "train_seconds": seconds, "steps": steps, "final_loss": float(loss),
+            "train_seconds": seconds, "steps": steps, "final_loss": float(loss.detach()),
             "parameters": sum(p.numel() for p in model.parameters())}
 
 

@@ -79,7 +79,7 @@ def verify_paper(work: Path, mode: str, fp32: Path) -> dict[str, Any]:
     return out
 
 
-def time_step(path: Path, x: np.ndarray, present: np.ndarray, reps: int = 5) -> tuple[float, list[np.ndarray]]:
+def time_step(path: Path, x: np.ndarray, present: np.ndarray, reps: int = 12) -> tuple[float, list[np.ndarray]]:
     """Median seconds of one step (batch 1, 1 thread, state carried) and the stage probabilities
     of every epoch in ``x`` (in order)."""
     from synthsleep.export.runtime import StepRuntime

@@ -85,9 +85,23 @@ def bench_score(model: Path, edf: Path, truth: np.ndarray) -> dict[str, Any]:
     from synthsleep.report import stage_agreement
     from synthsleep.score import score_recording
 
+    from synthsleep.psg.montage import resolve_channels
+    from synthsleep.psg.preprocess import PreprocessParams, iter_recording_epochs
+    from synthsleep.psg.recording import open_recording
+
     res: dict[str, Any] = {}
     rt = StepRuntime(model, threads=1)
     cores = os.cpu_count() or 1
+    params = PreprocessParams.from_dict(rt.preprocess_params)
+    for vec in (False, True):  # read + preprocessing alone
+        rec = open_recording(edf)
+        cmap = resolve_channels([c.label for c in rec.channels], wanted=params.modalities)
+        t0 = time.perf_counter()
+        n = sum(1 for _ in iter_recording_epochs(rec, cmap, params, vectorised=vec))
+        dt = time.perf_counter() - t0
+        res[f"preprocess_{'vectorised' if vec else 'per_epoch'}_s"] = dt
+        print(f"  read + preprocess {'vectorised over epochs' if vec else 'epoch by epoch'}: {dt:.2f} s "
+              f"({1e3 * dt / n:.1f} ms/epoch)", flush=True)
     runs = [("old: per-epoch preprocessing + step graph per epoch, 1 thread", dict(split=False, vectorised=False)),
             ("new: vectorised preprocessing + batched encoder + temporal step, 1 thread",
              dict(split=load_split(rt, threads=1))),
@@ -205,6 +219,27 @@ def bench_backbone_modes(work: Path, configs: tuple[str, ...]) -> dict[str, Any]
                 sp.encode(x, pr, batch=n)
                 times.append((time.perf_counter() - t0) / n)
             res[f"{name}_{mode}_encoder_ms"] = 1e3 * min(times)
+        if name == "small":  # the whole step of the epoch-mode model: fp32 vs static QDQ int8
+            from synthsleep.export.quantize import quantize_artifact_static, synthetic_calibration_epochs
+
+            src = work / "enc-small-epoch.onnx"
+            qdq = work / "enc-small-epoch.qdq.onnx"
+            cx, cp = synthetic_calibration_epochs(None, 40)
+            if not qdq.is_file():
+                quantize_artifact_static(src, cx[:16], cp[:16], dst=qdq)
+            a, b = StepRuntime(src, threads=1), StepRuntime(qdq, threads=1)
+            sa, sb, ta, tb = a.new_state(1), b.new_state(1), [], []
+            for i in range(16, 40):
+                t0 = time.perf_counter()
+                _, sa = a.step(cx[i:i + 1], cp[i:i + 1], sa)
+                ta.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                _, sb = b.step(cx[i:i + 1], cp[i:i + 1], sb)
+                tb.append(time.perf_counter() - t0)
+            res["small_epoch_step_fp32_ms"] = 1e3 * float(np.median(ta[2:]))
+            res["small_epoch_step_int8_static_ms"] = 1e3 * float(np.median(tb[2:]))
+            print(f"  small, once per epoch, whole step, interleaved: fp32 {res['small_epoch_step_fp32_ms']:.2f} ms, "
+                  f"static QDQ int8 {res['small_epoch_step_int8_static_ms']:.2f} ms", flush=True)
         f, e = res[f"{name}_frames_encoder_ms"], res[f"{name}_epoch_encoder_ms"]
         print(f"  {name} encoder per epoch, 1 thread: 27 windows {f:.1f} ms, once per epoch {e:.1f} ms "
               f"({f / e:.1f}x)", flush=True)

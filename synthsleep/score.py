@@ -303,8 +303,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel", action="append", default=[], metavar="MODALITY=LABEL",
                    help="map a channel explicitly, e.g. --channel eeg='C3-A2' (repeatable)")
     p.add_argument("--rules", default=None, help="alert rules TOML (default: the shipped rules)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="ONNX Runtime threads of the batched encoder for one file (default: every core)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="ONNX Runtime threads of the batched encoder for one file (default 1: on a "
+                        "shared 2-core host 2 threads were slower, benchmarks/results/throughput.txt)")
     p.add_argument("--workers", type=int, default=None,
                    help="for a folder: recordings scored at once, one process each (default: every core)")
     p.add_argument("--step-by-step", action="store_true",
@@ -319,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
         results = score_folder(args.edf, args.out, model, overrides, args.rules, workers=args.workers)
         print(format_folder_summary(results, time.perf_counter() - t0))
         return 0 if all(not r["error"] for r in results) else 1
-    threads = args.threads or os.cpu_count() or 1
+    threads = max(1, int(args.threads))
     runtime = StepRuntime(model, threads=1)
     split: SplitRuntime | None | bool = False if args.step_by_step else load_split(runtime, threads=threads)
     res = score_to_folder(args.edf, args.out, runtime, split if split is not None else False, overrides,
