@@ -246,6 +246,22 @@ def bench_backbone_modes(work: Path, configs: tuple[str, ...]) -> dict[str, Any]
     return res
 
 
+def bench_score_epoch_mode(model: Path, edf: Path) -> dict[str, Any]:
+    """The new score path with a ``small`` model whose backbone runs once per epoch (random
+    weights: the time is what counts, not the stages)."""
+    from synthsleep.export.runtime import StepRuntime
+    from synthsleep.export.split import load_split
+    from synthsleep.score import score_recording
+
+    rt = StepRuntime(model, threads=1)
+    t0 = time.perf_counter()
+    scored, _, _ = score_recording(edf, rt, split=load_split(rt, threads=1))
+    dt = time.perf_counter() - t0
+    print(f"  score of the same night, new path, small model with backbone_mode=epoch: {dt:.2f} s "
+          f"({len(scored)} epochs)", flush=True)
+    return {"seconds": dt, "epochs": len(scored)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench-throughput"))
@@ -266,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     results["steps"] = bench_steps(model)
     print("frame backbone: 27 overlapping 4-s windows vs once per epoch, pooled (random weights):", flush=True)
     results["backbone"] = bench_backbone_modes(args.work, ("small",))
+    results["score_epoch_mode"] = bench_score_epoch_mode(args.work / "enc-small-epoch.onnx", edf)
     if not args.no_paper:
         sys.path.insert(0, str(HERE))
         import bench_paper_cpu
