@@ -82,12 +82,11 @@ def setup(work: Path, hours: float, seed: int) -> tuple[Path, Path, np.ndarray]:
 def bench_score(model: Path, edf: Path, truth: np.ndarray) -> dict[str, Any]:
     from synthsleep.export.runtime import StepRuntime
     from synthsleep.export.split import load_split
-    from synthsleep.report import stage_agreement
-    from synthsleep.score import score_recording
-
     from synthsleep.psg.montage import resolve_channels
     from synthsleep.psg.preprocess import PreprocessParams, iter_recording_epochs
     from synthsleep.psg.recording import open_recording
+    from synthsleep.report import stage_agreement
+    from synthsleep.score import score_recording
 
     res: dict[str, Any] = {}
     rt = StepRuntime(model, threads=1)

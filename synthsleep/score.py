@@ -323,6 +323,9 @@ def run(args: argparse.Namespace) -> int:
     threads = max(1, int(args.threads))
     runtime = StepRuntime(model, threads=1)
     split: SplitRuntime | None | bool = False if args.step_by_step else load_split(runtime, threads=threads)
+    if split is None:
+        print(f"{model} has no (current) split encoder/temporal graphs: scoring epoch by epoch with the "
+              f"step graph (same numbers, slower; re-export to get them)")
     res = score_to_folder(args.edf, args.out, runtime, split if split is not None else False, overrides,
                           args.rules, progress=True, on_mapping=print)
     out = Path(args.out)

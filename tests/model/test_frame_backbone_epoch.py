@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config
-
 from synthsleep.model import ConfigError, SleepModel, load_config
 from synthsleep.model.frame_backbone import FrameBackbone, feature_length, frame_pool_matrix
 
@@ -24,12 +22,12 @@ def test_pool_matrix_covers_each_frame_window(name):
         assert all((i * span < hi) and ((i + 1) * span > lo) for i in used.tolist())
 
 
-def test_epoch_mode_feature_map_length_and_output_shape():
-    cfg = tiny_config(backbone_mode="epoch")
+def test_epoch_mode_feature_map_length_and_output_shape(make_cfg):
+    cfg = make_cfg(backbone_mode="epoch")
     fb = FrameBackbone(cfg).eval()
     x = torch.randn(3, 3000)
     assert fb.branches[0].feature_map(x[:, None]).shape[-1] == feature_length(3000, cfg)
-    assert fb(x).shape == FrameBackbone(tiny_config()).eval()(x).shape == (3, 27, cfg.frame_dim)
+    assert fb(x).shape == FrameBackbone(make_cfg()).eval()(x).shape == (3, 27, cfg.frame_dim)
     # a frame's features depend on its own stretch of the epoch first: changing the last second
     # changes the last frames more than the first
     y0 = fb(x)
@@ -39,8 +37,8 @@ def test_epoch_mode_feature_map_length_and_output_shape():
     assert d[-1] > d[0]
 
 
-def test_epoch_mode_model_forward_equals_step_loop():
-    cfg = tiny_config(backbone_mode="epoch")
+def test_epoch_mode_model_forward_equals_step_loop(make_cfg):
+    cfg = make_cfg(backbone_mode="epoch")
     model = SleepModel(cfg).eval()
     b, t = 2, 5
     x = torch.randn(b, t, cfg.n_modalities, cfg.epoch_samples)

@@ -7,7 +7,12 @@ import pytest
 
 from synthsleep.psg.epoch import Quality
 from synthsleep.psg.montage import resolve_channels
-from synthsleep.psg.preprocess import NormaliserState, PreprocessParams, iter_recording_epochs, preprocess_modality
+from synthsleep.psg.preprocess import (
+    NormaliserState,
+    PreprocessParams,
+    iter_recording_epochs,
+    preprocess_modality,
+)
 from synthsleep.psg.preprocess_batch import preprocess_modality_epochs
 from synthsleep.psg.recording import Signal, open_recording, write_edf
 
