@@ -95,3 +95,24 @@ def test_missing_sensors_are_not_reported_lost(tiny_artifact, synthetic_edf, tmp
     assert len(scored) == 20 and all(s.stage >= 0 for s in scored)
     assert not [e for e in events if e.type == "signal_lost"]
     assert not [e for e in events if e.type == "alert_raised" and e.value["kind"] == "signal_lost"]
+
+
+def test_score_a_folder_reports_a_bad_file_and_scores_the_others(tiny_artifact, synthetic_edf, tmp_path, capsys):
+    import shutil
+
+    nights = tmp_path / "nights"
+    (nights / "sub").mkdir(parents=True)
+    shutil.copy(synthetic_edf, nights / "a.edf")
+    shutil.copy(synthetic_edf, nights / "sub" / "b.edf")
+    (nights / "broken.edf").write_bytes(b"not an edf" * 50)
+    (nights / "a-Hypnogram.edf").write_bytes(b"")  # annotation files are not recordings
+    out = tmp_path / "scored"
+    rc = main(["score", str(nights), "--out", str(out), "--model", str(tiny_artifact), "--workers", "2"])
+    assert rc == 1  # one file failed
+    text = capsys.readouterr().out
+    assert "FAILED  broken.edf" in text and "scored 2 of 3 recordings, 40 epochs" in text
+    single = tmp_path / "single"
+    assert main(["score", str(synthetic_edf), "--out", str(single), "--model", str(tiny_artifact)]) == 0
+    ref = (single / "hypnogram.csv").read_text()
+    assert (out / "a" / "hypnogram.csv").read_text() == ref == (out / "sub" / "b" / "hypnogram.csv").read_text()
+    assert (out / "sub" / "b" / "report.json").is_file() and not (out / "broken" / "report.json").exists()

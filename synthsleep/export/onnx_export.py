@@ -6,6 +6,11 @@ The graph: inputs ``x`` float32 [B, M, 3000], ``present`` **bool** [B, M], ``con
 the states). The batch axis (beds) is dynamic. The metadata is described in
 :mod:`synthsleep.export.artifact`.
 
+The split graphs cut from the same model (``<stem>.encoder.onnx``, ``<stem>.temporal.onnx``,
+:func:`export_split`, see :mod:`synthsleep.export.split`) are exported here too: one module
+(~400 lines) because they share the exporter calls, node-metadata stripping, sealing and checks
+with the step graph and must change together with it.
+
 CLI: ``synthsleep export CHECKPOINT --out model.onnx`` (:func:`add_arguments` / :func:`run`).
 """
 
@@ -104,29 +109,121 @@ def _strip_node_metadata(graph: onnx.GraphProto) -> None:
 
 
 def _export_graph(wrapper: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path,
-                  exporter: str, opset: int) -> None:
-    names_in, names_out = list(INPUT_NAMES), list(OUTPUT_NAMES)
+                  exporter: str, opset: int, names_in: tuple[str, ...] = INPUT_NAMES,
+                  names_out: tuple[str, ...] = OUTPUT_NAMES,
+                  batch_axes: Mapping[str, int] | None = None) -> None:
+    """Export ``wrapper(*args)`` with a dynamic batch axis: ``batch_axes`` {name: axis} of inputs
+    and outputs (default: the step graph's, batch axis 1 for the states, 0 otherwise)."""
+    if batch_axes is None:
+        batch_axes = {n: (1 if "state" in n else 0) for n in (*names_in, *names_out)}
     if exporter == "dynamo":
         batch = torch.export.Dim("batch", min=1, max=4096)
         torch.onnx.export(
-            wrapper, args, str(path), input_names=names_in, output_names=names_out,
+            wrapper, args, str(path), input_names=list(names_in), output_names=list(names_out),
             opset_version=opset, dynamo=True, external_data=False, verbose=False,
-            dynamic_shapes={"x": {0: batch}, "present": {0: batch},
-                            "conv_state": {1: batch}, "ssm_state": {1: batch}})
+            dynamic_shapes={n: {batch_axes[n]: batch} for n in names_in})
     elif exporter == "torchscript":
-        axes = {"x": {0: "batch"}, "present": {0: "batch"}, "conv_state": {1: "batch"},
-                "ssm_state": {1: "batch"}, "stage_prob": {0: "batch"}, "apnea_prob": {0: "batch"},
-                "hypopnea_prob": {0: "batch"}, "conv_state_out": {1: "batch"},
-                "ssm_state_out": {1: "batch"}}
-        torch.onnx.export(wrapper, args, str(path), input_names=names_in, output_names=names_out,
-                          opset_version=opset, dynamo=False, dynamic_axes=axes)
+        axes = {n: {batch_axes[n]: "batch"} for n in (*names_in, *names_out)}
+        torch.onnx.export(wrapper, args, str(path), input_names=list(names_in),
+                          output_names=list(names_out), opset_version=opset, dynamo=False,
+                          dynamic_axes=axes)
     else:
         raise ValueError(f"exporter {exporter!r} unknown; choose one of {EXPORTERS}")
 
 
+def _quiet_export(wrapper: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path, exporter: str,
+                  opset: int, **kw: Any) -> None:
+    """``_export_graph`` with the exporters' stdout chatter sent to stderr and their (expected)
+    tracer warnings silenced, so the CLI's stdout keeps only its summary."""
+    with torch.no_grad(), contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        _export_graph(wrapper, args, path, exporter, opset, **kw)
+
+
+def export_split(model: torch.nn.Module, cfg: Any, step_path: str | Path, *, exporter: str = "dynamo",
+                 opset: int = DEFAULT_OPSET) -> tuple[Path, Path]:
+    """Write the split graphs of the step artifact ``step_path`` (see :mod:`synthsleep.export.split`):
+    ``<stem>.encoder.onnx`` (``encode_epochs``, batch N) and ``<stem>.temporal.onnx``
+    (``temporal_step``), each sealed with ``step_hash`` = the step artifact's content hash.
+
+    Args:
+        model: the ``SleepModel`` the step artifact was exported from (copied, CPU, eval).
+        cfg: its ``ModelConfig``.
+        step_path: the step artifact, already written.
+
+    Returns:
+        (encoder path, temporal path).
+    Raises:
+        ArtifactError: a written graph fails ``onnx.checker`` or writes external data.
+    """
+    from synthsleep.export.artifact import read_artifact
+    from synthsleep.export.split import (
+        ENCODER_FORMAT,
+        ENCODER_INPUTS,
+        ENCODER_OUTPUTS,
+        SPLIT_SCHEMA_VERSION,
+        TEMPORAL_FORMAT,
+        TEMPORAL_INPUTS,
+        split_paths,
+    )
+    from synthsleep.model import EncoderWrapper, TemporalWrapper
+
+    step_path = Path(step_path)
+    info = read_artifact(step_path)
+    m = copy.deepcopy(model).to("cpu", torch.float32).eval()
+    modalities = tuple(cfg.modalities)
+    gen = torch.Generator().manual_seed(1)
+    batch = 2  # dynamo fixes a dim of size 1
+    x = torch.randn(batch, len(modalities), cfg.epoch_samples, generator=gen)
+    present = torch.ones(batch, len(modalities), dtype=torch.bool)
+    present[1, -1] = False
+    with torch.no_grad():
+        e = m.encode_epochs(x, present)
+    conv, ssm = m.allocate_state(batch)
+    d = int(e.shape[-1])
+    state_shapes = {s.name: list(s.shape) for s in info.states}
+    graphs = [
+        (EncoderWrapper(m).eval(), (x, present), ENCODER_FORMAT, ENCODER_INPUTS, ENCODER_OUTPUTS,
+         {"x": {"dtype": "float32", "shape": [-1, len(modalities), cfg.epoch_samples]},
+          "present": {"dtype": "bool", "shape": [-1, len(modalities)]}},
+         {"embedding": {"dtype": "float32", "shape": [-1, d]}}),
+        (TemporalWrapper(m).eval(), (e, conv, ssm), TEMPORAL_FORMAT, TEMPORAL_INPUTS, OUTPUT_NAMES,
+         {"embedding": {"dtype": "float32", "shape": [-1, d]},
+          "conv_state": {"dtype": "float32", "shape": state_shapes["conv_state"]},
+          "ssm_state": {"dtype": "float32", "shape": state_shapes["ssm_state"]}},
+         info.outputs),
+    ]
+    written = []
+    for (wrapper, args, fmt, names_in, names_out, io_in, io_out), path in zip(graphs, split_paths(step_path)):
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
+            raw = Path(tmp) / "graph.onnx"
+            _quiet_export(wrapper, args, raw, exporter, opset, names_in=names_in, names_out=names_out)
+            extra = [p.name for p in Path(tmp).iterdir() if p.name != raw.name]
+            if extra:
+                raise ArtifactError(f"the exporter wrote external data files {extra} for {path.name}")
+            proto = onnx.load(str(raw))
+            _strip_node_metadata(proto.graph)
+            set_metadata(proto, {"format": fmt, "schema_version": str(SPLIT_SCHEMA_VERSION),
+                                 "step_hash": info.content_hash, "inputs": _json(io_in),
+                                 "outputs": _json(io_out)})
+            proto.doc_string = f"synthsleep {fmt} graph of {step_path.name} ({cfg.name})"
+            seal(proto)
+            try:
+                onnx.checker.check_model(proto, full_check=True)
+            except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+                raise ArtifactError(f"{path}: onnx.checker failed: {err}") from None
+            sealed = Path(tmp) / "sealed.onnx"
+            onnx.save(proto, str(sealed))
+            os.replace(sealed, path)
+        written.append(path)
+    log.info("split graphs %s, %s (%s)", written[0].name, written[1].name, info.short_hash)
+    return written[0], written[1]
+
+
 def export_step(model: torch.nn.Module, cfg: Any, out_path: str | Path, provenance: Mapping[str, Any],
                 preprocess_params: Any, thresholds: Mapping[str, float] | None = None, *,
-                exporter: str = "dynamo", opset: int = DEFAULT_OPSET) -> ArtifactInfo:
+                exporter: str = "dynamo", opset: int = DEFAULT_OPSET, split: bool = True) -> ArtifactInfo:
     """Export ``model.step`` to ONE self-contained ``.onnx`` with metadata; check it; return its info.
 
     Args:
@@ -139,6 +236,9 @@ def export_step(model: torch.nn.Module, cfg: Any, out_path: str | Path, provenan
         thresholds: decision thresholds (default apnea/hypopnea 0.5).
         exporter: ``dynamo`` (torch.export, the default) or ``torchscript`` (legacy, faster).
         opset: ONNX opset.
+        split: also write the split graphs ``<stem>.encoder.onnx`` / ``<stem>.temporal.onnx``
+            (:func:`export_split`; offline scoring batches the encoder over a night). Without
+            them (and for artifacts older than the split) ``score`` uses the step graph.
 
     Raises:
         ValueError: bad thresholds/preprocess params; ArtifactError: the written file fails checks.
@@ -187,10 +287,7 @@ def export_step(model: torch.nn.Module, cfg: Any, out_path: str | Path, provenan
         raw = Path(tmp) / "step.onnx"
         # the exporters print progress on stdout and warn about traced shape checks: keep the
         # CLI's stdout for its summary, and the (expected) tracer warnings out of the user's way
-        with torch.no_grad(), contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            _export_graph(wrapper, (x, present, conv, ssm), raw, exporter, opset)
+        _quiet_export(wrapper, (x, present, conv, ssm), raw, exporter, opset)
         extra = [p.name for p in Path(tmp).iterdir() if p.name != raw.name]
         if extra:
             raise ArtifactError(f"the exporter wrote external data files {extra}; the artifact must be "
@@ -217,6 +314,13 @@ def export_step(model: torch.nn.Module, cfg: Any, out_path: str | Path, provenan
         onnx.save(proto, str(sealed))
         os.replace(sealed, out_path)
     info = check_artifact(out_path)
+    if split:
+        export_split(model, cfg, out_path, exporter=exporter, opset=opset)
+    else:  # never leave split graphs of an earlier export beside the new step graph
+        from synthsleep.export.split import split_paths
+
+        for p in split_paths(out_path):
+            p.unlink(missing_ok=True)
     log.info("exported %s (%s, %.1f MB, %s) in %.1f s", out_path, cfg.name,
              out_path.stat().st_size / 1e6, digest[:19], time.perf_counter() - t0)
     return info
@@ -254,6 +358,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8", action="store_true",
                         help="also write the int8 variant OUT.int8.onnx (dynamic quantisation) and "
                              "report how far it is from the fp32 artifact")
+    parser.add_argument("--int8-static", action="store_true",
+                        help="with --int8: static QDQ quantisation instead (Conv too; activation "
+                             "ranges calibrated on 16 epochs of a synthetic night)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -284,9 +391,17 @@ def run(args: argparse.Namespace) -> int:
     report = verify_artifact(args.out, model=model, steps=20)
     print(report.summary())
     if args.int8:
-        from synthsleep.export.quantize import INT8_ATOL, quantize_artifact
+        from synthsleep.export.quantize import (
+            INT8_ATOL,
+            quantize_artifact,
+            quantize_artifact_static,
+            synthetic_calibration_epochs,
+        )
 
-        q = quantize_artifact(args.out)
+        if getattr(args, "int8_static", False):
+            q = quantize_artifact_static(args.out, *synthetic_calibration_epochs(info.preprocess))
+        else:
+            q = quantize_artifact(args.out)
         print(f"wrote {q.path} ({q.path.stat().st_size / 1e6:.1f} MB, int8)  {q.content_hash}")
         qrep = verify_artifact(q.path, reference=args.out, steps=20, atol=INT8_ATOL)
         print(qrep.summary())

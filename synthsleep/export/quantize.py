@@ -5,7 +5,9 @@
 
 Weights of the MatMul/Gemm (and, with ``ops`` including ``Conv``, convolution) nodes become int8,
 activations are quantised per call (no calibration data needed, so the variant can be made
-anywhere the fp32 artifact exists). The result is an ordinary step artifact: same inputs,
+anywhere the fp32 artifact exists). :func:`quantize_artifact_static` writes the static variant
+(QDQ: weights and activations int8, activation ranges calibrated on a few preprocessed epochs,
+run with the states they carry), which ORT runs with integer kernels for Conv as well. The result is an ordinary step artifact: same inputs,
 outputs, states and metadata, with ``provenance.quantization`` naming the method and the fp32
 artifact's content hash, and a content hash of its own.
 """
@@ -16,7 +18,9 @@ import json
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import onnx
 
 from .artifact import ArtifactInfo, check_artifact, load_proto, read_artifact, seal, set_metadata
@@ -29,6 +33,9 @@ DEFAULT_OPS = ("MatMul", "Gemm")
 #: largest difference of any output (probabilities, states) an int8 variant may show against its
 #: fp32 artifact in ``synthsleep export --int8``'s check
 INT8_ATOL = 0.1
+#: Node types the static (QDQ) variant quantises: with calibrated activations ORT runs Conv on
+#: int8 kernels too (dynamic ConvInteger is slow).
+STATIC_OPS = ("Conv", "MatMul", "Gemm")
 
 
 def int8_path(path: str | Path) -> Path:
@@ -73,4 +80,101 @@ def quantize_artifact(src: str | Path, dst: str | Path | None = None,
     tmp_dst.replace(dst)
     out = check_artifact(dst)
     log.info("int8 artifact %s (%.1f MB, from %.1f MB)", dst, dst.stat().st_size / 1e6, src.stat().st_size / 1e6)
+    return out
+
+
+def _calibration_reader(src: Path, x: np.ndarray, present: np.ndarray) -> Any:
+    """ORT ``CalibrationDataReader`` over calibration epochs in night order: each feed is one
+    epoch (batch 1) with the fp32 artifact's state after the epochs before it (the activations
+    the quantised graph will see live, the Mamba state included)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    from .runtime import StepRuntime
+
+    rt = StepRuntime(src, providers="cpu")
+    feeds = []
+    state = rt.new_state(1)
+    for i in range(x.shape[0]):
+        xi, pi = rt.check_inputs(x[i:i + 1], present[i:i + 1])
+        feeds.append({"x": xi, "present": pi, "conv_state": state.conv_state, "ssm_state": state.ssm_state})
+        _, state = rt.step(xi, pi, state)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+    return Reader()
+
+
+def synthetic_calibration_epochs(preprocess: dict[str, Any] | None = None, n: int = 16, seed: int = 3
+                                 ) -> tuple[np.ndarray, np.ndarray]:
+    """x float32 [n, M, 3000], present bool [n, M]: the first ``n`` epochs of a synthetic night
+    (``psg.synthetic``, written to EDF and read back), preprocessed with ``preprocess`` (an
+    artifact's ``PreprocessParams`` dict; default parameters when None)."""
+    from synthsleep.psg.montage import resolve_channels
+    from synthsleep.psg.preprocess import PreprocessParams, iter_recording_epochs
+    from synthsleep.psg.recording import open_recording
+    from synthsleep.psg.synthetic import synthesize_night, write_night
+
+    params = PreprocessParams.from_dict(preprocess) if preprocess else PreprocessParams()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_night(synthesize_night(seed=seed, hours=(n + 2) * 30 / 3600), Path(tmp) / "calibration.edf")
+        rec = open_recording(path)
+        cmap = resolve_channels([c.label for c in rec.channels], wanted=params.modalities)
+        eps = list(iter_recording_epochs(rec, cmap, params))[:n]
+    return np.stack([e.data for e in eps]), np.stack([e.present for e in eps])
+
+
+def quantize_artifact_static(src: str | Path, x: np.ndarray, present: np.ndarray,
+                             dst: str | Path | None = None, ops: tuple[str, ...] = STATIC_OPS,
+                             per_channel: bool = True) -> ArtifactInfo:
+    """Write the static int8 (QDQ) variant of the artifact ``src``.
+
+    Args:
+        src: fp32 step artifact.
+        x: float32 [N, M, 3000] calibration epochs of one night, in order (preprocessed, e.g.
+            ``iter_recording_epochs`` of a synthetic night; a few dozen suffice).
+        present: bool [N, M].
+        dst: output (default ``int8_path(src)``).
+        ops: node types quantised (weights per channel, activations per tensor, MinMax ranges).
+
+    Raises:
+        ArtifactError: ``src`` is not a valid artifact, or the result fails the artifact checks.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    src = Path(src)
+    dst = Path(dst) if dst is not None else int8_path(src)
+    info = read_artifact(src)
+    model = load_proto(src)
+    del model.graph.value_info[:]  # see quantize_artifact
+    props = {p.key: p.value for p in model.metadata_props}
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, q8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, str(fp32))
+        del model
+        quantize_static(str(fp32), str(q8), _calibration_reader(src, x, present),
+                        quant_format=QuantFormat.QDQ, op_types_to_quantize=list(ops),
+                        per_channel=per_channel, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"CalibTensorRangeSymmetric": False})
+        qmodel = onnx.load(str(q8))
+    provenance = dict(info.provenance)
+    provenance["quantization"] = {"method": "onnxruntime static int8 (QDQ, MinMax calibration)",
+                                  "ops": list(ops), "per_channel": per_channel, "weight_type": "int8",
+                                  "activation_type": "uint8", "calibration_epochs": int(x.shape[0]),
+                                  "source": info.content_hash}
+    props["provenance"] = json.dumps(provenance, sort_keys=True)
+    set_metadata(qmodel, props)
+    seal(qmodel)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dst = dst.with_name(dst.name + ".tmp")
+    onnx.save(qmodel, str(tmp_dst))
+    tmp_dst.replace(dst)
+    out = read_artifact(dst)
+    log.info("static int8 artifact %s (%.1f MB, from %.1f MB, %d calibration epochs)", dst,
+             dst.stat().st_size / 1e6, src.stat().st_size / 1e6, x.shape[0])
     return out

@@ -176,7 +176,9 @@ class StepRuntime:
         c, s = self._states["conv_state"], self._states["ssm_state"]
         return StepState(np.zeros(c.shape_for(batch), np.float32), np.zeros(s.shape_for(batch), np.float32))
 
-    def _check(self, x: Any, present: Any, state: StepState) -> tuple[np.ndarray, np.ndarray]:
+    def check_inputs(self, x: Any, present: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Validate and normalise (x [B, M, 3000] float32, present bool [B, M]); [M, 3000] and
+        [M] are one bed. Absent rows are zeroed. Raises RuntimeInputError naming the problem."""
         m = len(self.modalities)
         x = np.asarray(x)
         if x.ndim == 2:  # one bed
@@ -203,12 +205,20 @@ class StepRuntime:
             raise RuntimeInputError(f"x[{b}] modality {self.modalities[i]!r} is present but holds NaN/Inf")
         if not present.all():  # absent rows are masked explicitly, whatever they hold
             x = np.where(present[:, :, None], x, np.float32(0.0))
+        return np.ascontiguousarray(x), np.ascontiguousarray(present)
+
+    def check_state(self, state: StepState, batch: int) -> None:
+        """RuntimeInputError unless ``state`` has the artifact's state shapes for ``batch`` beds."""
         for name, arr in (("conv_state", state.conv_state), ("ssm_state", state.ssm_state)):
-            want = self._states[name].shape_for(x.shape[0])
+            want = self._states[name].shape_for(batch)
             if tuple(arr.shape) != want:
                 raise RuntimeInputError(f"{name} has shape {tuple(arr.shape)}; expected {want} "
-                                        f"for a batch of {x.shape[0]}")
-        return np.ascontiguousarray(x), np.ascontiguousarray(present)
+                                        f"for a batch of {batch}")
+
+    def _check(self, x: Any, present: Any, state: StepState) -> tuple[np.ndarray, np.ndarray]:
+        x, present = self.check_inputs(x, present)
+        self.check_state(state, x.shape[0])
+        return x, present
 
     def step(self, x: Any, present: Any, state: StepState) -> tuple[StepOutput, StepState]:
         """Score one epoch for each of B beds.

@@ -17,12 +17,12 @@ from .io import load_config_json, load_model, save_model
 from .losses import class_weights, masked_bce, masked_mse, nt_xent, pos_weight, weighted_ce
 from .mamba2 import Mamba2, cuda_kernels_available, ssd_scan
 from .neuronet import NeuroNet
-from .sleep_model import SleepModel, SleepOutputs, State, StepWrapper
+from .sleep_model import EncoderWrapper, SleepModel, SleepOutputs, State, StepWrapper, TemporalWrapper
 
 __all__ = [
     "CANONICAL_MODALITIES", "ConfigError", "ModelConfig", "available_configs", "load_config",
     "FrameBackbone", "Fusion", "FusionPass", "drop_modalities", "Heads", "load_config_json",
     "load_model", "save_model", "class_weights", "masked_bce", "masked_mse", "nt_xent",
     "pos_weight", "weighted_ce", "Mamba2", "cuda_kernels_available", "ssd_scan", "NeuroNet",
-    "SleepModel", "SleepOutputs", "State", "StepWrapper",
+    "SleepModel", "SleepOutputs", "State", "StepWrapper", "EncoderWrapper", "TemporalWrapper",
 ]

@@ -54,6 +54,10 @@ class ModelConfig:
     backbone_stem_stride: int = 2
     backbone_se_reduction: int = 8
     frame_dim: int = 768  # Linear -> ELU -> Linear output (the MAE target)
+    #: "frames": the backbone runs on each of the 27 overlapping 4-s frames (published);
+    #: "epoch": once over the whole epoch, its feature map pooled into the 27 frames (~3.6x
+    #: fewer samples through the convolutions; see frame_backbone.py)
+    backbone_mode: str = "frames"
 
     # --- NeuroNet (one per modality) -----------------------------------------------------
     nn_dim: int = 768
@@ -149,6 +153,9 @@ class ModelConfig:
             raise ConfigError(f"config {self.name!r}: frame_samples={self.frame_samples} too long")
         if len(self.backbone_channels) < 1 or len(self.backbone_kernels) < 1:
             raise ConfigError(f"config {self.name!r}: backbone_channels/kernels must not be empty")
+        if self.backbone_mode not in ("frames", "epoch"):
+            raise ConfigError(f"config {self.name!r}: backbone_mode={self.backbone_mode!r} must be "
+                              f"'frames' or 'epoch'")
         for k in self.backbone_kernels:
             if k % 2 == 0:
                 raise ConfigError(f"config {self.name!r}: backbone kernel {k} must be odd")

@@ -6,6 +6,14 @@ Shapes (defaults: 100 Hz, 3000-sample epoch, 400-sample frames, 100-sample step)
         then one strided (2) SE residual block per further channel count (64->128->128->256),
         global average pool -> [N*27, 256]
     concat branches [N*27, 768] -> Linear -> ELU -> Linear -> [N, 27, frame_dim]
+
+``cfg.backbone_mode = "epoch"`` (an option; default ``"frames"`` as above and as published):
+the branches run ONCE over the whole epoch [N, 1, 3000] (every sample seen once instead of ~4
+times) and their feature maps [N, C, L] (L = 24 positions for ``small``, 94 for ``paper``) are
+average-pooled into the 27 frames by a fixed matrix [27, L]: each position weighted by the
+fraction of its span (3000 / L samples) inside the frame's 4-s window. Squeeze-excitation then
+sees the whole epoch instead of one frame. The output has the same shape, so NeuroNet and
+everything after it are unchanged; weights of one mode do not carry over to the other.
 """
 
 from __future__ import annotations
@@ -79,7 +87,35 @@ class Branch(nn.Module):
         ))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.blocks(self.stem(x)).mean(dim=-1)
+        return self.feature_map(x).mean(dim=-1)
+
+    def feature_map(self, x: Tensor) -> Tensor:
+        """[B, 1, W] -> [B, C_last, L] before the global pool."""
+        return self.blocks(self.stem(x))
+
+
+def feature_length(samples: int, cfg: ModelConfig) -> int:
+    """Positions of a branch's feature map over ``samples`` input samples (every kernel is odd
+    with padding k // 2, so all branches agree): stem ceil(/s), maxpool floor(/2), then ceil(/2)
+    per residual block."""
+    n = -(-samples // cfg.backbone_stem_stride)
+    n //= 2
+    for _ in range(len(cfg.backbone_channels) - 1):
+        n = -(-n // 2)
+    return n
+
+
+def frame_pool_matrix(cfg: ModelConfig) -> Tensor:
+    """float [F, L]: row f averages the epoch feature map over frame f's window, each of the L
+    positions (span ``epoch_samples / L`` samples) weighted by its overlap with the window."""
+    n_pos = feature_length(cfg.epoch_samples, cfg)
+    if n_pos < 1:
+        raise ValueError(f"config {cfg.name!r}: the backbone leaves no positions over an epoch")
+    span = cfg.epoch_samples / n_pos
+    lo = torch.arange(n_pos, dtype=torch.float64) * span  # [L]
+    start = torch.arange(cfg.n_frames, dtype=torch.float64)[:, None] * cfg.frame_step  # [F, 1]
+    overlap = (torch.minimum(lo + span, start + cfg.frame_samples) - torch.maximum(lo, start)).clamp(min=0)
+    return (overlap / overlap.sum(dim=1, keepdim=True)).float()
 
 
 class FrameBackbone(nn.Module):
@@ -96,6 +132,9 @@ class FrameBackbone(nn.Module):
             Branch(cfg.backbone_channels, k, cfg.backbone_stem_stride, cfg.backbone_se_reduction)
             for k in cfg.backbone_kernels
         )
+        self.epoch_mode = cfg.backbone_mode == "epoch"
+        if self.epoch_mode:
+            self.register_buffer("pool", frame_pool_matrix(cfg), persistent=False)  # [F, L]
         width = cfg.backbone_channels[-1] * len(cfg.backbone_kernels)
         self.head = nn.Sequential(
             nn.Linear(width, cfg.frame_dim), nn.ELU(), nn.Linear(cfg.frame_dim, cfg.frame_dim)
@@ -111,6 +150,13 @@ class FrameBackbone(nn.Module):
         return x[:, self.frame_idx]
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.epoch_mode:
+            if not torch.onnx.is_in_onnx_export() and x.shape[-1] != self.cfg.epoch_samples:
+                raise ValueError(f"frame backbone expects epochs of {self.cfg.epoch_samples} samples, "
+                                 f"got shape {tuple(x.shape)}")
+            maps = torch.cat([br.feature_map(x[:, None, :]) for br in self.branches], dim=1)  # [N, C, L]
+            feats = torch.matmul(maps, self.pool.t()).transpose(1, 2)  # [N, F, C]
+            return self.head(feats)  # [N, F, frame_dim]
         fr = self.frames(x)  # [N, F, W]
         n, f, w = fr.shape
         fr = fr.reshape(n * f, 1, w)  # [N*F, 1, W]

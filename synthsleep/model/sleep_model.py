@@ -177,7 +177,16 @@ class SleepModel(nn.Module):
         Returns (stage_prob [B, 5], apnea_prob [B], hypopnea_prob [B], conv_state, ssm_state).
         Call in eval mode. ONNX-exportable (inputs x, present, conv_state, ssm_state).
         """
-        h = self.encode_epochs(x, present)  # [B, d]
+        return self.temporal_step(self.encode_epochs(x, present), conv_state, ssm_state)
+
+    def temporal_step(self, e: Tensor, conv_state: Tensor, ssm_state: Tensor
+                      ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The stateful part of ``step``: fused embeddings e [B, fusion_dim] (``encode_epochs``)
+        and states -> (stage_prob [B, 5], apnea_prob [B], hypopnea_prob [B], conv_state,
+        ssm_state). ``step(x, present, ...) == temporal_step(encode_epochs(x, present), ...)``:
+        offline scoring runs ``encode_epochs`` batched over a whole night, then this per epoch.
+        """
+        h = e
         convs, ssms = [], []
         for layer, (norm, mamba) in enumerate(zip(self.temporal_norm, self.mamba)):
             y, c, s = mamba.step(norm(h), conv_state[layer], ssm_state[layer])
@@ -202,3 +211,33 @@ class StepWrapper(nn.Module):
     def forward(self, x: Tensor, present: Tensor, conv_state: Tensor, ssm_state: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         return self.model.step(x, present, conv_state, ssm_state)
+
+
+class EncoderWrapper(nn.Module):
+    """``forward = SleepModel.encode_epochs`` for the encoder graph of the split artifact:
+    (x [N, M, 3000], present bool [N, M]) -> embedding [N, fusion_dim]. No state."""
+
+    input_names = ("x", "present")
+    output_names = ("embedding",)
+
+    def __init__(self, model: SleepModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, present: Tensor) -> Tensor:
+        return self.model.encode_epochs(x, present)
+
+
+class TemporalWrapper(nn.Module):
+    """``forward = SleepModel.temporal_step`` for the temporal graph of the split artifact."""
+
+    input_names = ("embedding", "conv_state", "ssm_state")
+    output_names = StepWrapper.output_names
+
+    def __init__(self, model: SleepModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, embedding: Tensor, conv_state: Tensor, ssm_state: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return self.model.temporal_step(embedding, conv_state, ssm_state)

@@ -622,7 +622,7 @@ def prepare(
     in_dir: Path | str,
     out_dir: Path | str,
     params: PreprocessParams | None = None,
-    workers: int = 2,
+    workers: int | None = None,
     split: Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 0,
     overrides: Mapping[str, str] | None = None,
@@ -634,7 +634,7 @@ def prepare(
         in_dir: folder searched recursively for EDF/BDF recordings with annotations.
         out_dir: output folder (``manifest.json`` + ``shards/``), created if needed.
         params: preprocessing parameters; the stored modalities are ``params.modalities``.
-        workers: worker processes (1 = in this process).
+        workers: worker processes, one recording each (1 = in this process; None = one per core).
         split: train/val/test fractions of the subjects.
         seed: split seed.
         overrides: ``{modality: channel label}`` forced for every file.
@@ -644,6 +644,7 @@ def prepare(
         The written ``Manifest`` (``extra["summary"]`` holds the run's numbers).
     """
     params = params or PreprocessParams()
+    workers = workers or os.cpu_count() or 1
     bad = [m for m in (overrides or {}) if m not in MODALITIES]
     if bad:
         raise ValueError(f"channel overrides name unknown modalities {bad}; known: {', '.join(MODALITY_NAMES)}")
@@ -761,7 +762,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--in", dest="in_dir", required=True, metavar="DIR",
                         help="folder of EDF/BDF recordings with annotations (searched recursively)")
     parser.add_argument("--out", required=True, metavar="SHARDS", help="output folder for manifest.json + shards/")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes, one recording each (default: one per core)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subject-level split (default 0)")
     parser.add_argument("--split", type=float, nargs=3, default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VAL", "TEST"),
                         help="subject fractions (default 0.7 0.15 0.15)")
@@ -778,7 +780,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = parse_overrides(args.channel)
     params = PreprocessParams(modalities=tuple(args.modalities)) if args.modalities else PreprocessParams()
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     m = prepare(args.in_dir, args.out, params=params, workers=args.workers, split=tuple(args.split),
                 seed=args.seed, overrides=overrides, progress=not args.no_progress)

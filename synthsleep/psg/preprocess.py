@@ -508,6 +508,7 @@ def iter_recording_epochs(
     channel_map: Mapping[str, str],
     params: PreprocessParams | None = None,
     chunk_seconds: float = 600.0,
+    vectorised: bool = True,
 ) -> Iterator[Epoch]:
     """Epochs of a recording, read lazily ``chunk_seconds`` at a time.
 
@@ -516,8 +517,16 @@ def iter_recording_epochs(
         channel_map: ``{modality: channel label}`` (from ``montage.resolve_channels``).
         params: preprocessing parameters.
         chunk_seconds: read size; results do not depend on it.
+        vectorised: a continuous recording's epochs are computed many at once
+            (``preprocess_batch``; the same numbers, several times faster); False: epoch by
+            epoch through ``EpochAssembler``, as live.
     """
     params = params or PreprocessParams()
+    if vectorised and getattr(recording, "continuous", False):
+        from .preprocess_batch import iter_recording_epochs_batched
+
+        yield from iter_recording_epochs_batched(recording, channel_map, params, chunk_seconds)
+        return
     chans = {c.label: c for c in recording.channels}
     used = {m: lab for m, lab in channel_map.items() if m in params.modalities}
     asm = EpochAssembler({m: chans[lab].rate for m, lab in used.items()}, params)

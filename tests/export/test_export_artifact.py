@@ -43,7 +43,9 @@ def test_metadata_round_trip(tiny, artifact):
     x_dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert x_dims[0].dim_param and x_dims[1].dim_value == 3
     assert not any(i.data_location == onnx.TensorProto.EXTERNAL for i in proto.graph.initializer)
-    assert [p.name for p in artifact.parent.iterdir()] == [artifact.name]
+    # the artifact and its split graphs (encoder + temporal), no external data files
+    assert sorted(p.name for p in artifact.parent.iterdir()) == sorted(
+        [artifact.name, artifact.stem + ".encoder.onnx", artifact.stem + ".temporal.onnx"])
     rt = StepRuntime(artifact, providers="cpu")
     assert rt.model_hash == info.content_hash and rt.thresholds == THRESHOLDS
     assert rt.class_names == info.stage_names and rt.modalities == info.modalities
