@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     real = dreams_set()
     print(f"DREAMS: {sum(len(st) for _, st in real)} epochs in 8 excerpts; synthetic: {args.nights} nights of {args.hours:g} h")
-    print(f"| generator | classifier | mean accuracy | per excerpt |\n|---|---|---|---|")
+    print("| generator | classifier | mean accuracy | per excerpt |\n|---|---|---|---|")
     for randomize in (False, True):
         t0 = time.perf_counter()
         synth = synthetic_set(args.nights, args.hours, randomize)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,20 @@ def quantize_artifact(src: str | Path, dst: str | Path | None = None,
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    def run(fp32: Path, q8: Path) -> None:
+        quantize_dynamic(str(fp32), str(q8), weight_type=QuantType.QInt8, per_channel=per_channel,
+                         op_types_to_quantize=list(ops))
+
+    return _write_quantized(src, dst, run, {"method": "onnxruntime dynamic int8", "ops": list(ops),
+                                            "per_channel": per_channel, "weight_type": "int8"})
+
+
+def _write_quantized(src: str | Path, dst: str | Path | None, run: Callable[[Path, Path], None],
+                     quantization: dict[str, Any], full_check: bool = True) -> ArtifactInfo:
+    """Quantise the artifact ``src`` with ``run(fp32_path, int8_path)`` and write the result to
+    ``dst`` (default ``int8_path(src)``) as a sealed artifact whose provenance has
+    ``quantization`` (plus the source's content hash); returns it read back (``full_check``: after
+    ``onnx.checker``'s full check, which the static QDQ graphs are not given)."""
     src = Path(src)
     dst = Path(dst) if dst is not None else int8_path(src)
     info = read_artifact(src)
@@ -64,13 +79,11 @@ def quantize_artifact(src: str | Path, dst: str | Path | None = None,
     with tempfile.TemporaryDirectory() as tmp:
         fp32, q8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, str(fp32))
-        quantize_dynamic(str(fp32), str(q8), weight_type=QuantType.QInt8, per_channel=per_channel,
-                         op_types_to_quantize=list(ops))
+        del model
+        run(fp32, q8)
         qmodel = onnx.load(str(q8))
     provenance = dict(info.provenance)
-    provenance["quantization"] = {"method": "onnxruntime dynamic int8", "ops": list(ops),
-                                  "per_channel": per_channel, "weight_type": "int8",
-                                  "source": info.content_hash}
+    provenance["quantization"] = {**quantization, "source": info.content_hash}
     props["provenance"] = json.dumps(provenance, sort_keys=True)
     set_metadata(qmodel, props)
     seal(qmodel)
@@ -78,8 +91,9 @@ def quantize_artifact(src: str | Path, dst: str | Path | None = None,
     tmp_dst = dst.with_name(dst.name + ".tmp")
     onnx.save(qmodel, str(tmp_dst))
     tmp_dst.replace(dst)
-    out = check_artifact(dst)
-    log.info("int8 artifact %s (%.1f MB, from %.1f MB)", dst, dst.stat().st_size / 1e6, src.stat().st_size / 1e6)
+    out = check_artifact(dst) if full_check else read_artifact(dst)
+    log.info("int8 artifact %s (%.1f MB, from %.1f MB; %s)", dst, dst.stat().st_size / 1e6,
+             src.stat().st_size / 1e6, quantization["method"])
     return out
 
 
@@ -146,35 +160,14 @@ def quantize_artifact_static(src: str | Path, x: np.ndarray, present: np.ndarray
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    src = Path(src)
-    dst = Path(dst) if dst is not None else int8_path(src)
-    info = read_artifact(src)
-    model = load_proto(src)
-    del model.graph.value_info[:]  # see quantize_artifact
-    props = {p.key: p.value for p in model.metadata_props}
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32, q8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(model, str(fp32))
-        del model
-        quantize_static(str(fp32), str(q8), _calibration_reader(src, x, present),
+    def run(fp32: Path, q8: Path) -> None:
+        quantize_static(str(fp32), str(q8), _calibration_reader(Path(src), x, present),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(ops),
                         per_channel=per_channel, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"CalibTensorRangeSymmetric": False})
-        qmodel = onnx.load(str(q8))
-    provenance = dict(info.provenance)
-    provenance["quantization"] = {"method": "onnxruntime static int8 (QDQ, MinMax calibration)",
-                                  "ops": list(ops), "per_channel": per_channel, "weight_type": "int8",
-                                  "activation_type": "uint8", "calibration_epochs": int(x.shape[0]),
-                                  "source": info.content_hash}
-    props["provenance"] = json.dumps(provenance, sort_keys=True)
-    set_metadata(qmodel, props)
-    seal(qmodel)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dst = dst.with_name(dst.name + ".tmp")
-    onnx.save(qmodel, str(tmp_dst))
-    tmp_dst.replace(dst)
-    out = read_artifact(dst)
-    log.info("static int8 artifact %s (%.1f MB, from %.1f MB, %d calibration epochs)", dst,
-             dst.stat().st_size / 1e6, src.stat().st_size / 1e6, x.shape[0])
-    return out
+
+    return _write_quantized(src, dst, run, {
+        "method": "onnxruntime static int8 (QDQ, MinMax calibration)", "ops": list(ops),
+        "per_channel": per_channel, "weight_type": "int8", "activation_type": "uint8",
+        "calibration_epochs": int(x.shape[0])}, full_check=False)

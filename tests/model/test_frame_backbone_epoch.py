@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from synthsleep.model import ConfigError, SleepModel, load_config
 from synthsleep.model.frame_backbone import FrameBackbone, feature_length, frame_pool_matrix
 
