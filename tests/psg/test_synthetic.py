@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from scipy.signal import welch
 
+from synthsleep.psg.synthetic.features import subject_feature_gains
+from synthsleep.psg.synthetic.subject import DOMAIN_FIELDS
 from synthsleep.psg.synthetic import (
     CHANNELS,
     SubjectParams,
@@ -281,15 +283,21 @@ def test_ecg_polarity_varies_between_subjects():
     assert skew(up) > 2 and skew(down) < -2  # the QRS dominates: it points up, or down
 
 
+def replace_domain(subject: SubjectParams) -> SubjectParams:
+    return dataclasses.replace(subject, bg_exponent=1.5, bg_knee_hz=20.0, muscle_uv=3.0)
+
+
 def test_domain_randomisation_draws_after_the_base_subject():
-    """``randomize=False`` gives the same sleeper without the lab/montage randomisation; with it,
-    the fields spread over their ranges across subjects."""
-    plain = SubjectParams.draw(np.random.default_rng(7), randomize=False)
-    rnd = SubjectParams.draw(np.random.default_rng(7))
+    """``randomize=False`` (the default) gives the same sleeper without the lab/montage
+    randomisation, with the stage-feature gains it had before those fields existed; with it, the
+    fields spread over their ranges across subjects."""
+    plain = SubjectParams.draw(np.random.default_rng(7))
+    rnd = SubjectParams.draw(np.random.default_rng(7), randomize=True)
     assert plain.bg_knee_hz == SubjectParams.bg_knee_hz and plain.muscle_uv == 0.0
-    same = {f.name for f in dataclasses.fields(SubjectParams)} - {"bg_exponent", "bg_knee_hz", "muscle_uv", "eye_leak"}
-    assert all(getattr(plain, k) == getattr(rnd, k) for k in same)
-    subjects = [SubjectParams.draw(np.random.default_rng(s)) for s in range(40)]
+    same = {f.name for f in dataclasses.fields(SubjectParams)} - set(DOMAIN_FIELDS) - {"eye_leak"}
+    assert all(getattr(plain, k) == getattr(rnd, k) for k in same) and rnd.eye_leak >= plain.eye_leak
+    assert subject_feature_gains(plain).tolist() == subject_feature_gains(replace_domain(plain)).tolist()
+    subjects = [SubjectParams.draw(np.random.default_rng(s), randomize=True) for s in range(40)]
     knees = np.array([s.bg_knee_hz for s in subjects])
     assert knees.min() < 25 and knees.max() > 38
     assert 0.05 < np.mean([s.muscle_uv == 0 for s in subjects]) < 0.6

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from synthsleep.psg.synthetic.events import EPOCH_S, NightPlan
-from synthsleep.psg.synthetic.subject import SubjectParams
+from synthsleep.psg.synthetic.subject import DOMAIN_FIELDS, SubjectParams
 from synthsleep.psg.synthetic.util import slow_modulation, smooth
 
 FEATURES = ("bg", "alpha", "beta", "theta", "delta", "spindle", "kcomplex", "vertex", "sawtooth",
@@ -64,7 +64,10 @@ def subject_feature_gains(subject: SubjectParams) -> np.ndarray:
     Derived deterministically from the subject's parameters, so two nights of one subject share
     them. Returns float64 [5 stages, len(FEATURES)], lognormal around 1.
     """
-    digest = hashlib.sha256(json.dumps(subject.to_dict(), sort_keys=True).encode()).digest()
+    # the fields added for domain randomisation stay out, so unrandomised subjects keep the gains
+    # they had before those fields existed
+    sleeper = {k: v for k, v in subject.to_dict().items() if k not in DOMAIN_FIELDS}
+    digest = hashlib.sha256(json.dumps(sleeper, sort_keys=True).encode()).digest()
     rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
     g = rng.lognormal(0.0, 0.32, size=STAGE_FEATURES.shape)
     g *= rng.lognormal(0.0, 0.15, size=(1, len(FEATURES)))
