@@ -26,6 +26,10 @@ its data is late by ``max_delay`` on the live clock) it is processed on its own:
 
 Because every step depends only on the epoch's own samples and the statistics carried from
 earlier epochs, feeding a recording whole or in random chunk sizes gives identical epochs.
+
+Why one module (~540 lines): filters, resampling, quality checks, the causal normaliser and the
+assembler are the one path from samples to epochs that live and offline share; kept together so
+the two cannot drift apart (``psg/preprocess_batch.py`` is the vectorised offline twin, tested equal).
 """
 
 from __future__ import annotations

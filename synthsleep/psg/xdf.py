@@ -34,6 +34,9 @@ Memory: pyxdf reads the whole file (an 8-h 10-channel 256-Hz night: ~0.3 GB as f
 
 :func:`write_xdf` writes an XDF 1.0 file (FileHeader, StreamHeader, Samples, ClockOffset,
 StreamFooter chunks) from arrays, for tests and for converting recordings.
+
+Why one module (~460 lines): the reader and the writer share the chunk format and the stream
+header fields; the writer exists so that tests read real files through pyxdf.
 """
 
 from __future__ import annotations

@@ -27,8 +27,12 @@ At ``speed=inf`` the player first waits for a consumer on every outlet (``wait_c
 seconds) and sizes the outlets' buffers to the whole recording so nothing is dropped (the
 consumer must likewise open its inlets with ``max_buflen`` >= the recording's duration or keep
 up; ``BedInlet.resolve`` does this by itself from the description). Memory: liblsl's queues
-hold one slot per sample, so an 8-h night at max speed costs ~100 MB per 512-Hz stream. With ``loop=True`` the file repeats with the signal clock running on (pass k is stamped
+hold one slot per sample, so an 8-h night at max speed costs ~100 MB per 512-Hz stream.
+With ``loop=True`` the file repeats with the signal clock running on (pass k is stamped
 from ``start + k * duration``).
+
+Why one module (~450 lines): the player, its stream layout (names and descriptions, the contract
+``BedInlet`` resolves) and its CLI entry; the layout and the player change together.
 """
 
 from __future__ import annotations
