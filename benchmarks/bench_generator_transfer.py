@@ -10,11 +10,11 @@ single-EEG DREAMS excerpts against the expert hypnograms:
 - logistic regression on the epoch (``lr``), and with the two previous epochs (``lr+ctx``);
 - gradient-boosted trees (``gb``, ``gb+ctx``).
 
-What it showed (2026-11-29, 8 nights of 7 h): without randomisation the more capable a
-classifier, the worse it transfers (lr 0.55, lr+ctx 0.45, gb 0.43): the capacity is spent on
-synthetic idiosyncrasies, and the network (0.36) sits at the end of that line. With
-randomisation the capable ones transfer better (gb 0.59, gb+ctx 0.60) while the linear one falls
-(0.36): the invariances exist but need capacity to be learnt. DREAMS labels are used for scoring
+What it showed (2026-11-30, 8 nights of 7 h; benchmarks/results/generator_transfer.md): without
+randomisation the more capable a classifier, the worse it transfers (lr 0.55, lr+ctx 0.45, gb
+0.44): the capacity is spent on synthetic idiosyncrasies, and the network (0.36) sits at the end
+of that line. With randomisation the capable ones transfer better (gb 0.60, gb+ctx 0.58) while the
+linear one falls (0.33): the invariances exist but need capacity to be learnt. DREAMS labels are used for scoring
 only; nothing is selected here for shipping (the shipped recipe is chosen on synthetic validation).
 """
 
