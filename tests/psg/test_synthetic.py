@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 from scipy.signal import welch
 
-from synthsleep.psg.synthetic.features import subject_feature_gains
-from synthsleep.psg.synthetic.subject import DOMAIN_FIELDS
 from synthsleep.psg.synthetic import (
     CHANNELS,
     SubjectParams,
@@ -21,6 +19,8 @@ from synthsleep.psg.synthetic import (
     synthesize_night,
     write_night,
 )
+from synthsleep.psg.synthetic.features import subject_feature_gains
+from synthsleep.psg.synthetic.subject import DOMAIN_FIELDS
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "hypnograms"
 LABELS = ["EEG C4-M1", "EEG C3-M2", "EOG E1-M2", "EOG E2-M2", "EMG Chin", "ECG II", "Resp Airflow",
