@@ -219,6 +219,16 @@ class Monitor:
         session.keep_history = False
         return session
 
+    def _restart_session(self, bed: _Bed) -> None:
+        """A new session for a bed whose stream began a new timeline (epoch indices from 0 again;
+        events are appended under the new session id, the old session's stay as written)."""
+        old = bed.session_id
+        bed.session = self._new_session(bed.spec.bed)
+        bed.session_id, bed.resume, bed.written_up_to = new_session_id(), None, -1
+        bed.session.time_origin = wall_clock_offset()
+        log.warning("bed %s: stream restarted; session %s ends, session %s begins", bed.spec.bed, old,
+                    bed.session_id)
+
     def _start_session(self, bed: _Bed) -> None:
         """Continue the saved session when the state is usable; else start a new one (appends)."""
         name = bed.spec.bed
@@ -353,6 +363,11 @@ class Monitor:
                 wall = time.perf_counter()
                 for ep in bed.stream.poll():
                     bed.pending.append((ep, wall))
+                if bed.stream.restarted:  # a restarted source: score the old timeline, then a new session
+                    bed.stream.restarted = False
+                    while bed.pending:
+                        self._step([bed])
+                    self._restart_session(bed)
                 pulled = bed.stream.inlet.total_samples
                 if pulled != bed.pulled:
                     bed.pulled, self.last_data = pulled, now

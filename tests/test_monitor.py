@@ -365,3 +365,50 @@ def test_ward_sharded_over_two_monitor_processes(tiny_artifact, synthetic_edf, t
                for sc in scraped]
     assert counted == [{"b0": 20.0, "b2": 20.0}, {"b1": 20.0, "b3": 20.0}]
     assert [m.type() for m in markers] == ["Markers", "Markers"]  # one marker stream per shard
+
+
+def test_replay_restarted_under_the_same_name_starts_a_new_session(tiny_artifact, synthetic_edf, tmp_path):
+    """Issue 10 #6: a replay started again under the same name stamps its data minutes before the
+    epochs already scored. Before, that data was dropped as 'already scored' until the clock caught
+    up (no epoch for ~60 s at 10x). Now the old timeline closes and a new session scores the new
+    data from its first epoch; nothing of the first session is lost or doubled."""
+    name = f"test-restart-{uuid.uuid4().hex[:8]}"
+    events = tmp_path / "events.jsonl"
+    mon = Monitor([BedSpec("b1", name)], StepRuntime(tiny_artifact), events, markers=False, max_buflen=600)
+    stop = threading.Event()
+    runner = threading.Thread(target=mon.run, args=(stop,), daemon=True)
+    runner.start()
+
+    def wait_for(cond, what: str, deadline: float = 120.0) -> None:
+        t_end = time.monotonic() + deadline
+        while not cond():
+            assert time.monotonic() < t_end, f"timed out waiting for {what}"
+            time.sleep(0.2)
+
+    def stage_events() -> list[dict]:
+        return _stage_events(events) if events.exists() else []
+
+    first = ReplayPlayer(str(synthetic_edf), name=name, speed=20.0)
+    first.start()
+    try:
+        wait_for(lambda: len(stage_events()) >= 4, "4 epochs of the first replay")
+    finally:
+        first.stop()
+    second = ReplayPlayer(str(synthetic_edf), name=name, speed=20.0)
+    second.start()
+    try:
+        wait_for(lambda: len({e["session"] for e in stage_events()}) == 2
+                 and sum(e["session"] != stage_events()[0]["session"] for e in stage_events()) >= 20,
+                 "the whole second replay in a new session")
+    finally:
+        second.stop()
+        stop.set()
+        runner.join(30)
+        mon.close(flush=True)
+    evs = stage_events()
+    sessions = list(dict.fromkeys(e["session"] for e in evs))
+    assert len(sessions) == 2
+    one = [e["epoch_index"] for e in evs if e["session"] == sessions[0]]
+    two = [e["epoch_index"] for e in evs if e["session"] == sessions[1]]
+    assert one == list(range(len(one))) and len(one) >= 4  # the first session: contiguous, once each
+    assert two == list(range(20))  # the new data from its first epoch, none dropped as 'already scored'

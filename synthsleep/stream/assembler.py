@@ -10,6 +10,11 @@ is emitted twice (samples before the next epoch are dropped as already scored).
 Every chunk is pushed at its dejittered time (never shifted); after each poll the assembler is
 told the bed's stream clock (``BedInlet.now``), so an epoch whose data is late by more than
 ``params.max_delay`` closes anyway, with its missing part flagged (GAP / MISSING).
+
+A restarted source (a replay started again, an amplifier reset) stamps new data before the epochs
+already scored. Those samples are not dropped as "already scored": the timeline is closed (its
+last epochs flushed), ``restarted`` is set for the caller (the monitor starts a new session), and a
+new origin is taken from the new data; the normaliser statistics carry over (same sleeper).
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ class StreamEpochs:
         self._held_since: float | None = None
         self._pending_state: dict[str, Any] | None = None
         self._origin = origin
+        self._resets = 0
+        self.restarted = False  # set when a restarted source began a new timeline; the caller clears it
         if state is not None:
             self.load_state_dict(state)
         elif origin is not None:
@@ -73,6 +80,11 @@ class StreamEpochs:
     def poll(self) -> list[Epoch]:
         """Pull what arrived (non-blocking), place it, close due epochs; returns them in order."""
         chunks = self.inlet.poll()
+        if self._asm is not None and self.inlet.total_resets > self._resets:
+            self._resets = self.inlet.total_resets
+            scored_to = self._asm.origin + self._asm.next_epoch * self.params.epoch_seconds
+            if any(t0 < scored_to for _, _, t0 in chunks):
+                return self._new_timeline(chunks)
         if self._asm is None:
             self._hold(chunks)
             if self._asm is None:
@@ -130,6 +142,21 @@ class StreamEpochs:
         held, self._held = self._held, []
         for mod, x, t0 in held:
             self._asm.push(mod, x, t0)
+
+    def _new_timeline(self, chunks: list[tuple[str, np.ndarray, float]]) -> list[Epoch]:
+        """Close the current timeline (its remaining epochs are returned) and hold ``chunks`` for
+        a new origin; the normaliser statistics carry over."""
+        asm, self._asm = self._asm, None
+        assert asm is not None
+        log.warning("bed %s: the stream clock went back before epoch %d (a restarted source); closing "
+                    "this timeline and starting a new one at the new data", self.inlet.bed, asm.next_epoch)
+        closed = asm.flush()
+        self._pending_state = {"norm": asm.state_dict()["norm"]}
+        self._origin = None
+        self._held, self._held_since = [], None
+        self._hold(chunks)
+        self.restarted = True
+        return closed
 
     def _hold(self, chunks: list[tuple[str, np.ndarray, float]]) -> None:
         if chunks and self._held_since is None:

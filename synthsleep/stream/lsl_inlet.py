@@ -706,6 +706,11 @@ class BedInlet:
             runs.append((a, b, t0))
         return runs
 
+    @property
+    def total_resets(self) -> int:
+        """Times any of the bed's streams' timestamps went back (a restarted source), all streams."""
+        return sum(lk.counters.resets for lk in self._links)
+
     # -- loss and recovery -------------------------------------------------------------------------
     def _mark_lost(self, link: _Link) -> None:
         if not link.lost:
