@@ -81,14 +81,40 @@ def _preprocess_dict(preprocess_params: Any, modalities: tuple[str, ...]) -> dic
     if preprocess_params is None:
         from synthsleep.psg.preprocess import PreprocessParams
 
-        return PreprocessParams(modalities=modalities).to_dict()
+        preprocess_params = PreprocessParams(modalities=modalities)
     d = preprocess_params.to_dict() if hasattr(preprocess_params, "to_dict") else dict(preprocess_params)
     have = tuple(d.get("modalities", modalities))
     lacking = [m for m in modalities if m not in have]
     if lacking:
         raise ValueError(f"preprocess params produce modalities {list(have)} but the model reads "
                          f"{list(modalities)} (lacking {lacking})")
+    d["modality_spec"] = modality_spec(d)
     return d
+
+
+def modality_spec(preprocess: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What each input row holds, so the artifact's inputs can be reproduced without this package:
+    the input unit, the zero-phase Butterworth band-pass (Hz, order), the resampling and the
+    normalisation (``psg.montage.MODALITIES`` and the preprocessing parameters)."""
+    from synthsleep.psg.montage import MODALITIES
+
+    spec = {}
+    for name in preprocess["modalities"]:
+        m = MODALITIES[name]
+        if m.norm == "fixed":
+            norm = f"fixed: (x - {m.offset:g}) / {m.scale:g}"
+        elif name in preprocess.get("epoch_norm", ()):
+            norm = "per epoch: (x - median) / (IQR / 1.349) of the epoch's own samples"
+        else:
+            norm = (f"running robust: (x - median) / (IQR / 1.349), causal; cumulative over the first "
+                    f"{preprocess['norm_warmup']} present epochs, then an exponential average with a "
+                    f"{preprocess['norm_horizon']}-epoch time constant")
+        spec[name] = {"input_unit": m.unit, "band_hz": list(m.band) if m.band else None,
+                      "filter": (f"Butterworth band-pass, order {preprocess['filter_order']}, zero-phase "
+                                 "within the epoch") if m.band else None,
+                      "rate_hz": preprocess["target_rate"], "normalisation": norm,
+                      "clip": preprocess["clip"]}
+    return spec
 
 
 def _json(obj: Any) -> str:

@@ -28,6 +28,11 @@ def test_metadata_round_trip(tiny, artifact):
     assert info.thresholds == THRESHOLDS
     assert info.preprocess["modalities"] == ["eeg", "eog", "emg"]
     assert info.preprocess["target_rate"] == 100.0
+    # the full preprocessing spec travels with the artifact (issue 10): units, band-pass, normalisation
+    spec = info.preprocess["modality_spec"]
+    assert set(spec) == {"eeg", "eog", "emg"}
+    assert spec["eeg"]["input_unit"] == "uV" and spec["eeg"]["band_hz"] == [0.5, 40.0]
+    assert spec["emg"]["band_hz"] == [25.0, 49.0] and "running robust" in spec["eeg"]["normalisation"]
     assert info.provenance["data_fingerprint"] == PROVENANCE["data_fingerprint"]
     assert info.provenance["metrics"] == PROVENANCE["metrics"]
     assert info.provenance["config"] == json.loads(json.dumps(cfg.to_dict()))
