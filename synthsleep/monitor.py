@@ -27,6 +27,11 @@ in one process). Beyond one process: ``--shard I/N`` runs beds I, I+N, ... of th
 each shard its own events file, state folder, marker source_id and Prometheus target.
 
 This is live code: it imports no torch (ONNX Runtime only).
+
+Why one module (~760 lines): the ``Monitor`` loop (connect, poll, batched step, per-bed faults,
+sessions and restarts, state saving) and its CLI entry share the bed record and its invariants
+(every epoch scored exactly once per session); the parts with a job of their own already live
+apart (``stream/``, ``scoring``, ``bed_state``, ``alerts/``, ``ward/``).
 """
 
 from __future__ import annotations

@@ -47,13 +47,14 @@ import logging
 import math
 import os
 import struct
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 import numpy as np
+from defusedxml.ElementTree import ParseError
 
 from .recording import Annotation, ChannelInfo, RecordingError
 
@@ -162,29 +163,30 @@ def _chunk(tag: int, content: bytes) -> bytes:
     return _varlen(len(content) + 2) + struct.pack("<H", tag) + content
 
 
-def _xml(root: ET.Element) -> bytes:
-    return b'<?xml version="1.0"?>' + ET.tostring(root, encoding="utf-8", xml_declaration=False)
+def _element(tag: str, body: str) -> str:
+    return f"<{tag}>{body}</{tag}>"
+
+
+def _xml(info_body: str) -> bytes:
+    """An XDF chunk's XML: ``<info>`` around ``info_body`` (already escaped). Written as text:
+    the writer never parses XML; the reader leaves parsing to pyxdf."""
+    return ('<?xml version="1.0"?>' + _element("info", info_body)).encode("utf-8")
 
 
 def _stream_header(s: XdfStream, sid: int) -> bytes:
-    root = ET.Element("info")
-    for tag, text in (("name", s.name), ("type", s.type), ("channel_count", str(len(s.labels))),
-                      ("nominal_srate", f"{s.rate:g}"), ("channel_format", s.fmt), ("source_id", s.source_id),
-                      ("version", "1.1"), ("created_at", f"{float(s.stamps[0]) if len(s.stamps) else 0.0:.6f}"),
-                      ("uid", f"synthsleep-xdf-{sid}"), ("session_id", "default"), ("hostname", "localhost")):
-        ET.SubElement(root, tag).text = text
-    desc = ET.SubElement(root, "desc")
-    chans = ET.SubElement(desc, "channels")
-    for i, lab in enumerate(s.labels):
-        ch = ET.SubElement(chans, "channel")
-        ET.SubElement(ch, "label").text = lab
-        if s.units:
-            ET.SubElement(ch, "unit").text = s.units[i]
-        if s.types:
-            ET.SubElement(ch, "type").text = s.types[i]
-    for k, v in s.desc_extra.items():
-        ET.SubElement(desc, k).text = v
-    return struct.pack("<I", sid) + _xml(root)
+    """The StreamHeader chunk's content: stream id + the ``<info>`` XML."""
+    fields = (("name", s.name), ("type", s.type), ("channel_count", str(len(s.labels))),
+              ("nominal_srate", f"{s.rate:g}"), ("channel_format", s.fmt), ("source_id", s.source_id),
+              ("version", "1.1"), ("created_at", f"{float(s.stamps[0]) if len(s.stamps) else 0.0:.6f}"),
+              ("uid", f"synthsleep-xdf-{sid}"), ("session_id", "default"), ("hostname", "localhost"))
+    head = "".join(_element(tag, escape(text)) for tag, text in fields)
+    chans = "".join(
+        _element("channel", _element("label", escape(lab))
+                 + (_element("unit", escape(s.units[i])) if s.units else "")
+                 + (_element("type", escape(s.types[i])) if s.types else ""))
+        for i, lab in enumerate(s.labels))
+    extra = "".join(_element(k, escape(v)) for k, v in s.desc_extra.items())
+    return struct.pack("<I", sid) + _xml(head + _element("desc", _element("channels", chans) + extra))
 
 
 def _samples(s: XdfStream, sid: int, a: int, b: int) -> bytes:
@@ -213,11 +215,8 @@ def write_xdf(path: str | os.PathLike[str], streams: Sequence[XdfStream],
         datetime: the file header's ``datetime`` (LabRecorder's recording start); None: none.
     """
     p = Path(path)
-    head = ET.Element("info")
-    ET.SubElement(head, "version").text = "1.0"
-    if datetime is not None:
-        ET.SubElement(head, "datetime").text = datetime.strftime("%Y-%m-%dT%H:%M:%S%z")
-    parts = [b"XDF:", _chunk(1, _xml(head))]
+    stamp = _element("datetime", datetime.strftime("%Y-%m-%dT%H:%M:%S%z")) if datetime is not None else ""
+    parts = [b"XDF:", _chunk(1, _xml(_element("version", "1.0") + stamp))]
     for sid, s in enumerate(streams, 1):
         parts.append(_chunk(2, _stream_header(s, sid)))
     for sid, s in enumerate(streams, 1):
@@ -227,16 +226,12 @@ def write_xdf(path: str | os.PathLike[str], streams: Sequence[XdfStream],
         for t, off in s.clock_offsets:
             parts.append(_chunk(4, struct.pack("<Idd", sid, float(t), float(off))))
     for sid, s in enumerate(streams, 1):
-        foot = ET.Element("info")
         n = len(s.stamps)
-        ET.SubElement(foot, "first_timestamp").text = f"{float(s.stamps[0]) if n else 0.0:.6f}"
-        ET.SubElement(foot, "last_timestamp").text = f"{float(s.stamps[-1]) if n else 0.0:.6f}"
-        ET.SubElement(foot, "sample_count").text = str(n)
-        offs = ET.SubElement(foot, "clock_offsets")
-        for t, off in s.clock_offsets:
-            o = ET.SubElement(offs, "offset")
-            ET.SubElement(o, "time").text = f"{t:.6f}"
-            ET.SubElement(o, "value").text = f"{off:.9f}"
+        offsets = "".join(_element("offset", _element("time", f"{t:.6f}") + _element("value", f"{off:.9f}"))
+                          for t, off in s.clock_offsets)
+        foot = (_element("first_timestamp", f"{float(s.stamps[0]) if n else 0.0:.6f}")
+                + _element("last_timestamp", f"{float(s.stamps[-1]) if n else 0.0:.6f}")
+                + _element("sample_count", str(n)) + _element("clock_offsets", offsets))
         parts.append(_chunk(6, struct.pack("<I", sid) + _xml(foot)))
     p.write_bytes(b"".join(parts))
     return p
@@ -452,7 +447,7 @@ def open_xdf(path: str | os.PathLike[str]) -> XdfRecording:
         streams, header = pyxdf.load_xdf(str(p), verbose=None)
     except (OSError, EOFError) as exc:
         raise RecordingError(p, f"not a readable XDF file ({exc})") from None
-    except ET.ParseError as exc:
+    except ParseError as exc:  # pyxdf's XML parser on a stream header
         raise RecordingError(p, f"corrupt XML in a stream header ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - any library failure is a bad file for the user
         raise RecordingError(p, f"corrupt XDF file ({type(exc).__name__}: {exc})") from None

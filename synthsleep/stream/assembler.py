@@ -80,7 +80,7 @@ class StreamEpochs:
     def poll(self) -> list[Epoch]:
         """Pull what arrived (non-blocking), place it, close due epochs; returns them in order."""
         chunks = self.inlet.poll()
-        if self._asm is not None and self.inlet.total_resets > self._resets:
+        if chunks and self._asm is not None and self.inlet.total_resets > self._resets:
             self._resets = self.inlet.total_resets
             scored_to = self._asm.origin + self._asm.next_epoch * self.params.epoch_seconds
             if any(t0 < scored_to for _, _, t0 in chunks):
