@@ -402,8 +402,7 @@ class Monitor:
 
     def _step(self, ready: list[_Bed]) -> int:
         batch = [b.pending.popleft() for b in ready]
-        x = np.stack([ep.data for ep, _ in batch])
-        present = np.stack([ep.present for ep, _ in batch])
+        x, present = self.runtime.inputs_from_epochs([ep for ep, _ in batch])
         t0 = time.perf_counter()
         try:
             state = StepState.concatenate([b.session.model_state for b in ready])

@@ -86,7 +86,7 @@ def score_recording(edf: str | Path, runtime: StepRuntime, overrides: dict[str, 
     epochs = iter_recording_epochs(rec, channel_map, params, vectorised=vectorised)
     if not split:
         for epoch in epochs:
-            out, session.model_state = runtime.step(epoch.data[None], epoch.present[None], session.model_state)
+            out, session.model_state = runtime.step(*runtime.inputs_from_epochs([epoch]), session.model_state)
             handle(epoch, out)
     else:
         for chunk in _chunks(epochs, batch):

@@ -32,6 +32,28 @@ def tiny_artifact(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def subset_artifact(tmp_path_factory) -> Path:
+    """The same tiny model (eeg, eog, emg; same weights as ``tiny_artifact``) exported with a
+    preprocessing that produces all eight modalities, in reverse order: a model trained on a
+    subset of what the shards hold. Its input rows must be picked by name."""
+    import torch
+
+    sys.path.insert(0, str(TESTS / "export"))
+    from export_fixtures import PROVENANCE, THRESHOLDS, tiny_model
+
+    from synthsleep.export.onnx_export import export_step
+    from synthsleep.psg.preprocess import PreprocessParams
+
+    torch.set_num_threads(1)
+    model, cfg = tiny_model()
+    params = PreprocessParams(modalities=tuple(reversed(PreprocessParams().modalities)))
+    assert len(params.modalities) > len(cfg.modalities) and params.modalities[0] != cfg.modalities[0]
+    out = tmp_path_factory.mktemp("subset-artifact") / "subset.onnx"
+    export_step(model, cfg, out, PROVENANCE, params, THRESHOLDS, exporter="torchscript")
+    return out
+
+
+@pytest.fixture(scope="session")
 def synthetic_edf(tmp_path_factory) -> Path:
     """A 10-minute synthetic night (20 epochs) written as EDF+ with its annotations."""
     from synthsleep.psg.synthetic import synthesize_night, write_night

@@ -41,9 +41,11 @@ def _stage_events(path: Path) -> list[dict]:
     return [e for e in map(json.loads, path.read_text().splitlines()) if e["type"] == "stage"]
 
 
-def test_replay_into_monitor_equals_offline_score(tiny_artifact, synthetic_edf, tmp_path):
-    """Same artifact, same preprocessing, same state sequence: live == offline (float32 transport)."""
-    rt = StepRuntime(tiny_artifact)
+@pytest.mark.parametrize("artifact", ["tiny_artifact", "subset_artifact"])
+def test_replay_into_monitor_equals_offline_score(artifact, synthetic_edf, tmp_path, request):
+    """Same artifact, same preprocessing, same state sequence: live == offline (float32 transport).
+    ``subset_artifact``: a model reading 3 of the 8 modalities its preprocessing makes (rows by name)."""
+    rt = StepRuntime(request.getfixturevalue(artifact))
     offline, offline_events, _ = score_recording(synthetic_edf, rt)
     name = f"test-replay-{uuid.uuid4().hex[:8]}"
     metrics = MonitorMetrics()

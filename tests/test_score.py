@@ -2,6 +2,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
+import pytest
 
 from synthsleep.cli import main
 from synthsleep.export.runtime import StepRuntime
@@ -64,6 +65,22 @@ def test_score_is_deterministic_and_matches_runtime_loop(tiny_artifact, syntheti
     ep10 = list(iter_recording_epochs(rec, cmap, params))[10]
     fresh, _ = rt.step(ep10.data[None], ep10.present[None], rt.new_state(1))
     assert np.abs(fresh.stage_prob[0] - a[10].stage_prob).max() > 1e-4
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_model_on_a_subset_of_the_preprocessed_modalities_scores_by_name(tiny_artifact, subset_artifact,
+                                                                            synthetic_edf, split):
+    """Its preprocessing makes eight rows in reverse order, the model reads three: the rows are
+    picked by modality name, so it scores exactly as the same weights with its own preprocessing."""
+    own, _, _ = score_recording(synthetic_edf, StepRuntime(tiny_artifact), split=split)
+    subset_rt = StepRuntime(subset_artifact)
+    assert len(subset_rt.preprocess_params["modalities"]) == 8 and len(subset_rt.modalities) == 3
+    subset, _, _ = score_recording(synthetic_edf, subset_rt, split=split)
+    assert [s.index for s in subset] == [s.index for s in own] and len(own) == 20
+    np.testing.assert_allclose(np.stack([s.stage_prob for s in subset]), np.stack([s.stage_prob for s in own]),
+                               atol=1e-5)
+    # the session reports every preprocessed modality, the model reads its three
+    assert len(subset[0].present) == 8 and len(own[0].present) == 3
 
 
 def test_score_bad_inputs_are_one_line_errors(tiny_artifact, tmp_path, capsys):

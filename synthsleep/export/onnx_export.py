@@ -425,7 +425,8 @@ def run(args: argparse.Namespace) -> int:
         )
 
         if getattr(args, "int8_static", False):
-            q = quantize_artifact_static(args.out, *synthetic_calibration_epochs(info.preprocess))
+            q = quantize_artifact_static(args.out, *synthetic_calibration_epochs(
+                info.preprocess, modalities=info.modalities))
         else:
             q = quantize_artifact(args.out)
         print(f"wrote {q.path} ({q.path.stat().st_size / 1e6:.1f} MB, int8)  {q.content_hash}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,11 +123,13 @@ def _calibration_reader(src: Path, x: np.ndarray, present: np.ndarray) -> Any:
     return Reader()
 
 
-def synthetic_calibration_epochs(preprocess: dict[str, Any] | None = None, n: int = 16, seed: int = 3
-                                 ) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_calibration_epochs(preprocess: dict[str, Any] | None = None, n: int = 16, seed: int = 3,
+                                 modalities: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """x float32 [n, M, 3000], present bool [n, M]: the first ``n`` epochs of a synthetic night
     (``psg.synthetic``, written to EDF and read back), preprocessed with ``preprocess`` (an
-    artifact's ``PreprocessParams`` dict; default parameters when None)."""
+    artifact's ``PreprocessParams`` dict; default parameters when None), rows in the order of
+    ``modalities`` (the model's; default: the preprocessing's)."""
+    from synthsleep.psg.epoch import stack_for_model
     from synthsleep.psg.montage import resolve_channels
     from synthsleep.psg.preprocess import PreprocessParams, iter_recording_epochs
     from synthsleep.psg.recording import open_recording
@@ -139,7 +141,7 @@ def synthetic_calibration_epochs(preprocess: dict[str, Any] | None = None, n: in
         rec = open_recording(path)
         cmap = resolve_channels([c.label for c in rec.channels], wanted=params.modalities)
         eps = list(iter_recording_epochs(rec, cmap, params))[:n]
-    return np.stack([e.data for e in eps]), np.stack([e.present for e in eps])
+    return stack_for_model(eps, modalities or params.modalities)
 
 
 def quantize_artifact_static(src: str | Path, x: np.ndarray, present: np.ndarray,

@@ -23,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from synthsleep.export.artifact import ArtifactError, ArtifactInfo, info_from_proto, load_proto
+from synthsleep.psg.epoch import stack_for_model
 
 log = logging.getLogger(__name__)
 
@@ -240,17 +241,7 @@ class StepRuntime:
         return StepOutput(stage, apnea, hyp), StepState(conv, ssm)
 
     def inputs_from_epochs(self, epochs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-        """Stack ``psg.epoch.Epoch`` objects (one per bed) into (x [B, M, 3000], present [B, M]).
-
-        Rows are picked by modality name; a modality the epoch lacks is absent (zeros, False).
-        """
-        m = len(self.modalities)
-        x = np.zeros((len(epochs), m, self._n_samples), np.float32)
-        present = np.zeros((len(epochs), m), np.bool_)
-        for b, ep in enumerate(epochs):
-            rows = {name: i for i, name in enumerate(ep.modalities)}
-            for j, name in enumerate(self.modalities):
-                if name in rows and bool(ep.present[rows[name]]):
-                    x[b, j] = ep.data[rows[name]]
-                    present[b, j] = True
-        return x, present
+        """Stack ``psg.epoch.Epoch`` objects (one per bed, or consecutive ones of a night) into
+        (x [B, M, 3000], present [B, M]) in this model's row order (``psg.epoch.stack_for_model``:
+        rows picked by modality name; one the epoch lacks is absent)."""
+        return stack_for_model(epochs, self.modalities)

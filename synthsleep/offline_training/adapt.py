@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..psg.epoch import stack_for_model
 from ..psg.montage import parse_overrides, resolve_channels
 from ..psg.preprocess import PreprocessParams, iter_recording_epochs
 from ..psg.recording import open_recording
@@ -60,16 +61,17 @@ def find_recordings(inputs: Sequence[str | Path]) -> list[Path]:
     return out
 
 
-def read_epochs(path: Path, params: PreprocessParams, overrides: dict[str, str] | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """One recording's preprocessed epochs: (x float32 [T, M, 3000], present bool [T, M])."""
+def read_epochs(path: Path, params: PreprocessParams, overrides: dict[str, str] | None = None,
+                modalities: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One recording's preprocessed epochs: (x float32 [T, M, 3000], present bool [T, M]), rows
+    in the order of ``modalities`` (the model's; default: the preprocessing's)."""
     with open_recording(path) as rec:
         chmap = resolve_channels([c.label for c in rec.channels], overrides, required=("eeg",),
                                  wanted=params.modalities, source=str(path))
         eps = list(iter_recording_epochs(rec, chmap, params))
     if not eps:
         raise ValueError(f"{path}: no complete 30-s epoch")
-    return np.stack([e.data for e in eps]), np.stack([e.present for e in eps])
+    return stack_for_model(eps, modalities or params.modalities)
 
 
 def _encoder_batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -151,10 +153,10 @@ def adapt(recordings: Sequence[Path], model_path: str | Path, out: str | Path,
 
         it = tqdm(recordings, unit="file", desc="reading")
     for path in it:
-        x, present = read_epochs(Path(path), params, overrides)
+        x, present = read_epochs(Path(path), params, overrides, cfg.modalities)
         nights.append((x, present))
         files.append({"file": Path(path).name, "sha256": sha256_of(Path(path)), "epochs": len(x),
-                      "modalities": [m for m, k in zip(params.modalities, present.any(axis=0)) if k]})
+                      "modalities": [m for m, k in zip(cfg.modalities, present.any(axis=0)) if k]})
     stats = reestimate_batchnorm(model, nights)
     record = {"method": "AdaBN: per-epoch encoder BatchNorm statistics re-estimated, no labels",
               "base_model": info.content_hash, "recordings": files, **stats}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntFlag
 
@@ -68,3 +69,29 @@ class Epoch:
     @property
     def any_present(self) -> bool:
         return bool(self.present.any())
+
+
+def stack_for_model(epochs: Sequence[Epoch], modalities: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack epochs into a model's input rows, picked by modality name.
+
+    The preprocessing may produce more modalities, or another order, than a model was trained on
+    (a model trained on a subset of the montage): rows are matched by name, never by position.
+    A modality an epoch lacks, or holds absent, is an absent row (zeros, False).
+
+    Args:
+        epochs: one or more ``Epoch`` (e.g. one per bed, or consecutive epochs of one night).
+        modalities: the model's modalities, in its row order.
+
+    Returns:
+        (x float32 [B, M, 3000], present bool [B, M]) with M = len(modalities).
+    """
+    x = np.zeros((len(epochs), len(modalities), EPOCH_SAMPLES), np.float32)
+    present = np.zeros((len(epochs), len(modalities)), np.bool_)
+    for b, ep in enumerate(epochs):
+        rows = {name: i for i, name in enumerate(ep.modalities)}
+        for j, name in enumerate(modalities):
+            i = rows.get(name)
+            if i is not None and bool(ep.present[i]):
+                x[b, j] = ep.data[i]
+                present[b, j] = True
+    return x, present

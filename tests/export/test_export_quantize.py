@@ -38,7 +38,7 @@ def test_static_qdq_variant_quantises_conv_and_stays_close(artifact, tmp_path):
     fp32 = tmp_path / "m.onnx"
     fp32.write_bytes(artifact.read_bytes())
     src = read_artifact(fp32)
-    x, present = synthetic_calibration_epochs(src.preprocess, n=6)
+    x, present = synthetic_calibration_epochs(src.preprocess, n=6, modalities=src.modalities)
     assert x.shape == (6, len(src.modalities), 3000) and present.any()
     q = quantize_artifact_static(fp32, x, present, dst=tmp_path / "m.qdq.onnx")
     assert q.hash_ok and q.provenance["quantization"]["source"] == src.content_hash
