@@ -345,16 +345,14 @@ class _ModalityBuffer:
         self.epochs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.next_sample: int | None = None  # global index after the last sample placed
         self.late_samples = 0
-        self.gaps = 0
 
     def place(self, samples: np.ndarray, t0: float, origin: float, first_open_epoch: int) -> None:
         k0 = int(round((t0 - origin) * self.rate))
-        if self.next_sample is not None:
-            tol = max(2, int(0.02 * self.rate))  # 20 ms of jitter is the same sample run
-            if abs(k0 - self.next_sample) <= tol:
-                k0 = self.next_sample
-            elif k0 > self.next_sample:
-                self.gaps += 1
+        # a chunk starting within 20 ms of the previous one's end continues it (rounding, a slowly
+        # drifting clock). Gaps are not counted here: the live inlet's dejitter detects and counts
+        # them (synthsleep.stream.dejitter), once.
+        if self.next_sample is not None and abs(k0 - self.next_sample) <= max(2, int(0.02 * self.rate)):
+            k0 = self.next_sample
         if self.next_sample is not None and k0 < self.next_sample:  # overlap: keep what we had
             skip = self.next_sample - k0
             samples, k0 = samples[skip:], self.next_sample
@@ -452,8 +450,8 @@ class EpochAssembler:
 
     @property
     def stats(self) -> dict[str, dict[str, int]]:
-        """Per-modality counters: gaps seen and samples dropped as too late."""
-        return {m: {"gaps": b.gaps, "late_samples": b.late_samples} for m, b in self.buffers.items()}
+        """Per-modality counter: samples dropped as too late (their epoch was already closed)."""
+        return {m: {"late_samples": b.late_samples} for m, b in self.buffers.items()}
 
     # -- internals -------------------------------------------------------------------------
     def _epoch_end(self, e: int) -> float:

@@ -125,7 +125,8 @@ class StreamEpochs:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Inlet counters per stream plus the assembler's per-modality gaps / late samples."""
+        """Inlet counters per stream (``BedInlet.stats``: gaps counted there, once) plus the
+        assembler's per-modality late samples (``EpochAssembler.stats``)."""
         return {"streams": self.inlet.stats,
                 "modalities": self._asm.stats if self._asm is not None else {}}
 

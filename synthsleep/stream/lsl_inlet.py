@@ -12,15 +12,11 @@ Timestamps:
   poll until liblsl has it (its background thread keeps working); a stream's data stays queued
   in the inlet until then (or until ``clock_wait`` seconds passed, then offset 0 is assumed and
   logged). Later refreshes every ``clock_refresh`` s are instantaneous.
-* **Dejittering.** A chunk's timestamps are fitted to the nominal rate (least squares, slope
-  fixed to ``1/rate``). A run that continues the previous one within the jitter tolerance
-  (``max(2.5 samples, gap_tolerance)``, default 0.1 s) is placed exactly after it (slewed by at
-  most 0.1 sample per chunk towards the fit, so a slowly drifting device clock is followed,
-  never jumped). A jump forward larger than the tolerance is a **gap**: it is counted and kept
-  (the data after it is placed at its own time), never smoothed over. A jump backwards (a
-  restarted source whose clock went back) is counted as a reset and the new data is placed at
-  its own time. (Measured: devices that stamp each chunk at push time jitter by 20-30 ms on a
-  loaded machine, so a tolerance of a few samples would report spurious gaps.)
+* **Dejittering and gaps.** Each stream's corrected timestamps go through its own
+  ``dejitter.TimestampDejitter`` (LSL-free; its module docstring has the rules): runs fitted to
+  the nominal rate, jitter within ``max(2.5 samples, gap_tolerance)`` smoothed, a larger jump
+  forward counted as a **gap**, a jump backwards as a reset. Its counters are ``stats``' gaps,
+  gap_seconds and resets.
 
 Recovery: inlets are opened with ``recover=False`` so a vanished outlet raises ``LostError``
 at once; the stream is then marked lost and a ``ContinuousResolver`` looks for it again (same
@@ -36,8 +32,8 @@ delivered data in the last ``stale_after`` wall seconds, so a replay faster than
 silent it runs on in wall-clock time from the newest sample, so late data closes epochs.
 
 Why one module (~750 lines): resolving, description parsing and validation, units, clock
-correction and recovery of one bed's streams; the LSL-free ring buffer/dejitter split asked for in
-issue 7 is not done yet.
+correction and recovery of one bed's streams; the LSL-free timestamp dejitter and gap detection
+are in ``dejitter``.
 """
 
 from __future__ import annotations
@@ -63,6 +59,8 @@ from synthsleep.psg.montage import (
     resolve_channels,
 )
 from synthsleep.psg.preprocess import PreprocessError, samples_per_epoch
+
+from .dejitter import TimestampDejitter
 
 log = logging.getLogger(__name__)
 
@@ -269,9 +267,6 @@ def _read_desc(info: pylsl.StreamInfo) -> _Desc:
 class _Counters:
     samples: int = 0
     chunks: int = 0
-    gaps: int = 0
-    gap_seconds: float = 0.0
-    resets: int = 0
     reconnects: int = 0
     losses: int = 0
 
@@ -286,10 +281,10 @@ class _Link:
     inlet: pylsl.StreamInlet | None
     rate: float
     opened_wall: float
+    dejitter: TimestampDejitter
     offset: float = 0.0
     offset_ok: bool = False
     offset_wall: float = -math.inf
-    next_t: float | None = None  # dejittered time of the next expected sample
     newest: float = -math.inf  # corrected timestamp of the newest sample
     last_data_wall: float = -math.inf
     checked_wall: float = -math.inf  # last pull attempted (a pull is what notices a lost outlet)
@@ -421,7 +416,10 @@ class BedInlet:
                 inlet.close_stream()
             raise
         now = time.monotonic()
-        self._links = [_Link(f, d, routes[f.uid()], i, float(f.nominal_srate()), now) for f, i, d in used]
+        self._links = [
+            _Link(f, d, routes[f.uid()], i, float(f.nominal_srate()), now,
+                  TimestampDejitter(float(f.nominal_srate()), self.gap_tolerance, self._label(f)))
+            for f, i, d in used]
         log.info("bed %s: %s", bed, "; ".join(
             f"{r.modality}={r.label!r} ({r.stream}, {lk.rate:g} Hz, x{r.factor:g})"
             for lk in self._links for r in lk.routes))
@@ -535,6 +533,10 @@ class BedInlet:
                 ChannelRoute(mod, full.name(), i, lab, unit, desc.types[i], factor))
         return routes
 
+    def _label(self, info: pylsl.StreamInfo) -> str:
+        """How the dejitter's log lines name a stream: ``bed B: stream 'NAME'``."""
+        return f"bed {self.bed}: stream {info.name()!r}"
+
     def _validate_rate(self, info: pylsl.StreamInfo) -> None:
         rate = info.nominal_srate()
         if not math.isfinite(rate) or rate > MAX_RATE_HZ:
@@ -574,10 +576,10 @@ class BedInlet:
         wall = time.monotonic()
         out = {}
         for lk in self._links:
-            c = lk.counters
+            c, dj = lk.counters, lk.dejitter
             out[f"{lk.name}@{lk.info.source_id() or '-'}"] = {
-                "samples": c.samples, "chunks": c.chunks, "gaps": c.gaps, "gap_seconds": c.gap_seconds,
-                "resets": c.resets, "reconnects": c.reconnects, "losses": c.losses, "lost": lk.lost,
+                "samples": c.samples, "chunks": c.chunks, "gaps": dj.gaps, "gap_seconds": dj.gap_seconds,
+                "resets": dj.resets, "reconnects": c.reconnects, "losses": c.losses, "lost": lk.lost,
                 "lag": (now - lk.newest) if math.isfinite(lk.newest) else math.nan,
                 "silent": wall - max(lk.last_data_wall, lk.opened_wall), "offset": lk.offset,
             }
@@ -669,47 +671,15 @@ class BedInlet:
         link.counters.chunks += 1
         link.last_data_wall = time.monotonic()
         link.newest = float(ts[-1])
-        for a, b, t0 in self._dejitter(link, ts):
+        for a, b, t0 in link.dejitter.split(ts):
             for r in link.routes:
                 x = data[a:b, r.index]
                 out.append((r.modality, x * r.factor if r.factor != 1.0 else x.copy(), t0))
 
-    def _dejitter(self, link: _Link, ts: np.ndarray) -> list[tuple[int, int, float]]:
-        """Split ``ts`` at jumps and give each run a dejittered start time: [(a, b, t0)]."""
-        rate = link.rate
-        tol = max(2.5 / rate, self.gap_tolerance)
-        d = np.diff(ts)
-        cuts = np.nonzero(np.abs(d - 1.0 / rate) > tol)[0] + 1
-        bounds = [0, *cuts.tolist(), len(ts)]
-        runs = []
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            fit = float(np.mean(ts[a:b] - np.arange(b - a) / rate))
-            if link.next_t is None:
-                t0 = fit
-            else:
-                jump = fit - link.next_t
-                if abs(jump) <= tol:
-                    t0 = link.next_t + float(np.clip(0.1 * jump, -0.1 / rate, 0.1 / rate))
-                elif jump > 0:
-                    link.counters.gaps += 1
-                    link.counters.gap_seconds += jump
-                    log.log(logging.INFO if link.counters.gaps <= 3 else logging.DEBUG,
-                            "bed %s: stream %r gap of %.3f s at t=%.3f", self.bed, link.name, jump, link.next_t)
-                    t0 = fit
-                else:
-                    link.counters.resets += 1
-                    log.log(logging.WARNING if link.counters.resets <= 3 else logging.DEBUG,
-                            "bed %s: stream %r timestamps went back by %.3f s; placing new data at its "
-                            "own time", self.bed, link.name, -jump)
-                    t0 = fit
-            link.next_t = t0 + (b - a) / rate
-            runs.append((a, b, t0))
-        return runs
-
     @property
     def total_resets(self) -> int:
         """Times any of the bed's streams' timestamps went back (a restarted source), all streams."""
-        return sum(lk.counters.resets for lk in self._links)
+        return sum(lk.dejitter.resets for lk in self._links)
 
     # -- loss and recovery -------------------------------------------------------------------------
     def _mark_lost(self, link: _Link) -> None:
@@ -762,6 +732,7 @@ class BedInlet:
                 link.inlet.close_stream()
             log.info("bed %s: stream %r %s", self.bed, link.name, "replaced" if silent else "reconnected")
             link.info, link.inlet, link.desc = full, inlet, desc
+            link.dejitter.label = self._label(full)
             link.lost, link.offset_ok, link.opened_wall = False, False, wall
             link.counters.reconnects += 1
             link.resolver = None
