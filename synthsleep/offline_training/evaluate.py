@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ..psg.epoch import STAGES
-from .metrics import ahi_agreement, binary_metrics, predicted_ahi, staging_metrics, true_ahi
+from .metrics import ahi_agreement, binary_metrics, jsonable, predicted_ahi, staging_metrics, true_ahi
 from .plots import plot_confusion, plot_hypnogram
 
 if TYPE_CHECKING:
@@ -72,19 +72,6 @@ def _by_night(items: Iterable[Any] | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(items, Mapping):
         return dict(items)
     return {it.night: it for it in items}
-
-
-def _nan_to_none(obj: Any) -> Any:
-    """JSON has no NaN: undefined metrics become null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _nan_to_none(obj.item())
-    return obj
 
 
 def evaluate_predictions(predictions: Iterable[NightPredictions] | Mapping[str, NightPredictions],
@@ -162,7 +149,7 @@ def write_report(report: Mapping[str, Any], out_dir: Path | str, name: str = "re
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / name
-    path.write_text(json.dumps(_nan_to_none(dict(report)), indent=1) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(jsonable(dict(report)), indent=1) + "\n", encoding="utf-8")
     return path
 
 

@@ -36,6 +36,7 @@ from .augment import augment_epochs, corrupt_modality, draw_montage, montage_dro
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import FinetuneConfig, RunConfig, add_config_arguments, load_run_config
 from .lanes import plan_lanes
+from .metrics import jsonable
 from .night_trainer import NightTrainer, build_model, embed_nights, set_bn_eval
 from .selection import evaluate_embedded, selection_score, short_metrics
 from .shards import Night, load_nights
@@ -46,7 +47,6 @@ from .trainer import (
     any_rank,
     barrier,
     init_distributed,
-    jsonable,
     make_optimizer,
     seed_everything,
     setup_threads,

@@ -42,11 +42,12 @@ import torch
 
 from .config import RunConfig, load_run_config
 from .finetune import finetune
+from .metrics import jsonable
 from .night_trainer import embed_nights
 from .pretrain import pretrain_multimodal, pretrain_unimodal
 from .selection import evaluate_embedded, predict_embedded, short_metrics
 from .shards import load_nights
-from .trainer import jsonable, setup_threads
+from .trainer import setup_threads
 
 log = logging.getLogger(__name__)
 

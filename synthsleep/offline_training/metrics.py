@@ -28,9 +28,23 @@ from ..psg.clinical import (
 )
 from ..psg.epoch import EPOCH_SECONDS
 
-__all__ = ["N_STAGES", "confusion_matrix", "count_runs", "macro_f1", "per_class_f1", "cohen_kappa",
+__all__ = ["jsonable", "N_STAGES", "confusion_matrix", "count_runs", "macro_f1", "per_class_f1", "cohen_kappa",
            "sleep_hours", "accuracy", "staging_metrics", "binary_f1", "roc_auc", "predicted_ahi", "true_ahi",
            "ahi_agreement", "pearson_r"]
+
+
+def jsonable(o: Any) -> Any:
+    """``o`` with numpy scalars and arrays turned into Python numbers/lists and undefined
+    (non-finite) numbers into None, for json.dumps: JSON has no NaN, an undefined metric is null."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {str(k): jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [jsonable(v) for v in o]
+    if isinstance(o, (np.generic, np.ndarray)):
+        return jsonable(o.tolist())
+    return o
 
 
 def _valid_pair(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from .config import RunConfig, add_config_arguments, load_run_config
+from .metrics import binary_metrics, jsonable, staging_metrics
 from .night_trainer import build_model, embed_nights
-from .selection import best_threshold, binary_metrics, stage_metrics
+from .selection import best_threshold
 from .shards import load_nights
 from .tasks import TASKS, build_task_loss
-from .trainer import jsonable, seed_everything, setup_threads
+from .trainer import seed_everything, setup_threads
 
 
 def probe(shard_dir: str | Path, out_dir: str | Path, run_cfg: RunConfig, init: str | Path | None,
@@ -59,7 +60,7 @@ def probe(shard_dir: str | Path, out_dir: str | Path, run_cfg: RunConfig, init: 
         o = head(((ev - mu) / sd).to(device)).cpu()
     pa, ph = torch.sigmoid(o[:, 5]).numpy(), torch.sigmoid(o[:, 6]).numpy()
     result = {"labels": labels, "init": str(init) if init else None, "val_epochs": int(len(ev)),
-              "stage": stage_metrics(labv["stage"], o[:, :5].argmax(1).numpy()),
+              "stage": staging_metrics(labv["stage"], o[:, :5].argmax(1).numpy()),
               "apnea": binary_metrics(labv["apnea"], pa, best_threshold(labv["apnea"], pa)),
               "hypopnea": binary_metrics(labv["hypopnea"], ph, best_threshold(labv["hypopnea"], ph))}
     out = Path(out_dir)

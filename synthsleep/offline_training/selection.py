@@ -18,54 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..psg.clinical import (
-    STAGES,
-    cohen_kappa,
-    confusion_matrix,
-    count_runs,
-    events_per_hour,
-    macro_f1,
-    per_class_f1,
-    sleep_hours,
-)
-from .metrics import roc_auc
+from ..psg.clinical import count_runs, events_per_hour, sleep_hours
+from .metrics import binary_metrics, staging_metrics
 from .night_trainer import temporal_heads
 from .shards import Night
-
-
-def auroc(y: np.ndarray, s: np.ndarray) -> float | None:
-    """Area under the ROC curve; None (JSON null) when one class is missing."""
-    v = roc_auc(y, s)
-    return None if math.isnan(v) else v
-
-
-def stage_metrics(y: np.ndarray, p: np.ndarray, k: int = 5) -> dict[str, Any]:
-    """Accuracy, macro-F1, Cohen's kappa, per-class F1 of stage predictions (y = -1 ignored)."""
-    cm = confusion_matrix(y, p, k)
-    n = cm.sum()
-    if n == 0:
-        return {"n": 0}
-    f1 = np.nan_to_num(per_class_f1(cm))
-    return {"n": int(n), "accuracy": float(np.trace(cm) / n), "macro_f1": macro_f1(cm),
-            "kappa": cohen_kappa(cm),
-            "f1_per_class": {STAGES[i]: float(f1[i]) for i in range(k)},
-            "confusion": cm.astype(int).tolist()}
-
-
-def binary_metrics(y: np.ndarray, prob: np.ndarray, thr: float) -> dict[str, Any]:
-    """F1, precision, recall, AUROC of per-epoch binary predictions (y = -1 ignored)."""
-    ok = y >= 0
-    y, prob = y[ok], prob[ok]
-    pred = prob >= thr
-    tp = float(np.sum(pred & (y == 1)))
-    fp = float(np.sum(pred & (y == 0)))
-    fn = float(np.sum(~pred & (y == 1)))
-    prec = tp / max(tp + fp, 1e-12)
-    rec = tp / max(tp + fn, 1e-12)
-    return {"n": int(ok.sum()), "positives": int((y == 1).sum()), "threshold": float(thr),
-            "f1": 2 * prec * rec / max(prec + rec, 1e-12), "precision": prec, "recall": rec,
-            "accuracy": float(np.mean(pred == (y == 1))) if len(y) else None,
-            "auroc": auroc(y, prob)}
 
 
 def best_threshold(y: np.ndarray, prob: np.ndarray) -> float:
@@ -154,7 +110,7 @@ def evaluate_embedded(model: nn.Module, embeds: Sequence[Tensor], nights: Sequen
             ahi_rows.append({"night": n.night, "true_ahi": round(t_ahi, 2), "pred_ahi": round(p_ahi, 2)})
     return {
         "mode": mode, "window": window if mode == "window" else None, "nights": len(nights),
-        "stage": stage_metrics(np.concatenate(ys), np.concatenate(ps)),
+        "stage": staging_metrics(np.concatenate(ys), np.concatenate(ps)),
         "apnea": binary_metrics(y_a, p_a, thr["apnea"]),
         "hypopnea": binary_metrics(y_h, p_h, thr["hypopnea"]),
         "ahi_mae": float(np.mean(ahi_err)) if ahi_err else None,
@@ -163,17 +119,19 @@ def evaluate_embedded(model: nn.Module, embeds: Sequence[Tensor], nights: Sequen
 
 
 def selection_score(m: dict[str, Any], weights: dict[str, float]) -> float:
-    """kappa (if staging trains) + mean F1 of the trained respiratory tasks."""
-    score = 0.0
-    if weights["stage"] > 0:
-        score += m["stage"].get("kappa", 0.0)
-    resp = [m[t]["f1"] for t in ("apnea", "hypopnea") if weights[t] > 0]
+    """kappa (if staging trains) + mean F1 of the trained respiratory tasks; an undefined value
+    (nan: no scored epoch, no positive anywhere) earns nothing."""
+    def defined(v: float) -> float:
+        return 0.0 if math.isnan(v) else float(v)
+
+    score = defined(m["stage"]["kappa"]) if weights["stage"] > 0 else 0.0
+    resp = [defined(m[t]["f1"]) for t in ("apnea", "hypopnea") if weights[t] > 0]
     return score + (float(np.mean(resp)) if resp else 0.0)
 
 
 def short_metrics(m: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers of an evaluate_embedded result."""
     s = m["stage"]
-    return {"accuracy": s.get("accuracy"), "macro_f1": s.get("macro_f1"), "kappa": s.get("kappa"),
+    return {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "kappa": s["kappa"],
             "apnea_f1": m["apnea"]["f1"], "hypopnea_f1": m["hypopnea"]["f1"],
             "ahi_mae": m["ahi_mae"], "thresholds": m["thresholds"], "mode": m["mode"]}

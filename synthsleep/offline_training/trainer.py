@@ -311,18 +311,5 @@ def train_steps(*, model: nn.Module, optimizer: torch.optim.Optimizer,
     return LoopResult(step, stopped, secs, done * samples_per_step / max(secs, 1e-9), last)
 
 
-def jsonable(o: Any) -> Any:
-    """``o`` with numpy scalars and tensors turned into Python numbers/lists (for json.dumps)."""
-    if isinstance(o, dict):
-        return {str(k): jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [jsonable(v) for v in o]
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, Tensor):
-        return o.tolist()
-    return o
-
-
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

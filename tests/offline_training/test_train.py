@@ -10,8 +10,9 @@ from _train_fixtures import TINY_MODEL, read_metrics, shared_shards, tiny_overri
 from synthsleep.offline_training.config import RunConfigError, load_run_config, parse_value
 from synthsleep.offline_training.finetune import finetune
 from synthsleep.offline_training.lanes import plan_lanes
+from synthsleep.offline_training.metrics import binary_metrics
 from synthsleep.offline_training.night_trainer import build_model, embed_nights, temporal_heads
-from synthsleep.offline_training.selection import best_threshold, binary_metrics, stage_metrics
+from synthsleep.offline_training.selection import best_threshold, selection_score
 from synthsleep.offline_training.shards import label_subjects
 from synthsleep.offline_training.tasks import TaskLoss
 
@@ -205,12 +206,15 @@ def test_run_config_overrides_and_errors(tmp_path):
     assert paper.model == "paper" and paper.finetune.chunk >= 64
 
 
-def test_stage_metrics_known_values():
-    y = np.array([0, 0, 1, 1, 2, 2, -1])
-    p = np.array([0, 0, 1, 2, 2, 2, 4])
-    m = stage_metrics(y, p)
-    assert m["n"] == 6 and abs(m["accuracy"] - 5 / 6) < 1e-12
-    assert 0 < m["kappa"] < 1 and m["confusion"][1][2] == 1
+def test_selection_score_gives_nothing_for_an_undefined_metric():
+    """An F1 or kappa that is undefined (nan: no positive anywhere) earns no score, so it can
+    neither win a selection nor poison it."""
+    nan = float("nan")
+    weights = {"stage": 1.0, "apnea": 1.0, "hypopnea": 1.0}
+    m = {"stage": {"kappa": 0.5}, "apnea": {"f1": nan}, "hypopnea": {"f1": 0.8}}
+    assert selection_score(m, weights) == 0.5 + 0.4
+    m["stage"]["kappa"] = nan
+    assert selection_score(m, {**weights, "apnea": 0.0}) == 0.8
 
 
 def test_best_threshold_maximises_f1():
