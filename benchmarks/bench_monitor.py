@@ -74,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=20.0)
     args = ap.parse_args(argv)
 
+    from synthsleep.bed_session import resolve_model_path
     from synthsleep.export.runtime import StepRuntime
     from synthsleep.psg.synthetic import synthesize_night, write_night
-    from synthsleep.scoring import resolve_model_path
 
     rt = StepRuntime(resolve_model_path(args.model), threads=1)
     work = Path(tempfile.mkdtemp(prefix="bench_monitor_"))

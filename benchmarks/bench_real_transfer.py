@@ -108,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.dreams / "excerpt3.edf").exists():
         print(f"no DREAMS data at {args.dreams}: nothing to measure")
         return 0
+    from synthsleep.bed_session import resolve_model_path
     from synthsleep.offline_training.adapt import adapt
     from synthsleep.psg.annotations import epoch_labels, find_scoring_for, load_scoring
     from synthsleep.psg.recording import Signal, open_recording, write_edf
-    from synthsleep.scoring import resolve_model_path
 
     work = Path(tempfile.mkdtemp(prefix="bench_real_"))
     edf3 = args.dreams / "excerpt3.edf"

@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=900)
     args = ap.parse_args(argv)
 
+    from synthsleep.bed_session import resolve_model_path
     from synthsleep.export.runtime import StepRuntime
-    from synthsleep.scoring import resolve_model_path
 
     path = resolve_model_path(args.model)
     rt = StepRuntime(path, threads=1)

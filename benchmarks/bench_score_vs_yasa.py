@@ -27,11 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None)
     args = ap.parse_args(argv)
 
+    from synthsleep.bed_session import resolve_model_path
     from synthsleep.export.runtime import StepRuntime
     from synthsleep.psg.synthetic import synthesize_night, write_night
     from synthsleep.report import stage_agreement
     from synthsleep.score import score_recording
-    from synthsleep.scoring import resolve_model_path
 
     work = Path(tempfile.mkdtemp(prefix="bench_score_"))
     edf = work / "night.edf"

@@ -47,9 +47,9 @@ def _ms(seconds: float) -> str:
 
 def setup(work: Path, hours: float, seed: int) -> tuple[Path, Path, np.ndarray]:
     """(artifact with split graphs, 8-h EDF, true stages) in ``work`` (reused when present)."""
+    from synthsleep.bed_session import BUNDLED_MODEL
     from synthsleep.export.split import split_paths
     from synthsleep.psg.synthetic import synthesize_night, write_night
-    from synthsleep.scoring import BUNDLED_MODEL
 
     work.mkdir(parents=True, exist_ok=True)
     model = work / "model.onnx"

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from .alerts.metrics import MonitorMetrics, start_metrics_server
+from .bed_session import resolve_model_path, write_hypnogram_csv
 from .export.runtime import StepRuntime
 from .monitor import BedSpec, Monitor, parse_hostport, render_console
 from .psg.clinical import count_respiratory_events, events_per_hour, sleep_hours
 from .report import format_statistics, sleep_statistics, stage_agreement, write_report
-from .scoring import resolve_model_path, write_hypnogram_csv
 
 log = logging.getLogger(__name__)
 

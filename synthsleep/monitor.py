@@ -52,16 +52,16 @@ from typing import Any
 
 import numpy as np
 
-from .alerts.events import Event, EventError
 from .alerts.metrics import MonitorMetrics, start_metrics_server
 from .alerts.rules import load_rules
 from .alerts.sinks import JsonlSink, LslMarkerSink, SinkError
+from .bed_session import BedSession, resolve_model_path
 from .bed_state import SavedState, StateDirLocked, StateStore, new_session_id
+from .events import Event, EventError
 from .export.runtime import StepRuntime, StepState
 from .psg.epoch import STAGES, Epoch
 from .psg.montage import parse_overrides
 from .psg.preprocess import PreprocessParams
-from .scoring import BedSession, resolve_model_path
 from .stream.assembler import StreamEpochs
 from .stream.lsl_inlet import BedInlet, StreamNotFound, check_units, parse_units, wall_clock_offset
 

@@ -1,7 +1,7 @@
 """``synthsleep score``: the live pipeline run offline over an EDF (or XDF) file.
 
 Same artifact, same preprocessing (``psg.preprocess``), same state sequence and same event logic
-(``scoring.BedSession``) as the monitor, so its output is what the monitor would have said live.
+(``bed_session.BedSession``) as the monitor, so its output is what the monitor would have said live.
 Writes into the output folder: ``hypnogram.csv``, ``events.jsonl``, ``annotations.edf`` (EDF+
 annotations, Sleep-EDF convention), ``report.json`` and ``hypnogram.png``.
 """
@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .alerts.events import iso_utc
 from .alerts.rules import load_rules
 from .alerts.sinks import JsonlSink
+from .bed_session import BedSession, ScoredEpoch, resolve_model_path, write_hypnogram_csv
+from .events import iso_utc
 from .export.runtime import StepRuntime
 from .export.split import DEFAULT_BATCH, SplitRuntime, load_split
 from .psg.clinical import STAGE_EDF_TEXT, count_respiratory_events, events_per_hour, sleep_hours
@@ -30,7 +31,6 @@ from .psg.montage import describe_mapping, parse_overrides, resolve_channels
 from .psg.preprocess import PreprocessParams, iter_recording_epochs
 from .psg.recording import open_recording
 from .report import format_statistics, sleep_statistics, write_report
-from .scoring import BedSession, ScoredEpoch, resolve_model_path, write_hypnogram_csv
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from synthsleep.bed_session import BUNDLED_MODEL
 from synthsleep.cli import main
 from synthsleep.export.artifact import read_artifact
-from synthsleep.scoring import BUNDLED_MODEL
 
 pytestmark = pytest.mark.skipif(not BUNDLED_MODEL.exists(), reason="no bundled model (run 'make model')")
 

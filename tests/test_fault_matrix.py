@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from synthsleep.bed_session import BUNDLED_MODEL
 from synthsleep.faultcheck import CASES, SLOW, Ctx, run_case
-from synthsleep.scoring import BUNDLED_MODEL
 
 pytestmark = pytest.mark.skipif(not BUNDLED_MODEL.is_file(), reason="bundled model not built ('make model')")
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from synthsleep.alerts.events import EVENT_TYPES, STAGE_NAMES, Event
+from synthsleep.events import EVENT_TYPES, STAGE_NAMES, Event
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Each rule watches one number and raises an alert when it goes above ``raise_above``; the alert
 stays active (no repeats) until the number falls below ``clear_below``, then it is cleared once.
-Raise and clear are :class:`~synthsleep.alerts.events.Event` objects of type ``alert_raised`` /
+Raise and clear are :class:`~synthsleep.events.Event` objects of type ``alert_raised`` /
 ``alert_cleared`` whose ``value`` is ``{"rule", "kind", "severity", "value", "threshold"}``.
 
 Rule kinds (keys of a ``[[rules]]`` table in the TOML file, see ``synthsleep/configs/alerts.toml``):
@@ -30,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from synthsleep.alerts.events import EPOCH_SECONDS, EpochSummary, Event
+from synthsleep.events import EPOCH_SECONDS, EpochSummary, Event
 from synthsleep.tomlconfig import ConfigError, check_keys, read_toml
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from synthsleep.alerts.events import Event
+from synthsleep.events import Event
 
 log = logging.getLogger(__name__)
 

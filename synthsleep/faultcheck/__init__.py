@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from synthsleep.scoring import resolve_model_path
+    from synthsleep.bed_session import resolve_model_path
 
     logging.getLogger("synthsleep").setLevel(logging.CRITICAL)  # the faults log loudly by design
     outcomes = run_matrix(resolve_model_path(args.model), args.only or None, slow=not args.quick,

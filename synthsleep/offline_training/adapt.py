@@ -181,7 +181,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from synthsleep.scoring import resolve_model_path
+    from synthsleep.bed_session import resolve_model_path
 
     try:
         files = find_recordings(args.inputs)

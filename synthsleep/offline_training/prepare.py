@@ -347,7 +347,7 @@ def _events_by_epoch(events: Iterable[Any], n: int) -> list[list[dict[str, Any]]
 
 
 def _load_labels(path: Path, recording: Any) -> tuple[Any, str]:
-    """(Scoring, where it came from): a sidecar file found by ``find_scoring_for`` (Sleep-EDF
+    """(NightAnnotations, where it came from): a sidecar file found by ``find_scoring_for`` (Sleep-EDF
     hypnogram, NSRR XML, ...) or the recording's own annotations (synthetic EDF+, DREAMS hypnogram
     channel). PrepareError when there is none or it does not fit the recording."""
     from ..psg.annotations import find_scoring_for, load_scoring, parse_event, parse_stage

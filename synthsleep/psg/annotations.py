@@ -1,4 +1,4 @@
-"""Sleep scorings from every source into one form: ``Scoring`` (30-s stages + respiratory events).
+"""Sleep scorings from every source into one form: ``NightAnnotations`` (30-s stages + respiratory events).
 
 Sources (``load_scoring`` detects which):
 
@@ -24,7 +24,7 @@ Stage codes: 0=W, 1=N1, 2=N2, 3=N3 (R&K S3+S4), 4=REM, -1 unknown (``?``, moveme
 unscored). Bare numbers in CSV/text are AASM codes 0..4, unless a 5 occurs in the file, in which
 case the R&K/NSRR numbering 0=W, 1..4=S1..S4, 5=REM is used (logged).
 
-Why one module (~840 lines): one ``Scoring`` type read from five formats (EDF+, NSRR XML, DREAMS,
+Why one module (~840 lines): one ``NightAnnotations`` type read from five formats (EDF+, NSRR XML, DREAMS,
 CSV, YASA) and written as EDF+; each reader is short, they share the event vocabulary and clipping
 rules.
 """
@@ -57,7 +57,7 @@ __all__ = [
     "EVENT_TYPES",
     "Hypnogram",
     "RespEvent",
-    "Scoring",
+    "NightAnnotations",
     "epoch_labels",
     "find_scoring_for",
     "load_csv_nights",
@@ -104,8 +104,8 @@ class RespEvent:
 
 
 @dataclass
-class Scoring:
-    """One night's expert (or model) scoring.
+class NightAnnotations:
+    """One night's expert (or model) stage and event annotations.
 
     Attributes:
         stages: int8 [n_epochs], 0=W 1=N1 2=N2 3=N3 4=REM, -1 unknown.
@@ -137,7 +137,7 @@ class Scoring:
         return bool(self.events) if self.resp_scored is None else bool(self.resp_scored)
 
 
-Hypnogram = Scoring
+Hypnogram = NightAnnotations
 
 
 # ----------------------------------------------------------------------------------------------
@@ -309,7 +309,7 @@ def _clip_events(events: Iterable[RespEvent], duration: float | None, source: st
 def _finish(
     stages: np.ndarray, events: list[RespEvent], source: str, n_epochs: int | None,
     duration: float | None, resp_scored: bool | None, clipped: int = 0,
-) -> Scoring:
+) -> NightAnnotations:
     """Fit stages to ``n_epochs`` (−1 padding, clipping logged) and events to the duration."""
     if n_epochs is not None:
         if stages.size > n_epochs:
@@ -324,7 +324,7 @@ def _finish(
         if duration is None:
             duration = n_epochs * EPOCH_SECONDS
     events, c2 = _clip_events(events, duration, source)
-    return Scoring(stages, events, EPOCH_SECONDS, source, resp_scored, clipped + c2)
+    return NightAnnotations(stages, events, EPOCH_SECONDS, source, resp_scored, clipped + c2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -335,7 +335,7 @@ def _finish(
 def scoring_from_annotations(
     annotations: Iterable[tuple[float, float, str]] | Iterable[object], source: str,
     n_epochs: int | None = None, duration: float | None = None,
-) -> Scoring:
+) -> NightAnnotations:
     """Stages and events from EDF+ annotations (objects with onset/duration/text, or tuples).
 
     Stage annotations with zero duration last until the next stage annotation (or one epoch).
@@ -401,8 +401,8 @@ def _parse_xml(path: Path):  # -> an ElementTree Element
 
 
 def load_nsrr_xml(path: str | os.PathLike[str], n_epochs: int | None = None,
-                  duration: float | None = None) -> Scoring:
-    """Scoring from an NSRR XML file (SHHS/MESA ``PSGAnnotation/ScoredEvents/ScoredEvent``)."""
+                  duration: float | None = None) -> NightAnnotations:
+    """NightAnnotations from an NSRR XML file (SHHS/MESA ``PSGAnnotation/ScoredEvents/ScoredEvent``)."""
     p = Path(path)
     root = _parse_xml(p)
     scored = root.find("ScoredEvents")
@@ -448,7 +448,7 @@ def load_nsrr_xml(path: str | os.PathLike[str], n_epochs: int | None = None,
 # ----------------------------------------------------------------------------------------------
 
 
-def load_dreams_hypnogram_txt(path: str | os.PathLike[str], n_epochs: int | None = None) -> Scoring:
+def load_dreams_hypnogram_txt(path: str | os.PathLike[str], n_epochs: int | None = None) -> NightAnnotations:
     """DREAMS ``Hypnogram_excerptN.txt``: ``[Hypnogram]`` then one R&K code per 5 s → 30-s epochs."""
     p = Path(path)
     lines = _read_text(p).splitlines()
@@ -465,7 +465,7 @@ def load_dreams_hypnogram_txt(path: str | os.PathLike[str], n_epochs: int | None
 def scoring_from_dreams_channels(
     recording: Recording, n_epochs: int | None = None, pneumo_codes: Mapping[int, str] | None = None,
     hypnogram_channel: str = "hypnogram", pneumo_channel: str = "event_pneumo",
-) -> Scoring:
+) -> NightAnnotations:
     """DREAMS in-file scoring: 1 Hz ``hypnogram`` (R&K codes) and ``event_pneumo`` channels.
 
     Runs of equal nonzero ``event_pneumo`` values become events, typed by ``pneumo_codes``
@@ -535,7 +535,7 @@ def _stage_or_error(label: str, scheme: str, p: Path, row: int) -> int:
     return st
 
 
-def load_csv_nights(path: str | os.PathLike[str]) -> dict[str, Scoring]:
+def load_csv_nights(path: str | os.PathLike[str]) -> dict[str, NightAnnotations]:
     """Every night of a ``night,epoch,stage`` CSV (e.g. the Sleep-EDF 20-night file)."""
     p = Path(path)
     rows = list(csv.DictReader(io.StringIO(_read_text(p))))
@@ -555,13 +555,13 @@ def load_csv_nights(path: str | os.PathLike[str]) -> dict[str, Scoring]:
         for e, s in m.items():
             if e >= 0:
                 st[e] = s
-        out[night] = Scoring(st, [], EPOCH_SECONDS, f"{p} night {night}", False)
+        out[night] = NightAnnotations(st, [], EPOCH_SECONDS, f"{p} night {night}", False)
     return out
 
 
 def load_csv(path: str | os.PathLike[str], n_epochs: int | None = None, duration: float | None = None,
-             night: str | None = None) -> Scoring:
-    """Scoring from CSV: ``epoch,stage``, ``onset,duration,stage`` or ``night,epoch,stage``."""
+             night: str | None = None) -> NightAnnotations:
+    """NightAnnotations from CSV: ``epoch,stage``, ``onset,duration,stage`` or ``night,epoch,stage``."""
     p = Path(path)
     text = _read_text(p)
     reader = csv.DictReader(io.StringIO(text))
@@ -626,7 +626,7 @@ def _normalise_label(text: str, scheme: str) -> str:
     return "Sleep stage ?" if st == UNKNOWN else f"Sleep stage {('W', 'N1', 'N2', 'N3', 'R')[st]}"
 
 
-def load_text_hypnogram(path: str | os.PathLike[str], n_epochs: int | None = None) -> Scoring:
+def load_text_hypnogram(path: str | os.PathLike[str], n_epochs: int | None = None) -> NightAnnotations:
     """One stage per line per 30-s epoch (``#`` comments; digits or names)."""
     p = Path(path)
     labels = [ln.strip() for ln in _read_text(p).splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
@@ -653,7 +653,7 @@ def load_scoring(
     *,
     night: str | None = None,
     pneumo_codes: Mapping[int, str] | None = None,
-) -> Scoring:
+) -> NightAnnotations:
     """Load a scoring from any supported source, detecting the format.
 
     Args:
@@ -717,7 +717,7 @@ def load_scoring(
 
 
 def _from_recording(rec: Recording, n_epochs: int | None, duration: float | None,
-                    pneumo_codes: Mapping[int, str] | None) -> Scoring:
+                    pneumo_codes: Mapping[int, str] | None) -> NightAnnotations:
     duration = float(rec.duration) if duration is None else duration
     if n_epochs is None:
         n_epochs = int(math.floor(duration / EPOCH_SECONDS + 1e-9))
@@ -773,7 +773,7 @@ def glob_escape(s: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", s)
 
 
-def epoch_labels(scoring: Scoring, n_epochs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def epoch_labels(scoring: NightAnnotations, n_epochs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per 30-s epoch labels for training/evaluation.
 
     Returns:
@@ -827,7 +827,7 @@ _EVENT_TEXT = {"obstructive_apnea": "Obstructive apnea", "central_apnea": "Centr
                "arousal": "Arousal", "unspecified": "Respiratory event"}
 
 
-def write_scoring_annotations(scoring: Scoring) -> list[tuple[float, float, str]]:
+def write_scoring_annotations(scoring: NightAnnotations) -> list[tuple[float, float, str]]:
     """EDF+ annotations in Sleep-EDF convention: one ``Sleep stage X`` per run of equal stages
     (W, N1, N2, N3, R, ? for unknown) then the events (``Obstructive apnea``, ``Central apnea``,
     ``Mixed apnea``, ``Hypopnea``, ``Oxygen desaturation``, ``Arousal``), as (onset s, duration s,

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..alerts.events import STAGE_NAMES, UNKNOWN_STAGE, Event
+from ..events import STAGE_NAMES, UNKNOWN_STAGE, Event
 from ..psg.epoch import EPOCH_SECONDS, Quality
 
 #: how many respiratory events each bed keeps for the page (a whole night at a high AHI)
@@ -87,7 +87,7 @@ class WardState:
             return self._version
 
     def observe(self, bed: str, events: Sequence[Event], session: Any) -> None:
-        """The monitor's hook: ``bed``'s freshly written ``events`` and its ``scoring.BedSession``
+        """The monitor's hook: ``bed``'s freshly written ``events`` and its ``bed_session.BedSession``
         (read for the running AHI, the active alerts and the sensors the bed records)."""
         det = session.detector
         sensors = [m for m in det.modalities if det.recorded is None or m in det.recorded]

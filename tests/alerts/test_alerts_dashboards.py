@@ -15,9 +15,9 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from synthsleep.alerts.events import Event
 from synthsleep.alerts.metrics import DEFAULT_PORT, MonitorMetrics, start_metrics_server
 from synthsleep.alerts.rules import load_rules
+from synthsleep.events import Event
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,8 +59,9 @@ def test_prometheus_config_scrapes_default_port():
 def test_alerts_import_no_torch(tmp_path):
     code = (
         "import sys\n"
-        "import synthsleep.alerts, synthsleep.alerts.metrics, synthsleep.alerts.sinks\n"
-        "from synthsleep.alerts import EventDetector, AlertEngine, load_rules, JsonlSink\n"
+        "import synthsleep.alerts, synthsleep.alerts.metrics, synthsleep.alerts.sinks, synthsleep.events\n"
+        "from synthsleep.alerts import AlertEngine, load_rules, JsonlSink\n"
+        "from synthsleep.events import EventDetector\n"
         "d = EventDetector('1', ('eeg',)); e = AlertEngine('1', load_rules())\n"
         "ev = d.update(0, 0.0, [1, 0, 0, 0, 0], 0.1, 0.1); ev += e.update(d.summary)\n"
         f"JsonlSink({str(tmp_path / 'e.jsonl')!r}).write(ev)\n"

@@ -7,8 +7,8 @@ import socket
 import pytest
 from prometheus_helpers import scrape
 
-from synthsleep.alerts.events import EventDetector
 from synthsleep.alerts.metrics import MonitorMetrics, start_metrics_server
+from synthsleep.events import EventDetector
 
 
 def onehot(stage: int) -> list[float]:

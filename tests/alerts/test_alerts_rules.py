@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from synthsleep.alerts.events import EventDetector
 from synthsleep.alerts.rules import AlertEngine, RuleError, load_rules
+from synthsleep.events import EventDetector
 
 MODS = ("eeg", "eog")
 

@@ -9,7 +9,6 @@ import uuid
 import pylsl
 import pytest
 
-from synthsleep.alerts.events import Event
 from synthsleep.alerts.sinks import (
     JsonlSink,
     LslMarkerSink,
@@ -18,6 +17,7 @@ from synthsleep.alerts.sinks import (
     marker_source_id,
     read_events,
 )
+from synthsleep.events import Event
 
 
 def ev(bed: str, i: int, type_: str = "stage") -> Event:

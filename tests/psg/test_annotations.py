@@ -11,8 +11,8 @@ import pytest
 
 from synthsleep.psg.annotations import (
     AnnotationError,
+    NightAnnotations,
     RespEvent,
-    Scoring,
     epoch_labels,
     find_scoring_for,
     load_csv_nights,
@@ -97,7 +97,7 @@ def test_own_edf_plus_round_trip_and_mne(tmp_path: Path) -> None:
     stages = np.array([0, 0, 1, 2, 2, 2, 3, 3, 4, 4, -1, 2], np.int8)
     events = [RespEvent(95.0, 20.0, "obstructive_apnea"), RespEvent(200.0, 12.0, "central_apnea"),
               RespEvent(250.0, 15.0, "hypopnea"), RespEvent(300.0, 10.0, "mixed_apnea")]
-    sc = Scoring(stages, events, source="test")
+    sc = NightAnnotations(stages, events, source="test")
     anns = write_scoring_annotations(sc)
     assert anns[0] == (0.0, 60.0, "Sleep stage W")
     assert (95.0, 20.0, "Obstructive apnea") in anns and (250.0, 15.0, "Hypopnea") in anns
@@ -352,13 +352,18 @@ def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
 
 def test_night_scored_without_events_keeps_zero_labels(tmp_path):
     """A night scored for breathing with no event must give apnea/hypopnea 0, not unknown."""
-    from synthsleep.psg.annotations import Scoring, epoch_labels, load_scoring, write_scoring_annotations
+    from synthsleep.psg.annotations import (
+        NightAnnotations,
+        epoch_labels,
+        load_scoring,
+        write_scoring_annotations,
+    )
     from synthsleep.psg.recording import write_edf
 
-    sc = Scoring(np.array([0, 1, 2, 2], np.int8), [], resp_scored=True)
+    sc = NightAnnotations(np.array([0, 1, 2, 2], np.int8), [], resp_scored=True)
     path = write_edf(tmp_path / "quiet.edf", [], write_scoring_annotations(sc))
     back = load_scoring(path, n_epochs=4)
     _, apnea, hyp = epoch_labels(back, 4)
     assert apnea.tolist() == [0, 0, 0, 0] and hyp.tolist() == [0, 0, 0, 0]
-    unscored = Scoring(np.array([0, 1], np.int8), [])
+    unscored = NightAnnotations(np.array([0, 1], np.int8), [])
     assert all(t != "Respiratory events scored" for _, _, t in write_scoring_annotations(unscored))

@@ -45,12 +45,12 @@ def test_one_ahi_for_the_monitor_gauge_and_the_night_report(tiny_artifact, synth
     """The running AHI the monitor exports (Prometheus gauge, console, ward) and the night
     report's AHI over the same scored epochs and events are the same number."""
     from synthsleep.alerts.rules import load_rules
+    from synthsleep.bed_session import BedSession
     from synthsleep.export.runtime import StepRuntime
     from synthsleep.psg.montage import resolve_channels
     from synthsleep.psg.preprocess import PreprocessParams, iter_recording_epochs
     from synthsleep.psg.recording import open_recording
     from synthsleep.report import sleep_statistics
-    from synthsleep.scoring import BedSession
 
     rt = StepRuntime(tiny_artifact, threads=1)
     params = PreprocessParams.from_dict(rt.preprocess_params)

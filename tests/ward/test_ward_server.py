@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from synthsleep.alerts.events import Event
+from synthsleep.events import Event
 from synthsleep.ward import WardState
 from synthsleep.ward.server import WardServer
 

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 
-from synthsleep.alerts.events import iso_utc
 from synthsleep.alerts.rules import load_rules
+from synthsleep.bed_session import BedSession
+from synthsleep.events import iso_utc
 from synthsleep.psg.epoch import EPOCH_SAMPLES, Epoch
-from synthsleep.scoring import BedSession
 from synthsleep.ward import WardState
 
 MODS = ("eeg", "eog", "airflow")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthsleep.psg.annotations import RespEvent, Scoring, write_scoring_annotations
+from synthsleep.psg.annotations import NightAnnotations, RespEvent, write_scoring_annotations
 from synthsleep.psg.clinical import RESPIRATORY_EVENT_TYPES, events_per_hour, sleep_hours
 from synthsleep.psg.recording import Signal, write_edf
 from synthsleep.psg.synthetic.artifacts import LeadOff, add_artifacts
@@ -89,9 +89,9 @@ class SyntheticNight:
         """Apneas + hypopneas per hour of sleep (None: no sleep)."""
         return events_per_hour(len(self.resp_events()), sleep_hours(self.stages, EPOCH_S))
 
-    def scoring(self) -> Scoring:
-        """The ground truth as a ``Scoring``."""
-        return Scoring(self.stages.copy(), list(self.events), float(EPOCH_S), source=f"synthetic seed {self.seed}",
+    def scoring(self) -> NightAnnotations:
+        """The ground truth as a ``NightAnnotations``."""
+        return NightAnnotations(self.stages.copy(), list(self.events), float(EPOCH_S), source=f"synthetic seed {self.seed}",
                        resp_scored=True)
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .alerts.events import Event, EventDetector, iso_utc
 from .alerts.rules import AlertEngine, Rule
+from .events import Event, EventDetector, iso_utc
 from .psg.epoch import STAGES, Epoch
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from synthsleep.alerts.events import Event, EventDetector, EventError
+from synthsleep.events import Event, EventDetector, EventError
 
 MODS = ("eeg", "eog", "emg", "ecg")
 
