@@ -324,3 +324,26 @@ def test_background_knee_and_scalp_muscle_shape_the_high_frequencies():
     tense = synthesize_night(6, 0, subject=dataclasses.replace(base, muscle_uv=6.0), stages=wake, artifacts=False)
     high = lambda night: _band(night, "EEG C4-M1", 45.0, 100.0)[0].mean()  # noqa: E731  (above the EEG bands)
     assert high(tense) > 3 * high(quiet)
+
+
+def test_native_eeg_rate_and_polarity_are_recorded_as_an_amplifier_would():
+    """``eeg_rate`` below 256 Hz: the EEG/EOG channels come out at that rate with nothing above
+    its Nyquist (50 Hz as in the DREAMS PSG); ``eeg_sign`` -1 inverts the EEG only. The rest of
+    the night is the same night."""
+    stages = np.repeat(np.array([0, 2], dtype=np.int8), 6)
+    base = dataclasses.replace(SubjectParams(), ahi=0.0)
+    plain = synthesize_night(8, 0, subject=base, stages=stages)
+    slow = synthesize_night(8, 0, subject=dataclasses.replace(base, eeg_rate=50.0, eeg_sign=-1.0), stages=stages)
+    for label in ("EEG C4-M1", "EOG E1-M2"):
+        assert slow.signal(label).rate == 50.0 and plain.signal(label).rate == 256.0
+        assert slow.signal(label).data.size == plain.signal(label).data.size * 50 // 256
+    assert slow.signal("EMG Chin").rate == plain.signal("EMG Chin").rate
+    np.testing.assert_array_equal(slow.signal("ECG II").data, plain.signal("ECG II").data)
+    # polarity: the decimated EEG follows the inverted plain EEG, the EOG keeps its sign
+    from scipy.signal import resample_poly
+    for label, sign in (("EEG C4-M1", -1.0), ("EOG E1-M2", 1.0)):
+        ref = resample_poly(plain.signal(label).data.astype(np.float64), 25, 128)
+        assert np.corrcoef(slow.signal(label).data, sign * ref)[0, 1] > 0.999
+    assert SubjectParams.draw(np.random.default_rng(3)).eeg_rate == 256.0  # unrandomised: unchanged
+    rates = {SubjectParams.draw(np.random.default_rng(s), randomize=True).eeg_rate for s in range(60)}
+    assert {50.0, 100.0, 256.0} <= rates

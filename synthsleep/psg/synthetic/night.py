@@ -165,12 +165,33 @@ def synthesize_night(seed: int, hours: float, subject: SubjectParams | None = No
         "Resp Thorax": (RESP_FS, thorax), "Resp Abdomen": (RESP_FS, abdomen), "SpO2": (1.0, spo2),
     }
     lead_off = add_artifacts(rngs[8], raw, track, subject) if artifacts else []
-    signals = [Signal(label, rate, raw[label][1].astype(np.float32), unit, transducer=tr)
-               for label, (rate, unit, tr) in CHANNELS.items()]
+    _record_eeg_as_amplifier(raw, subject)
+    signals = [Signal(label, raw[label][0], raw[label][1].astype(np.float32), unit, transducer=tr)
+               for label, (_, unit, tr) in CHANNELS.items()]
     night = SyntheticNight(signals, stages, _events_from_plan(plan, float(n_sec)), subject, int(seed), lead_off, r_peaks)
     logger.debug("synthetic night seed=%d: %d epochs, %d events, %.2f s", seed, n_epochs, len(night.events),
                  time.perf_counter() - t_start)
     return night
+
+
+def _record_eeg_as_amplifier(raw: dict[str, tuple[float, np.ndarray]], subject: SubjectParams) -> None:
+    """The EEG/EOG channels as the subject's amplifier records them, in place: inverted when
+    ``eeg_sign`` is -1 (EEG only: swapped inputs), anti-alias filtered and decimated to
+    ``eeg_rate`` when it is below the generator's 256 Hz (everything above its Nyquist is gone,
+    as in the 50-Hz DREAMS PSG). The defaults leave them unchanged."""
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(int(round(subject.eeg_rate)), int(EEG_FS))
+    for label in ("EEG C4-M1", "EEG C3-M2", "EOG E1-M2", "EOG E2-M2"):
+        fs, x = raw[label]
+        if subject.eeg_sign < 0 and label.startswith("EEG"):
+            x = -x
+        if ratio != 1:
+            x = resample_poly(x, ratio.numerator, ratio.denominator)
+            fs = float(subject.eeg_rate)
+        raw[label] = (fs, x)
 
 
 def write_night(night: SyntheticNight, path: str | os.PathLike[str], start: dt.datetime | None = None) -> Path:

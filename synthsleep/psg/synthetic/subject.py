@@ -14,7 +14,10 @@ _AHI_CLASSES = ((0.0, 5.0, 0.35), (5.0, 15.0, 0.25), (15.0, 30.0, 0.2), (30.0, 6
 # Fields that exist for domain randomisation only: how a lab, montage or amplifier shows the
 # sleeper, not the sleeper (they leave the per-subject stage-feature gains alone);
 # ``draw(randomize=True)`` sets them and widens ``eye_leak``.
-DOMAIN_FIELDS = ("bg_exponent", "bg_knee_hz", "muscle_uv")
+DOMAIN_FIELDS = ("bg_exponent", "bg_knee_hz", "muscle_uv", "eeg_rate", "eeg_sign")
+#: native EEG/EOG amplifier rates (Hz) drawn by ``draw(randomize=True)``, and how often: from the
+#: 50-Hz DREAMS PSG and 100-Hz Sleep-EDF to 200/256-Hz clinical systems
+EEG_RATES = ((50.0, 0.1), (100.0, 0.25), (128.0, 0.15), (200.0, 0.25), (256.0, 0.25))
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class SubjectParams:
     bg_exponent: float = 1.15  # amplitude-spectrum exponent of the 1/f background (power slope = 2x)
     bg_knee_hz: float = 100.0  # above it the background falls a further 1/f^2 in power (cortex, skull, amplifier)
     muscle_uv: float = 0.0  # scalp-muscle (20-100 Hz) contamination of the EEG at wake chin tone
+    eeg_rate: float = 256.0  # native rate of the EEG/EOG channels (below 256: anti-aliased and decimated)
+    eeg_sign: float = 1.0  # -1: EEG channels recorded with inverted polarity (swapped electrode inputs)
 
     def to_dict(self) -> dict[str, float]:
         """JSON-able dict."""
@@ -81,7 +86,8 @@ class SubjectParams:
             ahi_range: (low, high) AHI in events/h; default: a clinic-like mixture of
                 healthy, mild, moderate and severe sleepers (0 to 60).
             randomize: also draw the domain-randomisation fields (1/f slope and the knee above
-                which it steepens, scalp-muscle contamination, a wider eye-movement leak: what
+                which it steepens, scalp-muscle contamination, a wider eye-movement leak, the
+                native EEG/EOG rate and the EEG polarity: what
                 differs between labs, derivations and people more than between stages;
                 ``make model --domain-randomisation``). Drawn after all others, so ``False`` (the
                 default, what the bundled model was trained on) gives the same subjects without them.
@@ -144,4 +150,6 @@ class SubjectParams:
             bg_knee_hz=float(rng.uniform(18.0, 45.0)),
             muscle_uv=float(rng.choice([0.0, 1.0], p=[0.3, 0.7]) * 6.0 * ln(0.0, 0.6)),
             eye_leak=float(subject.eye_leak * rng.uniform(1.0, 4.0)),
+            eeg_rate=float(rng.choice([r for r, _ in EEG_RATES], p=[p for _, p in EEG_RATES])),
+            eeg_sign=float(-1.0 if rng.random() < 0.2 else 1.0),
         )
