@@ -9,8 +9,9 @@ For each model (default: the bundled one), every number from ``synthsleep score`
    with every modality the file has, and with its EEG (C3-A1) only.
 2. ``excerpt1..8.txt``: 30 min of one real EEG channel each (50-200 Hz), written as EDF and
    scored EEG-only, against the expert hypnograms (5-s scoring -> 30-s epochs).
-3. ``--synthetic``: held-out synthetic nights of 1, 4 and 8 hours (subjects drawn from a seed no
-   training run uses), full montage and EEG only.
+3. ``--synthetic``: held-out synthetic nights of 1, 4 and 8 hours (``--nights-per-length``
+   subjects each, drawn from a seed no training run uses), from the plain and from the
+   domain-randomised generator, full montage and EEG only (mean accuracy over the nights).
 4. ``--adapt``: ``synthsleep adapt`` leave-one-excerpt-out: the model is adapted on the EEG of
    the 7 other excerpts (no label is read), then the 8th is scored; excerpt3.edf (all channels)
    is scored with the model adapted on the 7 excerpts other than excerpt3. The test excerpt is
@@ -82,19 +83,26 @@ def agreement(model: Path, edf: Path, truth: np.ndarray) -> Scored:
                   float((ours[keep] >= 0).mean()))
 
 
-def synthetic_nights(work: Path) -> list[tuple[str, Path, Path, np.ndarray]]:
-    """(name, full-montage EDF, EEG-only EDF, stages) for held-out nights of 1, 4 and 8 h."""
+def synthetic_nights(work: Path, randomize: bool, per_length: int
+                     ) -> list[tuple[str, list[tuple[Path, Path, np.ndarray]]]]:
+    """Held-out nights of 1, 4 and 8 h, ``per_length`` subjects each (plain or domain-randomised
+    generator): (name, [(full-montage EDF, EEG-only EDF, stages), ...]) per length."""
     from synthsleep.psg.recording import Signal, write_edf
     from synthsleep.psg.synthetic import SubjectParams, synthesize_night, write_night
 
+    kind = "randomised" if randomize else "plain"
     out = []
     for i, hours in enumerate((1.0, 4.0, 8.0)):
-        subj = SubjectParams.draw(np.random.default_rng([SYNTH_SEED, i]), None)
-        night = synthesize_night(seed=SYNTH_SEED * 100 + i, hours=hours, subject=subj)
-        full = write_night(night, work / f"synth-{hours:g}h.edf")
-        eeg = night.signal("EEG C4-M1")
-        only = write_edf(work / f"synth-{hours:g}h-eeg.edf", [Signal(eeg.label, eeg.rate, np.asarray(eeg.data))])
-        out.append((f"synthetic {hours:g} h", full, only, np.asarray(night.stages)))
+        nights = []
+        for j in range(per_length):
+            subj = SubjectParams.draw(np.random.default_rng([SYNTH_SEED, i, j]), None, randomize=randomize)
+            night = synthesize_night(seed=SYNTH_SEED * 100 + 10 * i + j, hours=hours, subject=subj)
+            full = write_night(night, work / f"synth-{kind}-{hours:g}h-{j}.edf")
+            eeg = night.signal("EEG C4-M1")
+            only = write_edf(work / f"synth-{kind}-{hours:g}h-{j}-eeg.edf",
+                             [Signal(eeg.label, eeg.rate, np.asarray(eeg.data))])
+            nights.append((full, only, np.asarray(night.stages)))
+        out.append((f"synthetic {kind} {hours:g} h (x{per_length})", nights))
     return out
 
 
@@ -103,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", action="append", default=None, help="artifact(s) to compare (default: bundled)")
     ap.add_argument("--dreams", type=Path, default=DREAMS)
     ap.add_argument("--adapt", action="store_true", help="also adapt leave-one-excerpt-out (needs weights beside)")
-    ap.add_argument("--synthetic", action="store_true", help="also held-out synthetic nights of 1/4/8 h")
+    ap.add_argument("--synthetic", action="store_true", help="also held-out synthetic nights of 1/4/8 h, "
+                    "plain and domain-randomised generator")
+    ap.add_argument("--nights-per-length", type=int, default=2, help="synthetic subjects per length (default 2)")
     args = ap.parse_args(argv)
     if not (args.dreams / "excerpt3.edf").exists():
         print(f"no DREAMS data at {args.dreams}: nothing to measure")
@@ -119,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     truth3, _, _ = epoch_labels(load_scoring(find_scoring_for(edf3), recording=rec, n_epochs=60), 60)
     eeg3 = write_edf(work / "excerpt3-eeg.edf", [Signal("C3-A1", 50.0, rec.read("C3-A1"))])
     excerpts = excerpt_edfs(args.dreams, work)
-    synth = synthetic_nights(work) if args.synthetic else []
+    synth = (synthetic_nights(work, False, args.nights_per_length)
+             + synthetic_nights(work, True, args.nights_per_length)) if args.synthetic else []
     models = [Path(resolve_model_path(m)) for m in (args.model or [None])]
     rows: list[tuple[str, str, float, float, float]] = []
 
@@ -128,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         kap = float(np.nanmean([a.kappa for a in agreements]))
         cov = float(np.mean([a.coverage for a in agreements]))
         rows.append((model_name, what, acc, kap, cov))
-        print(f"{model_name:28s} {what:44s} accuracy {acc:.3f}  kappa {kap:.3f}  staged {cov:.2f}", flush=True)
+        print(f"{model_name:28s} {what:52s} accuracy {acc:.3f}  kappa {kap:.3f}  staged {cov:.2f}", flush=True)
 
     for model in models:
         name = f"{model.parent.name}/{model.name}"
@@ -137,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         per = [agreement(model, p, st) for p, st in excerpts]
         print("   per excerpt: " + " ".join(f"{a.accuracy:.2f}" for a in per))
         add(name, "8 EEG-only excerpts (mean)", per)
-        for label, full, only, st in synth:
-            add(name, f"{label}, full montage", [agreement(model, full, st)])
-            add(name, f"{label}, EEG only", [agreement(model, only, st)])
+        for label, nights in synth:
+            add(name, f"{label}, full montage", [agreement(model, full, st) for full, _, st in nights])
+            add(name, f"{label}, EEG only", [agreement(model, only, st) for _, only, st in nights])
         if args.adapt:
             per_a = []
             for k, (path, st) in enumerate(excerpts):
@@ -151,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                     add(name, "excerpt3.edf, all channels, adapted (LOO)", [agreement(out, edf3, truth3)])
             print("   per excerpt, adapted: " + " ".join(f"{a.accuracy:.2f}" for a in per_a))
             add(name, "8 EEG-only excerpts, adapted (LOO, mean)", per_a)
-    print(f"\n{'model':28s} {'set':44s} {'accuracy':>8s} {'kappa':>7s} {'staged':>7s}")
+    print(f"\n{'model':28s} {'set':52s} {'accuracy':>8s} {'kappa':>7s} {'staged':>7s}")
     for m, w, a, k, c in rows:
-        print(f"{m:28s} {w:44s} {a:8.3f} {k:7.3f} {c:7.2f}")
+        print(f"{m:28s} {w:52s} {a:8.3f} {k:7.3f} {c:7.2f}")
     return 0
 
 

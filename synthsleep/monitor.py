@@ -63,7 +63,14 @@ from .psg.epoch import STAGES, Epoch
 from .psg.montage import parse_overrides
 from .psg.preprocess import PreprocessParams
 from .stream.assembler import StreamEpochs
-from .stream.lsl_inlet import BedInlet, StreamNotFound, check_units, parse_units, wall_clock_offset
+from .stream.lsl_inlet import (
+    DEFAULT_BUFLEN_S,
+    BedInlet,
+    StreamNotFound,
+    check_units,
+    parse_units,
+    wall_clock_offset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +120,7 @@ def load_beds_config(path: str | Path) -> tuple[list[BedSpec], dict[str, Any]]:
     options = dict(doc.get("monitor", {}))
     check_keys(options, MONITOR_OPTIONS, str(path), "monitor.")
     for k, v in options.items():
-        options[k] = coerce(360.0 if k == "buffer" else "", v, f"{path}: monitor.{k}")
+        options[k] = coerce(float(DEFAULT_BUFLEN_S) if k == "buffer" else "", v, f"{path}: monitor.{k}")
     beds = []
     for i, t in enumerate(doc.get("bed", [])):
         check_keys(t, BED_KEYS, f"{path}: [[bed]] #{i + 1}")
@@ -169,8 +176,9 @@ class Monitor:
             the bed in each marker's JSON).
         rules_path: alert rules TOML (None: shipped defaults).
         resolve_timeout: seconds to wait for a bed's stream on each attempt.
-        max_buflen: seconds of data each LSL inlet buffers (liblsl preallocates ~16 bytes per sample
-            slot: 360 s of a 512-Hz stream is ~3 MB; a replay at maximum speed raises it itself).
+        max_buflen: seconds the monitor may stall before an LSL inlet drops samples (liblsl
+            preallocates ~16 bytes per sample slot: 120 s of a 512-Hz stream is ~1 MB; a replay
+            faster than real time scales it by its speed).
         shard: ``(i, n)`` when this monitor is shard i (1-based) of a ward split over n processes
             (names its marker stream's source_id; the beds given are already this shard's).
         stats_interval: seconds between refreshes of a bed's stream metrics (samples, gaps, lag);
@@ -180,7 +188,7 @@ class Monitor:
     def __init__(self, beds: Sequence[BedSpec], runtime: StepRuntime, events_path: str | Path,
                  state_dir: str | Path | None = None, metrics: MonitorMetrics | None = None,
                  markers: bool = True, rules_path: str | Path | None = None,
-                 resolve_timeout: float = 5.0, max_buflen: int = 360,
+                 resolve_timeout: float = 5.0, max_buflen: int = DEFAULT_BUFLEN_S,
                  shard: tuple[int, int] | None = None, stats_interval: float = 2.0) -> None:
         self.runtime = runtime
         self.params = PreprocessParams.from_dict(runtime.preprocess_params)
@@ -670,8 +678,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop once no sample arrived for this long (e.g. at the end of a replay)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
     p.add_argument("--buffer", type=float, default=None, metavar="SECONDS",
-                   help="seconds of data each LSL inlet holds while the monitor is busy (default 360; "
-                        "memory ~16 bytes per sample slot, e.g. 3 MB per 512-Hz stream at 360 s)")
+                   help=f"seconds the monitor may stall before an LSL inlet drops samples (default "
+                        f"{DEFAULT_BUFLEN_S}; scaled by the speed of a faster-than-real-time replay; memory "
+                        "~16 bytes per sample slot, e.g. 1 MB per 512-Hz stream at 120 s)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="run shard I of N of the --config ward: beds I, I+N, I+2N ... (1-based, in config order); "
                         "start N monitors with the same beds.toml and I = 1..N, and scrape every one. Each "
@@ -713,7 +722,7 @@ def run(args: argparse.Namespace) -> int:
             host, port = parse_hostport(str(metrics_addr))
             server = start_metrics_server(metrics, port=port, host=host)
             print(f"metrics at {server.url}", flush=True)
-        buffer = args.buffer if args.buffer is not None else float(opts.get("buffer", 360))
+        buffer = args.buffer if args.buffer is not None else float(opts.get("buffer", DEFAULT_BUFLEN_S))
         if not 10 <= buffer <= 24 * 3600:
             raise ValueError(f"--buffer must be 10 to 86400 seconds, got {buffer:g}")
         mon = Monitor(beds, runtime, events_path, state_dir, metrics, markers=not args.no_markers,

@@ -84,6 +84,9 @@ _POWER_CODE = re.compile(r"^[+-]?\d{1,2}$")
 MAX_LABEL_CHARS = 128
 MAX_RATE_HZ = 20000.0
 MAX_REPLAY_SECONDS = 48 * 3600.0
+#: default seconds of wall-clock time the monitor may stall before an inlet drops samples (liblsl
+#: preallocates ~16 bytes per sample slot: ~1 MB per 512-Hz stream); a faster replay scales it
+DEFAULT_BUFLEN_S = 120
 #: at most this many streams per bed are taken from a description's ``synthsleep/streams``
 MAX_SIBLINGS = 16
 _TEXT_LIMIT = 80
@@ -319,6 +322,25 @@ def _replay_duration(text: str, bed: str | None) -> float | None:
     return value
 
 
+def _replay_buflen(speed_text: str, duration: float | None, buflen: int) -> int | None:
+    """Inlet buffer (s of stream time) for a replay at ``speed``, when it must exceed ``buflen``:
+    ``buflen`` is wall-clock stall time, so a replay at s x real time needs s x as much stream
+    time (at most the whole recording + 60 s); at maximum speed, all of it. None: ``buflen`` does."""
+    try:
+        speed = float(speed_text)
+    except ValueError:
+        return None
+    if not speed > 1.0:  # NaN, real time, slower
+        return None
+    whole = int(duration) + 60 if duration is not None else None
+    if math.isinf(speed):
+        need = whole
+    else:
+        need = int(min(buflen * speed, MAX_REPLAY_SECONDS))
+        need = min(need, whole) if whole is not None else need
+    return need if need is not None and need > buflen else None
+
+
 class BedInlet:
     """All LSL streams of one bed, mapped onto montage modalities; non-blocking ``poll``.
 
@@ -358,7 +380,7 @@ class BedInlet:
         overrides: Mapping[str, str] | None = None,
         required: Iterable[str] = ("eeg",),
         modalities: Iterable[str] = MODALITY_NAMES,
-        max_buflen: int = 360,
+        max_buflen: int = DEFAULT_BUFLEN_S,
         stale_after: float = 2.0,
         reconnect_after: float = 10.0,
         clock_wait: float = 5.0,
@@ -442,8 +464,9 @@ class BedInlet:
         ``ReplayPlayer`` (or shaped like one) lists its siblings' source_ids in
         ``desc/synthsleep/streams``, whatever their names (``<bed>-<rate>Hz``), and those are
         resolved one by one by source_id, with retries, so none is missed (one LSL discovery
-        sweep misses streams when hundreds are on the network); for a replay at maximum speed
-        ``max_buflen`` is raised to the recording's duration (+60 s) so nothing is dropped.
+        sweep misses streams when hundreds are on the network); for a replay faster than real
+        time ``max_buflen`` (wall-clock stall time) is scaled by its speed, up to the recording's
+        duration (+60 s; all of it at maximum speed), so nothing is dropped.
         With ``source_ids``: exactly those. Other keyword arguments go to ``BedInlet``.
         """
         infos: dict[str, pylsl.StreamInfo] = {}
@@ -455,12 +478,10 @@ class BedInlet:
         if name and not wanted:
             wanted, meta = cls._siblings(next(iter(infos.values())), timeout=min(timeout, 5.0))
             duration = _replay_duration(meta.get("duration", ""), bed or name)
-            if meta.get("speed") == "inf" and duration is not None:
-                # a replay at maximum speed pushes the whole file at once: buffer all of it
-                need = int(duration) + 60
-                if kwargs.get("max_buflen", 360) < need:
-                    log.info("bed %s: replay at maximum speed; inlet buffers sized to %d s", name, need)
-                    kwargs["max_buflen"] = need
+            need = _replay_buflen(meta.get("speed", ""), duration, kwargs.get("max_buflen", DEFAULT_BUFLEN_S))
+            if need is not None:
+                log.info("bed %s: replay at %sx; inlet buffers sized to %d s", name, meta.get("speed"), need)
+                kwargs["max_buflen"] = need
         for sid in wanted:
             if sid not in infos:
                 left = max(0.5, deadline - time.monotonic())

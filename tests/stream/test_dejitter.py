@@ -84,3 +84,4 @@ def test_tolerance_is_at_least_two_and_a_half_samples():
     (run,) = dj.split(_stamps(2.31, 10, 10.0))
     assert run.t0 == pytest.approx(2.31, abs=1e-9)
     assert (dj.gaps, dj.gap_seconds) == (1, pytest.approx(0.3, abs=1e-9))
+

@@ -26,9 +26,14 @@ def _sig(seconds: float, rate: float, nch: int, seed: int, amp: float = 30.0) ->
     return x.astype(np.float32)
 
 
+#: these tests push minutes of data at once (a source far faster than real time): the inlets
+#: must hold all of it, as the monitor's own inlets do for a fast replay
+BULK = 3600
+
+
 def _bed(name: str, **kw) -> BedInlet:
     infos = resolve_stream(name=name, timeout=5.0)
-    return BedInlet(infos, bed=name, **kw)
+    return BedInlet(infos, bed=name, max_buflen=BULK, **kw)
 
 
 def test_multirate_equals_direct_assembler(uname):
@@ -37,7 +42,7 @@ def test_multirate_equals_direct_assembler(uname):
     o512 = make_outlet(uname, 512, ["ECG II"], ["mV"])
     o1 = make_outlet(uname, 1, ["SpO2"], ["%"])
     infos = resolve_stream(name=uname, minimum=3, timeout=5.0)
-    bed = BedInlet(infos, bed="b1")
+    bed = BedInlet(infos, bed="b1", max_buflen=BULK)
     assert bed.rates == {"eeg": 256.0, "eog": 256.0, "emg": 256.0, "ecg": 512.0, "spo2": 1.0}
     live = StreamEpochs(bed)
     secs = 90.0
@@ -72,7 +77,7 @@ def test_gaps_never_shift_later_epochs(uname):
     """A 60-s and a 10-min hole in the timestamps: later epochs stay on the grid, holes flagged."""
     o = make_outlet(uname, 256, LABELS_256)
     o1 = make_outlet(uname, 1, ["SpO2"], ["%"])
-    bed = BedInlet(resolve_stream(name=uname, minimum=2, timeout=5.0), bed="gap")
+    bed = BedInlet(resolve_stream(name=uname, minimum=2, timeout=5.0), bed="gap", max_buflen=BULK)
     live = StreamEpochs(bed)
     start = pylsl.local_clock()
     pieces = [(0.0, 60.0), (120.0, 60.0), (780.0, 60.0)]  # [t, t+60) with holes of 60 s and 600 s
@@ -107,7 +112,7 @@ def test_outlet_vanishes_and_comes_back(uname):
     the new data by its timestamps; the hole in between is flagged."""
     sid = f"{uname}-256Hz"
     o = make_outlet(uname, 256, LABELS_256, source_id=sid)
-    bed = BedInlet(resolve_stream(source_id=sid, timeout=5.0), bed="rec")
+    bed = BedInlet(resolve_stream(source_id=sid, timeout=5.0), bed="rec", max_buflen=BULK)
     live = StreamEpochs(bed, origin_wait=0.0)
     start = pylsl.local_clock()
     x1, x2 = _sig(40, 256, 3, 21), _sig(50, 256, 3, 22)
@@ -219,7 +224,7 @@ def test_silent_stream_closes_epochs_late_and_flagged(uname):
     o = make_outlet(uname, 256, LABELS_256)
     o1 = make_outlet(uname, 1, ["SpO2"], ["%"])
     params = PreprocessParams(max_delay=1.0)
-    bed = BedInlet(resolve_stream(name=uname, minimum=2, timeout=5.0), bed="late", stale_after=0.5)
+    bed = BedInlet(resolve_stream(name=uname, minimum=2, timeout=5.0), bed="late", stale_after=0.5, max_buflen=BULK)
     live = StreamEpochs(bed, params=params)
     start = pylsl.local_clock()
     x = _sig(90, 256, 3, 7)
@@ -276,7 +281,7 @@ def test_silent_outlet_replaced_by_new_one(uname):
     """The old outlet hangs (alive, silent); a new one with the same source_id takes over."""
     sid = f"{uname}-256Hz"
     old = make_outlet(uname, 256, LABELS_256, source_id=sid)
-    bed = BedInlet(resolve_stream(source_id=sid, timeout=5.0), bed="hang", reconnect_after=0.5)
+    bed = BedInlet(resolve_stream(source_id=sid, timeout=5.0), bed="hang", reconnect_after=0.5, max_buflen=BULK)
     live = StreamEpochs(bed, origin_wait=0.0)
     start = pylsl.local_clock()
     x = _sig(60, 256, 3, 31)
@@ -314,3 +319,17 @@ def test_mne_lsl_power_of_ten_unit_codes(uname):
     with pytest.raises(StreamError, match="not a voltage"):
         _bed(other, units={"eeg": "mmHg"})
     del o, o2
+
+
+def test_a_replay_faster_than_real_time_scales_the_inlet_buffer():
+    """--buffer is wall-clock stall time: a replay at s x real time needs s x as much stream
+    time (at most the recording + 60 s; all of it at maximum speed); real time keeps it."""
+    from synthsleep.stream.lsl_inlet import _replay_buflen
+
+    assert _replay_buflen("1", 3600.0, 120) is None and _replay_buflen("0.5", 3600.0, 120) is None
+    assert _replay_buflen("10", 3600.0, 120) == 1200
+    assert _replay_buflen("240", 3600.0, 120) == 3660  # capped at the recording + 60 s
+    assert _replay_buflen("inf", 600.0, 120) == 660
+    assert _replay_buflen("inf", None, 120) is None and _replay_buflen("fast", 600.0, 120) is None
+    assert _replay_buflen("240", None, 120) == 28800
+    assert _replay_buflen("inf", 30.0, 120) is None  # the default already holds it
