@@ -112,6 +112,7 @@ def evaluate_predictions(predictions: Iterable[NightPredictions] | Mapping[str, 
         hy_p.append(np.asarray(p.hypopnea_prob))
         ahi_t = true_ahi(t.events, t.stage) if np.any(np.asarray(t.stage) >= 0) else math.nan
         ahi_p = predicted_ahi(p.apnea_prob >= thr["apnea"], p.hypopnea_prob >= thr["hypopnea"], p.stage)
+        ahi_p = math.nan if ahi_p is None else ahi_p
         st = staging_metrics(t.stage, p.stage)
         per_night.append({"night": name, "subject": t.subject, "epochs": n, "accuracy": st["accuracy"],
                           "kappa": st["kappa"], "ahi_true": ahi_t, "ahi_pred": ahi_p})

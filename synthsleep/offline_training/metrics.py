@@ -24,6 +24,7 @@ from ..psg.clinical import (
     events_per_hour,
     macro_f1,
     per_class_f1,
+    predicted_ahi,
     sleep_hours,
 )
 from ..psg.epoch import EPOCH_SECONDS
@@ -146,18 +147,6 @@ def binary_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float = 0.5)
 # ----------------------------------------------------------------------------------------------
 # Apnea-hypopnea index
 # ----------------------------------------------------------------------------------------------
-
-
-def predicted_ahi(apnea: np.ndarray, hypopnea: np.ndarray, stages: np.ndarray,
-                  epoch_seconds: float = EPOCH_SECONDS) -> float:
-    """AHI from per-epoch predictions: (apnea episodes + hypopnea episodes) per hour of sleep.
-
-    An episode is a run of consecutive positive epochs; sleep time comes from ``stages``
-    (predicted stages, codes 0..4). nan when no sleep.
-    """
-    n = count_runs(np.asarray(apnea) == 1) + count_runs(np.asarray(hypopnea) == 1)
-    ahi = events_per_hour(n, sleep_hours(stages, epoch_seconds))
-    return math.nan if ahi is None else ahi
 
 
 def true_ahi(events: Iterable[Mapping[str, Any] | Any], stages: np.ndarray,

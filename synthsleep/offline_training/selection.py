@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..psg.clinical import count_runs, events_per_hour, sleep_hours
+from ..psg.clinical import count_runs, events_per_hour, predicted_ahi, sleep_hours
 from .metrics import binary_metrics, staging_metrics
 from .night_trainer import temporal_heads
 from .shards import Night
@@ -103,8 +103,7 @@ def evaluate_embedded(model: nn.Module, embeds: Sequence[Tensor], nights: Sequen
         if not (n.stage >= 0).any():
             continue
         t_ahi = events_per_hour(true_events, sleep_hours(n.stage))
-        p_events = count_runs(aprob >= thr["apnea"]) + count_runs(hprob >= thr["hypopnea"])
-        p_ahi = events_per_hour(p_events, sleep_hours(sprob.argmax(1)))
+        p_ahi = predicted_ahi(aprob >= thr["apnea"], hprob >= thr["hypopnea"], sprob.argmax(1))
         if t_ahi is not None and p_ahi is not None:
             ahi_err.append(abs(p_ahi - t_ahi))
             ahi_rows.append({"night": n.night, "true_ahi": round(t_ahi, 2), "pred_ahi": round(p_ahi, 2)})

@@ -33,7 +33,8 @@ HYPOPNEA_TYPES: tuple[str, ...] = ("hypopnea",)
 RESPIRATORY_EVENT_TYPES: tuple[str, ...] = APNEA_TYPES + HYPOPNEA_TYPES
 
 __all__ = ["STAGES", "UNKNOWN", "STAGE_CODES", "N_STAGES", "SLEEP_STAGES", "STAGE_EDF_TEXT", "APNEA_TYPES",
-           "HYPOPNEA_TYPES", "RESPIRATORY_EVENT_TYPES", "count_runs", "sleep_hours", "events_per_hour",
+           "HYPOPNEA_TYPES", "RESPIRATORY_EVENT_TYPES", "count_runs", "episodes_in_sleep", "sleep_hours",
+           "events_per_hour", "predicted_ahi",
            "count_respiratory_events", "confusion_matrix", "per_class_f1", "macro_f1", "cohen_kappa"]
 
 
@@ -60,6 +61,39 @@ def events_per_hour(n_events: int, hours: float) -> float | None:
     """The AHI: events per hour of sleep (with a respiratory sensor, where that is known);
     None when there is no such sleep (n/a, not 0)."""
     return n_events / hours if hours > 0 else None
+
+
+def episodes_in_sleep(positive: np.ndarray, stages: np.ndarray) -> int:
+    """Episodes (runs of positive epochs, ``count_runs``) that start in a sleep epoch (stage
+    1..4): the events the AHI counts. An episode starting in wake or an unscored epoch is no
+    event, and it does not become one by running on into sleep."""
+    x = np.asarray(positive, bool).ravel()
+    starts = x & ~np.r_[False, x[:-1]]
+    s = np.asarray(stages).ravel()
+    return int(np.count_nonzero(starts & (s >= 1) & (s <= 4)))
+
+
+def predicted_ahi(apnea: np.ndarray, hypopnea: np.ndarray, stages: np.ndarray,
+                  resp: np.ndarray | None = None, epoch_seconds: float = EPOCH_SECONDS) -> float | None:
+    """The AHI of a scored night, per epoch in order (the batch form of the monitor's running
+    AHI, ``events.EventDetector.ahi``, which equals it epoch for epoch).
+
+    Args:
+        apnea, hypopnea: bool [n], the epoch is positive (probability at or above its threshold).
+        stages: int [n] predicted stages (-1: unscored, never positive, never sleep).
+        resp: bool [n], a usable respiratory sensor in that epoch (None: in every epoch). An epoch
+            without one is neither positive nor sleep time for the AHI.
+
+    Returns:
+        (apnea + hypopnea episodes starting in sleep) per hour of sleep with a respiratory sensor;
+        None when there is no such sleep (n/a, not 0).
+    """
+    s = np.asarray(stages).ravel()
+    r = np.ones(s.size, bool) if resp is None else np.asarray(resp, bool).ravel()
+    scored = r & (s >= 0)
+    n = (episodes_in_sleep(np.asarray(apnea, bool) & scored, s)
+         + episodes_in_sleep(np.asarray(hypopnea, bool) & scored, s))
+    return events_per_hour(n, sleep_hours(np.where(r, s, -1), epoch_seconds))
 
 
 def _type(e: Mapping[str, Any] | Any) -> str:

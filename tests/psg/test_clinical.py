@@ -66,3 +66,42 @@ def test_one_ahi_for_the_monitor_gauge_and_the_night_report(tiny_artifact, synth
     stats = sleep_statistics([s.stage for s in session.scored], [e.to_dict() for e in events])
     assert stats.apneas + stats.hypopneas > 0  # the comparison is not 0 == 0
     assert session.detector.ahi is not None and stats.ahi == pytest.approx(session.detector.ahi)
+    # the evaluation report's per-night AHI (offline_training.evaluate) is the same function
+    from synthsleep.offline_training.metrics import predicted_ahi
+
+    scored = session.scored
+    batch = predicted_ahi(np.array([s.apnea_prob >= 0.2 for s in scored]),
+                          np.array([s.hypopnea_prob >= 0.2 for s in scored]), np.array([s.stage for s in scored]))
+    assert batch == pytest.approx(session.detector.ahi)
+
+
+def test_batch_ahi_equals_the_running_ahi_epoch_for_epoch():
+    """``clinical.predicted_ahi`` over a night's epochs is the detector's running AHI after the
+    last of them: same episode rule (starts in sleep), same sleep time, same respiratory gating,
+    on random sequences with wake, unscored epochs, EEG-only stretches and long episodes."""
+    from synthsleep.events import EventDetector
+    from synthsleep.psg.clinical import predicted_ahi
+    from synthsleep.psg.epoch import Quality
+
+    mods = ("eeg", "airflow")
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        n = 200
+        stage = rng.choice(5, n, p=[0.3, 0.1, 0.3, 0.15, 0.15])
+        confident = rng.random(n) > 0.1
+        resp = np.repeat(rng.random(n // 20) > 0.3, 20)  # airflow comes and goes in 10-min blocks
+        pa = np.repeat(rng.random(n // 4) < 0.2, 4) * 0.9  # episodes of 4+ epochs
+        ph = (rng.random(n) < 0.1) * 0.8
+        det = EventDetector("b", mods, thresholds={"apnea": 0.5, "hypopnea": 0.5, "stage_confidence": 0.6})
+        for i in range(n):
+            probs = np.full(5, 0.05)
+            probs[stage[i]] = 0.8 if confident[i] else 0.2  # top share 0.8 or 0.5 (threshold 0.6)
+            probs /= probs.sum()
+            present = np.array([True, bool(resp[i])])
+            quality = np.array([0, 0 if resp[i] else int(Quality.MISSING)], np.uint8)
+            det.update(i, 30.0 * i, probs, float(pa[i]), float(ph[i]), present, quality)
+        shown = np.where(confident, stage, -1)
+        want = predicted_ahi(pa >= 0.5, ph >= 0.5, shown, resp=resp)
+        assert (det.ahi is None) == (want is None)
+        if want is not None:
+            assert det.ahi == pytest.approx(want, abs=1e-12), seed
