@@ -7,10 +7,6 @@ marker stream shared by all beds, Prometheus) and its state is saved atomically 
 alert state) so a monitor killed at any point and restarted resumes without losing an epoch's
 events or writing one twice.
 
-One module (~630 lines) because it is one loop and its CLI: connecting, polling, the batched
-step, per-bed fault isolation and state saving all act on the same ``_Bed`` records in the same
-round; saved state lives in ``bed_state``, the web view in ``ward``.
-
 Event identity is (bed, session, epoch index); the events file is the truth for what was
 written. A bed that resumes from valid saved state continues its session and skips only the
 epochs of THAT session already in the JSONL. A bed without usable state (none, unreadable,
@@ -28,10 +24,10 @@ each shard its own events file, state folder, marker source_id and Prometheus ta
 
 This is live code: it imports no torch (ONNX Runtime only).
 
-Why one module (~760 lines): the ``Monitor`` loop (connect, poll, batched step, per-bed faults,
-sessions and restarts, state saving) and its CLI entry share the bed record and its invariants
-(every epoch scored exactly once per session); the parts with a job of their own already live
-apart (``stream/``, ``scoring``, ``bed_state``, ``alerts/``, ``ward/``).
+Why one module (~770 lines): the ``Monitor`` loop (connect, poll, batched step, per-bed faults,
+sessions and restarts, state saving) acts on the same ``_Bed`` records in the same round, and its
+CLI entry (beds file, shards) only builds them; the parts with a job of their own already live
+apart (``stream/``, ``bed_session``, ``bed_state``, ``events``, ``alerts/``, ``ward/``).
 """
 
 from __future__ import annotations

@@ -35,7 +35,9 @@ processes die with their parent (Linux ``PR_SET_PDEATHSIG``): a SIGTERM or kill 
 ``prepare`` leaves no orphan converting files.
 
 Why one module (~800 lines): discovery, per-file conversion, the resumable journal, the worker
-pool and the subject split all read and write the one manifest; splitting is left to issue 7.
+pool and the subject split all read and write the one manifest, whose consistency (a file is in
+it once, with its split and fingerprint) is this module's invariant; the shard format itself is
+read by ``shards`` and the recordings by ``psg``.
 """
 
 from __future__ import annotations

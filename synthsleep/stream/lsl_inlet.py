@@ -31,9 +31,10 @@ delivered data in the last ``stale_after`` wall seconds, so a replay faster than
 (whose timestamps run ahead of ``local_clock``) never closes epochs early; when every stream is
 silent it runs on in wall-clock time from the newest sample, so late data closes epochs.
 
-Why one module (~750 lines): resolving, description parsing and validation, units, clock
-correction and recovery of one bed's streams; the LSL-free timestamp dejitter and gap detection
-are in ``dejitter``.
+Why one module (~770 lines): ``BedInlet`` is one bed's set of liblsl inlets, and resolving them
+(siblings, retries, buffer sizing), validating their descriptions and units, clock correction and
+recovery all act on the same per-stream ``_Link`` records; what needs no LSL lives apart (the
+timestamp dejitter and gap detector in ``dejitter``, epoch assembly in ``assembler``).
 """
 
 from __future__ import annotations
@@ -332,13 +333,14 @@ def _replay_buflen(speed_text: str, duration: float | None, buflen: int) -> int 
         return None
     if not speed > 1.0:  # NaN, real time, slower
         return None
-    whole = int(duration) + 60 if duration is not None else None
-    if math.isinf(speed):
-        need = whole
+    if duration is not None:
+        cap = int(duration) + 60
+    elif math.isinf(speed):
+        return None  # all of an unknown length: leave it to ``buflen``
     else:
-        need = int(min(buflen * speed, MAX_REPLAY_SECONDS))
-        need = min(need, whole) if whole is not None else need
-    return need if need is not None and need > buflen else None
+        cap = int(MAX_REPLAY_SECONDS)
+    need = int(min(buflen * speed, cap))
+    return need if need > buflen else None
 
 
 class BedInlet:

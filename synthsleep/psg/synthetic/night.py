@@ -7,9 +7,11 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from scipy.signal import resample_poly
 
 from synthsleep.psg.annotations import NightAnnotations, RespEvent, write_scoring_annotations
 from synthsleep.psg.clinical import RESPIRATORY_EVENT_TYPES, events_per_hour, sleep_hours
@@ -179,10 +181,6 @@ def _record_eeg_as_amplifier(raw: dict[str, tuple[float, np.ndarray]], subject: 
     ``eeg_sign`` is -1 (EEG only: swapped inputs), anti-alias filtered and decimated to
     ``eeg_rate`` when it is below the generator's 256 Hz (everything above its Nyquist is gone,
     as in the 50-Hz DREAMS PSG). The defaults leave them unchanged."""
-    from fractions import Fraction
-
-    from scipy.signal import resample_poly
-
     ratio = Fraction(int(round(subject.eeg_rate)), int(EEG_FS))
     for label in ("EEG C4-M1", "EEG C3-M2", "EOG E1-M2", "EOG E2-M2"):
         fs, x = raw[label]
