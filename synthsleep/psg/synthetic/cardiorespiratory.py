@@ -134,7 +134,8 @@ def heart_rate(rng: np.random.Generator, stages: np.ndarray, track: FeatureTrack
     n_sec = stages.size * EPOCH_S
     n = phase.size
     stage_sec = np.repeat(stages, EPOCH_S)
-    base = subject.hr_bpm * smooth(_HR_STAGE[stage_sec], 40)
+    stage_factor = 1.0 + subject.hr_stage_gain * (_HR_STAGE - 1.0)  # exactly _HR_STAGE at gain 1
+    base = subject.hr_bpm * smooth(stage_factor[stage_sec], 40)
     var = np.where(stage_sec == 4, 0.06, np.where(stage_sec == 0, 0.05, 0.025))
     lf = smooth(rng.standard_normal(n_sec + 200), 12)[:n_sec]
     lf = lf / max(float(np.std(lf)), 1e-9) * smooth(var, 20)
@@ -145,16 +146,18 @@ def heart_rate(rng: np.random.Generator, stages: np.ndarray, track: FeatureTrack
         i0, i1 = int(ev.onset), min(n_sec, int(ev.end))
         brady[i0:i1] = np.linspace(0.0, 0.1, i1 - i0)
     hr_sec = base * (1 + lf - brady + 0.22 * track.arousal + 0.15 * track.movement)
-    rsa_amp = np.where(stage_sec == 4, 1.5, 3.5)
+    rsa_amp = subject.rsa_gain * np.where(stage_sec == 4, 1.5, 3.5)
     hr = upsample(hr_sec, 1.0, n, fs) + upsample(rsa_amp, 1.0, n, fs) * np.sin(2 * np.pi * phase)
     return np.clip(hr, 35.0, 160.0)
 
 
-def _ecg_template(fs: float, rr: float = 1.0) -> tuple[np.ndarray, int]:
-    """P-QRS-T beat (R peak = 1) sampled at ``fs`` from -0.3 s to +0.5 s; returns (template, index of R)."""
+def _ecg_template(fs: float, qrs_width: float = 1.0, t_ratio: float = 0.28) -> tuple[np.ndarray, int]:
+    """P-QRS-T beat (R peak = 1) sampled at ``fs`` from -0.3 s to +0.5 s, the Q, R and S widths
+    times ``qrs_width``, the T wave ``t_ratio`` of the R; returns (template, index of R)."""
     t = np.arange(int(-0.3 * fs), int(0.5 * fs)) / fs
-    waves = ((-0.17, 0.025, 0.12), (-0.03, 0.010, -0.12), (0.0, 0.011, 1.0), (0.03, 0.011, -0.25),
-             (0.27, 0.05, 0.28))
+    w = qrs_width
+    waves = ((-0.17, 0.025, 0.12), (-0.03, 0.010 * w, -0.12), (0.0, 0.011 * w, 1.0), (0.03 * w, 0.011 * w, -0.25),
+             (0.27, 0.05, t_ratio))
     y = sum(a * np.exp(-0.5 * ((t - mu) / sd) ** 2) for mu, sd, a in waves)
     return y, int(0.3 * fs)
 
@@ -173,7 +176,7 @@ def render_ecg(rng: np.random.Generator, hr: np.ndarray, hr_fs: float, subject: 
     frac = (beat_phase[idx] - k[idx]) / np.maximum(beat_phase[idx] - beat_phase[idx - 1], 1e-9)
     r_times = (idx - frac) / hr_fs
     n = int(hr.size / hr_fs * fs)
-    tmpl, r_at = _ecg_template(fs)
+    tmpl, r_at = _ecg_template(fs, subject.ecg_qrs_width, subject.ecg_t_ratio)
     ecg = np.zeros(n)
     m = tmpl.size
     for i0 in (np.round(r_times * fs).astype(np.int64) - r_at).tolist():  # ~30k beats a night
@@ -182,4 +185,4 @@ def render_ecg(rng: np.random.Generator, hr: np.ndarray, hr_fs: float, subject: 
             ecg[a:b] += tmpl[a - i0: b - i0]
     amp = subject.ecg_mv * 1000.0 * subject.ecg_sign
     wander = upsample(np.sin(2 * np.pi * phase[:: int(hr_fs)]), 1.0, n, fs)
-    return amp * ecg + 0.05 * amp * wander + 8.0 * rng.standard_normal(n), r_times
+    return amp * ecg + 0.05 * amp * wander + subject.ecg_noise_uv * rng.standard_normal(n), r_times

@@ -156,7 +156,7 @@ def render_eog(rng: np.random.Generator, track: FeatureTrack, subject: SubjectPa
     eye += place_kernels(n, fs, rem_t, 1.7 * a * rng.choice([-1, 1], rem_t.size) * rng.lognormal(0, 0.35, rem_t.size), rem_k)
     sem = shaped_noise(rng, n, fs, band_gain(0.08, 0.4, 2.0))[0]
     eye += 0.8 * a * sem * _env(track["sem"], n, fs)
-    xtalk = rng.uniform(0.25, 0.55)
+    xtalk = rng.uniform(0.25, 0.55) * subject.eog_frontal
     own = shaped_noise(rng, n, fs, pink_gain(1.0), k=2) * 4.0
     e1 = eye * rng.uniform(0.85, 1.15) + xtalk * frontal + own[0]
     e2 = -eye * rng.uniform(0.85, 1.15) + xtalk * frontal * rng.uniform(0.8, 1.2) + own[1]

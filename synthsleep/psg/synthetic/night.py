@@ -167,7 +167,7 @@ def synthesize_night(seed: int, hours: float, subject: SubjectParams | None = No
         "Resp Thorax": (RESP_FS, thorax), "Resp Abdomen": (RESP_FS, abdomen), "SpO2": (1.0, spo2),
     }
     lead_off = add_artifacts(rngs[8], raw, track, subject) if artifacts else []
-    _record_eeg_as_amplifier(raw, subject)
+    _record_as_amplifier(raw, subject)
     signals = [Signal(label, raw[label][0], raw[label][1].astype(np.float32), unit, transducer=tr)
                for label, (_, unit, tr) in CHANNELS.items()]
     night = SyntheticNight(signals, stages, _events_from_plan(plan, float(n_sec)), subject, int(seed), lead_off, r_peaks)
@@ -176,19 +176,21 @@ def synthesize_night(seed: int, hours: float, subject: SubjectParams | None = No
     return night
 
 
-def _record_eeg_as_amplifier(raw: dict[str, tuple[float, np.ndarray]], subject: SubjectParams) -> None:
-    """The EEG/EOG channels as the subject's amplifier records them, in place: inverted when
-    ``eeg_sign`` is -1 (EEG only: swapped inputs), anti-alias filtered and decimated to
-    ``eeg_rate`` when it is below the generator's 256 Hz (everything above its Nyquist is gone,
-    as in the 50-Hz DREAMS PSG). The defaults leave them unchanged."""
-    ratio = Fraction(int(round(subject.eeg_rate)), int(EEG_FS))
-    for label in ("EEG C4-M1", "EEG C3-M2", "EOG E1-M2", "EOG E2-M2"):
+def _record_as_amplifier(raw: dict[str, tuple[float, np.ndarray]], subject: SubjectParams) -> None:
+    """The EEG/EOG and ECG channels as the subject's amplifier records them, in place: the EEG
+    inverted when ``eeg_sign`` is -1 (swapped inputs); EEG/EOG anti-alias filtered and decimated
+    to ``eeg_rate`` below the generator's 256 Hz, the ECG to ``ecg_rate`` below its 512 Hz
+    (everything above the new Nyquist is gone, as in the 50-Hz DREAMS PSG). The defaults leave
+    them unchanged."""
+    for label in ("EEG C4-M1", "EEG C3-M2", "EOG E1-M2", "EOG E2-M2", "ECG II"):
         fs, x = raw[label]
         if subject.eeg_sign < 0 and label.startswith("EEG"):
             x = -x
+        rate = subject.ecg_rate if label == "ECG II" else subject.eeg_rate
+        ratio = Fraction(int(round(rate)), int(fs))
         if ratio != 1:
             x = resample_poly(x, ratio.numerator, ratio.denominator)
-            fs = float(subject.eeg_rate)
+            fs = float(rate)
         raw[label] = (fs, x)
 
 

@@ -14,10 +14,13 @@ _AHI_CLASSES = ((0.0, 5.0, 0.35), (5.0, 15.0, 0.25), (15.0, 30.0, 0.2), (30.0, 6
 # Fields that exist for domain randomisation only: how a lab, montage or amplifier shows the
 # sleeper, not the sleeper (they leave the per-subject stage-feature gains alone);
 # ``draw(randomize=True)`` sets them and widens ``eye_leak``.
-DOMAIN_FIELDS = ("bg_exponent", "bg_knee_hz", "muscle_uv", "eeg_rate", "eeg_sign")
+DOMAIN_FIELDS = ("bg_exponent", "bg_knee_hz", "muscle_uv", "eeg_rate", "eeg_sign", "ecg_rate", "ecg_qrs_width",
+                 "ecg_t_ratio", "ecg_noise_uv", "hr_stage_gain", "rsa_gain", "eog_frontal")
 #: native EEG/EOG amplifier rates (Hz) drawn by ``draw(randomize=True)``, and how often: from the
 #: 50-Hz DREAMS PSG and 100-Hz Sleep-EDF to 200/256-Hz clinical systems
 EEG_RATES = ((50.0, 0.1), (100.0, 0.25), (128.0, 0.15), (200.0, 0.25), (256.0, 0.25))
+#: native ECG rates (Hz) and how often: the same systems, plus 512-Hz cardiac amplifiers
+ECG_RATES = ((50.0, 0.1), (100.0, 0.2), (128.0, 0.1), (200.0, 0.2), (256.0, 0.2), (512.0, 0.2))
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,13 @@ class SubjectParams:
     muscle_uv: float = 0.0  # scalp-muscle (20-100 Hz) contamination of the EEG at wake chin tone
     eeg_rate: float = 256.0  # native rate of the EEG/EOG channels (below 256: anti-aliased and decimated)
     eeg_sign: float = 1.0  # -1: EEG channels recorded with inverted polarity (swapped electrode inputs)
+    ecg_rate: float = 512.0  # native rate of the ECG channel (below 512: anti-aliased and decimated)
+    ecg_qrs_width: float = 1.0  # multiplies the widths of the Q, R and S waves (lead, conduction)
+    ecg_t_ratio: float = 0.28  # T-wave amplitude relative to the R wave (lead, repolarisation)
+    ecg_noise_uv: float = 8.0  # white noise on the ECG lead (electrode contact, chest muscle)
+    hr_stage_gain: float = 1.0  # multiplies how far each stage moves the heart rate from N2's
+    rsa_gain: float = 1.0  # multiplies the respiratory sinus arrhythmia (bpm)
+    eog_frontal: float = 1.0  # multiplies the frontal EEG that the EOG leads pick up
 
     def to_dict(self) -> dict[str, float]:
         """JSON-able dict."""
@@ -87,7 +97,8 @@ class SubjectParams:
                 healthy, mild, moderate and severe sleepers (0 to 60).
             randomize: also draw the domain-randomisation fields (1/f slope and the knee above
                 which it steepens, scalp-muscle contamination, a wider eye-movement leak, the
-                native EEG/EOG rate and the EEG polarity: what
+                native EEG/EOG rate and the EEG polarity, the ECG's rate, morphology and noise,
+                how strongly stage moves the heart rate, the frontal EEG in the EOG: what
                 differs between labs, derivations and people more than between stages;
                 ``make model --domain-randomisation``). Drawn after all others, so ``False`` (the
                 default, what the bundled model was trained on) gives the same subjects without them.
@@ -152,4 +163,13 @@ class SubjectParams:
             eye_leak=float(subject.eye_leak * rng.uniform(1.0, 4.0)),
             eeg_rate=float(rng.choice([r for r, _ in EEG_RATES], p=[p for _, p in EEG_RATES])),
             eeg_sign=float(-1.0 if rng.random() < 0.2 else 1.0),
+            # cardiac and EOG fields: no sensor but the EEG may carry a stage signature that a
+            # real lab would not reproduce (a real ECG at 50 Hz turned a model's nights into REM)
+            ecg_rate=float(rng.choice([r for r, _ in ECG_RATES], p=[p for _, p in ECG_RATES])),
+            ecg_qrs_width=float(rng.uniform(0.7, 1.8)),
+            ecg_t_ratio=float(rng.uniform(0.05, 0.6)),
+            ecg_noise_uv=float(8.0 * ln(0.0, 0.8)),
+            hr_stage_gain=float(rng.uniform(0.0, 1.5)),
+            rsa_gain=float(ln(0.0, 0.5)),
+            eog_frontal=float(rng.uniform(1.0, 2.5)),
         )
