@@ -347,3 +347,38 @@ def test_native_eeg_rate_and_polarity_are_recorded_as_an_amplifier_would():
     assert SubjectParams.draw(np.random.default_rng(3)).eeg_rate == 256.0  # unrandomised: unchanged
     rates = {SubjectParams.draw(np.random.default_rng(s), randomize=True).eeg_rate for s in range(60)}
     assert {50.0, 100.0, 256.0} <= rates
+
+
+def _heart_rate_by_stage(night, stage):
+    """Mean heart rate (bpm) from the R peaks inside the epochs of one stage."""
+    rr_at = night.r_peaks[1:]
+    hr = 60.0 / np.diff(night.r_peaks)
+    in_stage = night.stages[np.minimum((rr_at // 30).astype(int), night.stages.size - 1)] == stage
+    return float(hr[in_stage].mean())
+
+
+def test_cardiac_and_eog_randomisation_change_how_the_lab_records_not_the_sleeper():
+    """The cardiac and EOG domain fields: the ECG comes out at ``ecg_rate`` with nothing above
+    its Nyquist; ``hr_stage_gain`` 0 removes the stage's effect on the heart rate (wake is faster
+    than N3 at the default); a wider QRS moves ECG power down; ``eog_frontal`` puts more of the
+    EEG into the EOG leads. The EEG itself stays the same."""
+    stages = np.repeat(np.array([0, 3], dtype=np.int8), 10)
+    base = dataclasses.replace(SubjectParams(), ahi=0.0, arousal_per_h=0.0)
+    plain = synthesize_night(9, 0, subject=base, stages=stages, artifacts=False)
+    assert _heart_rate_by_stage(plain, 0) > 1.08 * _heart_rate_by_stage(plain, 3)
+    flat = synthesize_night(9, 0, subject=dataclasses.replace(base, hr_stage_gain=0.0), stages=stages, artifacts=False)
+    assert abs(_heart_rate_by_stage(flat, 0) / _heart_rate_by_stage(flat, 3) - 1.0) < 0.03
+    lab = dataclasses.replace(base, ecg_rate=50.0, ecg_qrs_width=1.8, eog_frontal=2.5)
+    other = synthesize_night(9, 0, subject=lab, stages=stages, artifacts=False)
+    assert other.signal("ECG II").rate == 50.0
+    assert other.signal("ECG II").data.size == plain.signal("ECG II").data.size * 50 // 512
+    wide = synthesize_night(9, 0, subject=dataclasses.replace(base, ecg_qrs_width=1.8), stages=stages, artifacts=False)
+    qrs_share = lambda night: np.divide(*_band(night, "ECG II", 15.0, 30.0)).mean()  # noqa: E731
+    assert qrs_share(wide) < 0.7 * qrs_share(plain)
+    np.testing.assert_array_equal(other.signal("EEG C4-M1").data, plain.signal("EEG C4-M1").data)
+    eeg = plain.signal("EEG C4-M1").data.astype(float)
+    corr = lambda night: np.corrcoef(night.signal("EOG E1-M2").data.astype(float) + night.signal("EOG E2-M2").data, eeg)[0, 1]  # noqa: E731
+    assert corr(other) > corr(plain) + 0.05
+    draws = [SubjectParams.draw(np.random.default_rng(s), randomize=True) for s in range(60)]
+    assert {50.0, 512.0} <= {s.ecg_rate for s in draws}
+    assert min(s.hr_stage_gain for s in draws) < 0.2 and max(s.hr_stage_gain for s in draws) > 1.2
