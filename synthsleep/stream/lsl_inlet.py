@@ -694,6 +694,10 @@ class BedInlet:
         link.counters.chunks += 1
         link.last_data_wall = time.monotonic()
         link.newest = float(ts[-1])
+        if link.resolver is not None:
+            # the stream speaks again: stop looking for a replacement (each ContinuousResolver
+            # holds a thread, sockets and ~120 kB, and queries the network every second)
+            link.resolver = None
         for a, b, t0 in link.dejitter.split(ts):
             for r in link.routes:
                 x = data[a:b, r.index]

@@ -300,6 +300,25 @@ def test_silent_outlet_replaced_by_new_one(uname):
     del old, new
 
 
+def test_resolver_of_a_silent_stream_released_when_it_speaks_again(uname):
+    """A stream silent for ``reconnect_after`` gets a ContinuousResolver (looking for a newer
+    stream with its identity); once its own data flows again the resolver is dropped, not kept for
+    the rest of the night (a thread, sockets and ~120 kB each, and a network query every second)."""
+    sid = f"{uname}-256Hz"
+    o = make_outlet(uname, 256, LABELS_256, source_id=sid)
+    bed = BedInlet(resolve_stream(source_id=sid, timeout=5.0), bed="quiet", reconnect_after=0.3, max_buflen=BULK)
+    link = bed._links[0]
+    poll_until(bed.poll, lambda g: link.resolver is not None, timeout=5)
+    assert link.resolver is not None
+    push(o, _sig(2, 256, 3, 41), pylsl.local_clock(), 256)
+    got = poll_until(bed.poll, lambda g: sum(len(c[1]) for c in g if c[0] == "eeg") >= 512, timeout=5)
+    assert sum(len(c[1]) for c in got if c[0] == "eeg") == 512
+    assert link.resolver is None
+    assert bed.stats[f"{uname}@{sid}"]["reconnects"] == 0
+    bed.close()
+    del o
+
+
 def test_mne_lsl_power_of_ten_unit_codes(uname):
     """mne-lsl describes units as the power of ten of the SI unit: '0' V, '-3' mV, '-6' µV."""
     o = make_outlet(uname, 100, ["EEG C4-M1", "EOG E1-M2", "EMG Chin", "SpO2"], ["0", "-3", "-6", "0"])
