@@ -337,7 +337,13 @@ def preprocess_modality(
 
 
 class _ModalityBuffer:
-    """Per-modality sample placement by time: epoch index → (samples, received mask)."""
+    """Per-modality sample placement by time: epoch index → (samples, received mask).
+
+    Samples are kept as float32 while every chunk placed was float32 (a live float32 stream:
+    half the memory of float64, and exact, since ``preprocess_modality`` widens them to float64
+    first); the first chunk of any other type widens the open epochs to float64 for good, so no
+    value is ever rounded.
+    """
 
     def __init__(self, rate: float, epoch_seconds: float) -> None:
         self.rate = float(rate)
@@ -345,8 +351,16 @@ class _ModalityBuffer:
         self.epochs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.next_sample: int | None = None  # global index after the last sample placed
         self.late_samples = 0
+        self.dtype: type[np.floating] = np.float32
+
+    def _widen(self, dtype: np.dtype) -> None:
+        """Hold float64 from now on when ``dtype`` is not float32 (open epochs converted exactly)."""
+        if self.dtype is np.float32 and dtype != np.float32:
+            self.dtype = np.float64
+            self.epochs = {e: (v.astype(np.float64), got) for e, (v, got) in self.epochs.items()}
 
     def place(self, samples: np.ndarray, t0: float, origin: float, first_open_epoch: int) -> None:
+        self._widen(samples.dtype)
         k0 = int(round((t0 - origin) * self.rate))
         # a chunk starting within 20 ms of the previous one's end continues it (rounding, a slowly
         # drifting clock). Gaps are not counted here: the live inlet's dejitter detects and counts
@@ -371,7 +385,7 @@ class _ModalityBuffer:
             take = min(self.n - off, samples.size - pos)
             buf = self.epochs.get(e)
             if buf is None:
-                buf = (np.full(self.n, np.nan), np.zeros(self.n, bool))
+                buf = (np.full(self.n, np.nan, self.dtype), np.zeros(self.n, bool))
                 self.epochs[e] = buf
             buf[0][off : off + take] = samples[pos : pos + take]
             buf[1][off : off + take] = True
@@ -412,11 +426,14 @@ class EpochAssembler:
     # -- input -----------------------------------------------------------------------------
     def push(self, modality: str, samples: np.ndarray, t0: float) -> None:
         """Add ``samples`` (float [n], physical units, contiguous at the modality's rate) whose
-        first sample is at clock time ``t0`` seconds."""
+        first sample is at clock time ``t0`` seconds. float32 samples are buffered as float32
+        (exact), anything else as float64."""
         buf = self.buffers.get(modality)
         if buf is None:
             raise PreprocessError(f"no rate registered for modality {modality!r}")
-        buf.place(np.asarray(samples, dtype=np.float64).reshape(-1), float(t0), self.origin, self.next_epoch)
+        x = np.asarray(samples)
+        x = x if x.dtype == np.float32 else x.astype(np.float64, copy=False)
+        buf.place(x.reshape(-1), float(t0), self.origin, self.next_epoch)
         self._close(final=False)
 
     def advance(self, now: float) -> None:

@@ -308,6 +308,22 @@ class _Link:
         return ("source_id", sid) if sid else ("name", self.info.name())
 
 
+#: sample formats whose values float32 holds exactly
+_EXACT_IN_FLOAT32 = (np.dtype(np.float32), np.dtype(np.int16), np.dtype(np.int8))
+
+
+def _in_uv(x: np.ndarray, factor: float) -> np.ndarray:
+    """One channel's pulled samples in µV (or %), as a new contiguous array.
+
+    Unscaled samples of a float32 or 8/16-bit stream stay float32 (exact; the epoch assembler
+    buffers them at half the memory of float64 and widens them losslessly when it preprocesses);
+    anything else is float64 (``factor`` applied in float64, as before)."""
+    if factor == 1.0 and x.dtype in _EXACT_IN_FLOAT32:
+        return x.astype(np.float32)
+    y = x.astype(np.float64)
+    return y * factor if factor != 1.0 else y
+
+
 def _replay_duration(text: str, bed: str | None) -> float | None:
     """A replay's ``desc/synthsleep/duration`` (s) when plausible, else None (logged when given)."""
     if not text:
@@ -630,7 +646,8 @@ class BedInlet:
                 a backlog built up).
 
         Returns:
-            ``[(modality, float64 samples [n] in µV (or %), t0 seconds)]`` in arrival order; each
+            ``[(modality, samples [n] in µV (or %), t0 seconds)]`` in arrival order (float32 for
+            an unscaled float32 or 8/16-bit stream: exact; else float64); each
             entry is a contiguous run at the modality's rate whose first sample is at ``t0`` on
             the dejittered, clock-corrected local clock. A gap splits runs.
         """
@@ -687,7 +704,7 @@ class BedInlet:
             got += len(ts)
         if not got:
             return
-        data = np.concatenate(pieces).astype(np.float64, copy=False)
+        data = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
         ts = np.concatenate(stamps) + link.offset
         link.counters.samples += got
         self.total_samples += got
@@ -700,8 +717,7 @@ class BedInlet:
             link.resolver = None
         for a, b, t0 in link.dejitter.split(ts):
             for r in link.routes:
-                x = data[a:b, r.index]
-                out.append((r.modality, x * r.factor if r.factor != 1.0 else x.copy(), t0))
+                out.append((r.modality, _in_uv(data[a:b, r.index], r.factor), t0))
 
     @property
     def total_resets(self) -> int:

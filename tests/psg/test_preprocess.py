@@ -79,6 +79,39 @@ def test_interleaved_pushes_equal_sequential():
         np.testing.assert_array_equal(a.data, b.data)
 
 
+def test_float32_samples_buffered_as_float32_and_epochs_unchanged():
+    """A live float32 stream is buffered as float32 (half the memory of float64) with bit-for-bit
+    the epochs of the same samples pushed as float64; a float64 chunk arriving later widens the
+    open epochs first, so its values are never rounded to float32."""
+    sig = {m: x.astype(np.float32) for m, x in _signals(120, seed=5).items()}
+    a32, a64 = EpochAssembler(RATES), EpochAssembler(RATES)
+    got32, got64 = [], []
+    for sec in range(0, 75, 3):
+        for m, x in sig.items():
+            r = RATES[m]
+            piece = x[int(sec * r):int((sec + 3) * r)]
+            a32.push(m, piece, sec)
+            a64.push(m, piece.astype(np.float64), sec)
+        got32 += a32.pop()
+        got64 += a64.pop()
+    open32 = [v for b in a32.buffers.values() for v, _ in b.epochs.values()]
+    assert open32 and all(v.dtype == np.float32 for v in open32)
+    assert all(v.dtype == np.float64 for b in a64.buffers.values() for v, _ in b.epochs.values())
+    # the rest of the night arrives as float64 values float32 cannot hold (e.g. a scaled unit)
+    for m, x in sig.items():
+        r = RATES[m]
+        rest = x[int(75 * r):].astype(np.float64) * 1.000000123
+        a32.push(m, rest, 75.0)
+        a64.push(m, rest, 75.0)
+    got32 += a32.flush()
+    got64 += a64.flush()
+    assert [e.index for e in got32] == [e.index for e in got64] == list(range(4))
+    for a, b in zip(got32, got64):
+        np.testing.assert_array_equal(a.data, b.data)
+        np.testing.assert_array_equal(a.quality, b.quality)
+        np.testing.assert_array_equal(a.present, b.present)
+
+
 def test_normalisation_is_causal():
     """Changing the future never changes past epochs."""
     sig = _signals(300)

@@ -329,6 +329,10 @@ def test_mne_lsl_power_of_ten_unit_codes(uname):
     for mod in ("eeg", "eog"):
         x = np.concatenate([c[1] for c in got if c[0] == mod])
         assert x == pytest.approx(np.full(len(x), 20.0), rel=1e-5), mod  # 2e-5 V = 2e-2 mV = 20 uV
+    # scaled channels come as float64; unscaled float32 ones stay float32 (exact, half the memory)
+    assert {c[0]: c[1].dtype for c in got} == {"eeg": np.float64, "eog": np.float64, "emg": np.float32,
+                                               "spo2": np.float32}
+    assert np.concatenate([c[1] for c in got if c[0] == "emg"]).tolist() == [20.0] * 100
     bed.close()
     other = uname + "-b"
     o2 = make_outlet(other, 100, ["EEG C4-M1"], ["uV"])
