@@ -72,6 +72,11 @@ log = logging.getLogger(__name__)
 
 #: seconds before a faulted bed is retried: doubles per consecutive fault, up to the maximum
 FAULT_RETRY_S, FAULT_RETRY_MAX_S = 2.0, 60.0
+#: at most this many beds per batched model step. ONNX Runtime's CPU memory arena grows to the
+#: largest batch it has run and keeps that memory (~4.5 MB per bed of the batch for the bundled
+#: model: 20 beds closing an epoch together left ~95 MB behind); on CPU a batch of 4 is already
+#: as fast per bed as larger ones (benchmarks/bench_bed_memory.py)
+MAX_BATCH = 4
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -179,13 +184,18 @@ class Monitor:
             (names its marker stream's source_id; the beds given are already this shard's).
         stats_interval: seconds between refreshes of a bed's stream metrics (samples, gaps, lag);
             the loop itself only polls what has data.
+        max_batch: at most this many beds per batched model step (``MAX_BATCH``; more beds with
+            an epoch ready are stepped in several batches of the same round).
     """
 
     def __init__(self, beds: Sequence[BedSpec], runtime: StepRuntime, events_path: str | Path,
                  state_dir: str | Path | None = None, metrics: MonitorMetrics | None = None,
                  markers: bool = True, rules_path: str | Path | None = None,
                  resolve_timeout: float = 5.0, max_buflen: int = DEFAULT_BUFLEN_S,
-                 shard: tuple[int, int] | None = None, stats_interval: float = 2.0) -> None:
+                 shard: tuple[int, int] | None = None, stats_interval: float = 2.0,
+                 max_batch: int = MAX_BATCH) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.runtime = runtime
         self.params = PreprocessParams.from_dict(runtime.preprocess_params)
         self.state_dir = Path(state_dir) if state_dir else None
@@ -195,6 +205,8 @@ class Monitor:
         self.max_buflen = max_buflen
         self.shard = shard
         self.stats_interval = float(stats_interval)
+        self.max_batch = int(max_batch)
+        self.steps = 0  # batched model steps run (a batch holds at most max_batch beds)
         self._next_tick = 0.0  # monotonic time of the next alert-timer check
         # streams are resolved off the polling thread: a bed whose amplifier is off must not
         # hold up the beds that are streaming (a resolve blocks up to resolve_timeout)
@@ -385,12 +397,7 @@ class Monitor:
                     self._stream_metrics(bed)
             except Exception as exc:  # noqa: BLE001 - one bad bed never stops the others
                 self._fault(bed, "connecting" if bed.stream is None else "reading its stream", exc)
-        scored = 0
-        while True:
-            ready = [b for b in self.beds.values() if b.pending]
-            if not ready:
-                break
-            scored += self._step(ready)
+        scored = self._step_pending()
         if now < self._next_tick:
             return scored
         self._next_tick = now + 1.0
@@ -404,8 +411,20 @@ class Monitor:
                 self._fault(bed, "checking its alert timers", exc)
         return scored
 
+    def _step_pending(self) -> int:
+        """Score every pending epoch: one epoch per bed per pass, in batches of at most
+        ``max_batch`` beds, until no bed has one left. Returns the epochs scored."""
+        scored = 0
+        while True:
+            ready = [b for b in self.beds.values() if b.pending]
+            if not ready:
+                return scored
+            for i in range(0, len(ready), self.max_batch):
+                scored += self._step(ready[i:i + self.max_batch])
+
     def _step(self, ready: list[_Bed]) -> int:
         batch = [b.pending.popleft() for b in ready]
+        self.steps += 1
         x, present = self.runtime.inputs_from_epochs([ep for ep, _ in batch])
         t0 = time.perf_counter()
         try:
@@ -525,8 +544,7 @@ class Monitor:
                         bed.pending.extend((ep, wall) for ep in bed.stream.flush())
                     except Exception as exc:  # noqa: BLE001
                         self._fault(bed, "flushing its stream", exc)
-            while any(b.pending for b in self.beds.values()):
-                self._step([b for b in self.beds.values() if b.pending])
+            self._step_pending()
             for bed in self.beds.values():
                 try:
                     evs = bed.session.finish()
@@ -677,6 +695,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"seconds the monitor may stall before an LSL inlet drops samples (default "
                         f"{DEFAULT_BUFLEN_S}; scaled by the speed of a faster-than-real-time replay; memory "
                         "~16 bytes per sample slot, e.g. 1 MB per 512-Hz stream at 120 s)")
+    p.add_argument("--max-batch", type=int, default=MAX_BATCH, metavar="BEDS",
+                   help=f"at most this many beds per batched model step (default {MAX_BATCH}; ONNX Runtime keeps "
+                        "memory for the largest batch it ran, ~4.5 MB per bed of the batch on CPU)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="run shard I of N of the --config ward: beds I, I+N, I+2N ... (1-based, in config order); "
                         "start N monitors with the same beds.toml and I = 1..N, and scrape every one. Each "
@@ -722,7 +743,8 @@ def run(args: argparse.Namespace) -> int:
         if not 10 <= buffer <= 24 * 3600:
             raise ValueError(f"--buffer must be 10 to 86400 seconds, got {buffer:g}")
         mon = Monitor(beds, runtime, events_path, state_dir, metrics, markers=not args.no_markers,
-                      rules_path=args.rules or opts.get("rules"), shard=shard, max_buflen=int(buffer))
+                      rules_path=args.rules or opts.get("rules"), shard=shard, max_buflen=int(buffer),
+                      max_batch=args.max_batch)
         if args.http or opts.get("http"):
             from .ward.server import serve_monitor
 

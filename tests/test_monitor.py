@@ -241,6 +241,41 @@ def test_a_bed_without_stream_does_not_hold_up_the_others(tiny_artifact, synthet
     assert slowest < 2.5, f"one polling round took {slowest:.1f} s (a blocking resolve?)"
 
 
+def test_batched_steps_hold_at_most_max_batch_beds(tiny_artifact, tmp_path):
+    """Beds with epochs ready are stepped at most ``max_batch`` at a time (ONNX Runtime keeps
+    memory for the largest batch it ran), one epoch per bed per pass, and every bed's outputs
+    are those of stepping that bed alone, with its state carried."""
+    from synthsleep.psg.epoch import Epoch
+
+    rt = StepRuntime(tiny_artifact)
+    mods = rt.modalities
+    specs = [BedSpec(f"b{i}", f"nobody-{uuid.uuid4().hex[:8]}") for i in range(5)]
+    mon = Monitor(specs, rt, tmp_path / "events.jsonl", markers=False, resolve_timeout=0.5, max_batch=2)
+    rng = np.random.default_rng(0)
+    epochs = {s.bed: [Epoch(k, 30.0 * k, mods, rng.normal(0, 1, (len(mods), 3000)).astype(np.float32),
+                            np.zeros(len(mods), np.uint8), np.ones(len(mods), bool)) for k in range(3)]
+              for s in specs}
+    for name, bed in mon.beds.items():
+        bed.session.keep_history = True
+        bed.pending.extend((ep, time.perf_counter()) for ep in epochs[name])
+    try:
+        assert mon.poll_once() == 15
+    finally:
+        mon.close(flush=False)
+    assert mon.steps == 3 * 3  # 3 passes (an epoch per bed each) of 5 beds in batches of 2, 2, 1
+    for name, bed in mon.beds.items():
+        state, alone = rt.new_state(1), []
+        for ep in epochs[name]:
+            x, present = rt.inputs_from_epochs([ep])
+            out, state = rt.step(x, present, state)
+            alone.append(out.stage_prob[0])
+        assert [s.index for s in bed.session.scored] == [0, 1, 2]
+        np.testing.assert_allclose(np.stack([s.stage_prob for s in bed.session.scored]), np.stack(alone),
+                                   atol=1e-5)
+    with pytest.raises(ValueError, match="max_batch"):
+        Monitor(specs, rt, tmp_path / "events2.jsonl", markers=False, max_batch=0)
+
+
 def test_unit_overrides_reach_the_inlet(tiny_artifact, synthetic_edf, tmp_path):
     """--unit MODALITY=UNIT / beds.toml units: checked at start, applied to the bed's channels."""
     assert parse_units(["eeg=V", "EOG = -3"]) == {"eeg": "V", "eog": "-3"}
