@@ -396,8 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                          "'none' for running statistics everywhere (the default, as the bundled model)")
     ap.add_argument("--domain-randomisation", dest="randomize", action="store_true",
                     help="subjects with domain randomisation (1/f slope and knee, scalp muscle, eye "
-                         "leak; SubjectParams.draw): better on real EEG, not yet on synthetic "
-                         "validation (README, real PSG)")
+                         "leak, native rates, polarity, ECG morphology and heart-rate coupling, EEG in "
+                         "the EOG; SubjectParams.draw): the bundled model (make model)")
     ap.add_argument("--budget-scale", type=float, default=1.0,
                     help="multiply every time budget of the run config (default 1)")
     ap.add_argument("--no-label-study", dest="label_study", action="store_false",
