@@ -97,3 +97,17 @@ def test_score_split_equals_step_by_step(tiny_artifact, synthetic_edf):
     np.testing.assert_allclose([s.apnea_prob for s in a], [s.apnea_prob for s in b], atol=1e-5)
     assert [s.stage for s in a] == [s.stage for s in b]
     assert [(e.epoch_index, e.type) for e in ev_a] == [(e.epoch_index, e.type) for e in ev_b]
+
+
+def test_encoder_batches_on_several_threads_are_exact(tiny_artifact, synthetic_edf):
+    """``threads`` runs encoder batches concurrently, each on one ORT thread: the embeddings are
+    the same bits as on one thread, and so is a scored night (the scorer hands each thread a batch)."""
+    from synthsleep.score import score_recording
+
+    rt = StepRuntime(tiny_artifact)
+    one, three = SplitRuntime(rt, threads=1), SplitRuntime(rt, threads=3)
+    x, present = _inputs(rt, 40)
+    np.testing.assert_array_equal(three.encode(x, present, batch=6), one.encode(x, present, batch=6))
+    a, _, _ = score_recording(synthetic_edf, rt, split=three, batch=5)
+    b, _, _ = score_recording(synthetic_edf, rt, split=one, batch=5)
+    np.testing.assert_array_equal(np.stack([s.stage_prob for s in a]), np.stack([s.stage_prob for s in b]))
