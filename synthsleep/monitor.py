@@ -24,7 +24,7 @@ each shard its own events file, state folder, marker source_id and Prometheus ta
 
 This is live code: it imports no torch (ONNX Runtime only).
 
-Why one module (~770 lines): the ``Monitor`` loop (connect, poll, batched step, per-bed faults,
+Why one module (~790 lines): the ``Monitor`` loop (connect, poll, batched step, per-bed faults,
 sessions and restarts, state saving) acts on the same ``_Bed`` records in the same round, and its
 CLI entry (beds file, shards) only builds them; the parts with a job of their own already live
 apart (``stream/``, ``bed_session``, ``bed_state``, ``events``, ``alerts/``, ``ward/``).

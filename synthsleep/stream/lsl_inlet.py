@@ -31,7 +31,7 @@ delivered data in the last ``stale_after`` wall seconds, so a replay faster than
 (whose timestamps run ahead of ``local_clock``) never closes epochs early; when every stream is
 silent it runs on in wall-clock time from the newest sample, so late data closes epochs.
 
-Why one module (~770 lines): ``BedInlet`` is one bed's set of liblsl inlets, and resolving them
+Why one module (~800 lines): ``BedInlet`` is one bed's set of liblsl inlets, and resolving them
 (siblings, retries, buffer sizing), validating their descriptions and units, clock correction and
 recovery all act on the same per-stream ``_Link`` records; what needs no LSL lives apart (the
 timestamp dejitter and gap detector in ``dejitter``, epoch assembly in ``assembler``).
@@ -318,10 +318,9 @@ def _in_uv(x: np.ndarray, factor: float) -> np.ndarray:
     Unscaled samples of a float32 or 8/16-bit stream stay float32 (exact; the epoch assembler
     buffers them at half the memory of float64 and widens them losslessly when it preprocesses);
     anything else is float64 (``factor`` applied in float64, as before)."""
-    if factor == 1.0 and x.dtype in _EXACT_IN_FLOAT32:
-        return x.astype(np.float32)
-    y = x.astype(np.float64)
-    return y * factor if factor != 1.0 else y
+    if factor == 1.0:
+        return x.astype(np.float32 if x.dtype in _EXACT_IN_FLOAT32 else np.float64)
+    return np.multiply(x, factor, dtype=np.float64)  # one pass: widened, then scaled
 
 
 def _replay_duration(text: str, bed: str | None) -> float | None:
