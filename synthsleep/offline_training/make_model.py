@@ -77,25 +77,47 @@ class Timer:
 
 
 # ---------------------------------------------------------------------------------- data
-def _synth_one(job: tuple[int, int, float, str, int, bool]) -> str:
+#: A late-started recording begins this many hours into the night, at least (at most half of it).
+LATE_START_MIN_H = 1 / 6
+
+
+def _night_file(s: int, k: int, skip_h: float) -> str:
+    """``synth-s<S>-n<K>.edf``; ``-n<K>late`` for a recording started mid-night."""
+    return f"synth-s{s:03d}-n{k}{'late' if skip_h else ''}.edf"
+
+
+def _synth_one(job: tuple[int, int, float, float, str, int, bool]) -> str:
     from synthsleep.psg.synthetic import SubjectParams, synthesize_night, write_night
 
-    s, k, hours, out, seed, randomize = job
+    s, k, hours, skip_h, out, seed, randomize = job
     subj = SubjectParams.draw(np.random.default_rng([seed, s, 0x5B]), None, randomize=randomize)
-    night = synthesize_night(seed=seed * 100_000 + s * 100 + k, hours=hours, subject=subj)
-    path = Path(out) / f"synth-s{s:03d}-n{k}.edf"
+    night = synthesize_night(seed=seed * 100_000 + s * 100 + k, hours=hours + skip_h, subject=subj)
+    if skip_h:
+        night = night.starting_at(int(skip_h * 3600 // 30))
+    path = Path(out) / _night_file(s, k, skip_h)
     write_night(night, path)
     return str(path)
 
 
 def synthesise(out: Path, subjects: int, two_night_subjects: int, hours: float, seed: int,
-               workers: int, randomize: bool = False) -> int:
+               workers: int, randomize: bool = False, late_start: float = 0.0) -> int:
     """EDF+ nights ``synth-s<S>-n<K>.edf``; returns the number written (existing files kept).
-    ``randomize``: subjects with domain randomisation (``SubjectParams.draw``)."""
+
+    Args:
+        randomize: subjects with domain randomisation (``SubjectParams.draw``).
+        late_start: fraction of the nights recorded from a random point of the night (10 min to
+            half of it) instead of lights-off, still ``hours`` long: the recording, and so the
+            causal normaliser, starts in whatever stage the sleeper is in, as a monitor switched
+            on mid-night or a real excerpt does (``-n<K>late.edf``).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(s, k, hours, str(out), seed, randomize) for s in range(subjects)
-            for k in range(2 if s < two_night_subjects else 1)]
-    todo = [j for j in jobs if not (out / f"synth-s{j[0]:03d}-n{j[1]}.edf").exists()]
+    jobs = []
+    for s in range(subjects):
+        for k in range(2 if s < two_night_subjects else 1):
+            rng = np.random.default_rng([seed, s, k, 0x1A7E])
+            skip_h = float(rng.uniform(LATE_START_MIN_H, hours / 2)) if rng.random() < late_start else 0.0
+            jobs.append((s, k, hours, skip_h, str(out), seed, randomize))
+    todo = [j for j in jobs if not (out / _night_file(j[0], j[1], j[3])).exists()]
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(_synth_one, todo))
@@ -212,12 +234,12 @@ def _finetune_cfg(rc: RunConfig, budget_scale: float) -> RunConfig:
 
 def make_model(out: Path, work: Path, rc: RunConfig, subjects: int, two_night: int, hours: float,
                workers: int, label_study: bool, epoch_norm: tuple[str, ...] | None = None,
-               randomize: bool = False) -> dict[str, Any]:
+               randomize: bool = False, late_start: float = 0.0) -> dict[str, Any]:
     timer = Timer()
     seed = rc.seed
     nights_dir, shards = work / "nights", work / "shards"
     n_nights = timer.run("synthesise nights", synthesise, nights_dir, subjects, two_night, hours, seed, workers,
-                         randomize)
+                         randomize, late_start)
 
     from synthsleep.psg.preprocess import PreprocessParams
 
@@ -257,7 +279,7 @@ def make_model(out: Path, work: Path, rc: RunConfig, subjects: int, two_night: i
     fingerprint = {f["night"]: f["sha256"] for f in man.ok_files}
     provenance = {
         "data": "synthetic nights (synthsleep.psg.synthetic)", "nights": n_nights,
-        "domain_randomisation": randomize,
+        "domain_randomisation": randomize, "late_start": late_start,
         "data_fingerprint": _fingerprint(fingerprint), "split": man.split,
         "run_config": rc.to_dict(), "metrics": {"test_carried": short_metrics(test["carried"]),
                                                  f"test_window{window}": short_metrics(test[f"window{window}"]),
@@ -398,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="subjects with domain randomisation (1/f slope and knee, scalp muscle, eye "
                          "leak, native rates, polarity, ECG morphology and heart-rate coupling, EEG in "
                          "the EOG; SubjectParams.draw): the bundled model (make model)")
+    ap.add_argument("--late-start", type=float, default=0.0, metavar="P",
+                    help="fraction of nights recorded from a random point of the night instead of "
+                         "lights-off (the normaliser then starts in any stage; default 0)")
     ap.add_argument("--budget-scale", type=float, default=1.0,
                     help="multiply every time budget of the run config (default 1)")
     ap.add_argument("--no-label-study", dest="label_study", action="store_false",
@@ -411,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     epoch_norm = () if a.epoch_norm in (None, "none") else tuple(m.strip() for m in a.epoch_norm.split(",") if m.strip())
     try:
         make_model(Path(a.out), Path(a.work), rc, a.subjects, a.two_night_subjects, a.hours, a.workers,
-                   a.label_study, epoch_norm, a.randomize)
+                   a.label_study, epoch_norm, a.randomize, a.late_start)
     except (ValueError, FileNotFoundError) as e:
         print(f"make model: error: {e}", file=sys.stderr)
         return 2

@@ -244,6 +244,25 @@ def test_write_night_read_back_by_mne(tmp_path):
     assert ap.sum() + hy.sum() > 0
 
 
+def test_a_recording_started_mid_night_is_the_same_night_from_there(apneic):
+    """``starting_at``: every channel, stage, event and R peak shifted to the new start, nothing
+    invented; events running across the start keep their part after it."""
+    first = 37
+    late = apneic.starting_at(first)
+    t0 = first * 30.0
+    assert np.array_equal(late.stages, apneic.stages[first:]) and late.duration == apneic.duration - t0
+    for a, b in zip(apneic.signals, late.signals):
+        assert b.rate == a.rate and np.array_equal(b.data, a.data[int(t0 * a.rate):])
+    assert late.events and all(e.onset >= 0 for e in late.events)
+    kept = [e for e in apneic.events if e.onset >= t0]
+    assert [(round(e.onset - t0, 2), e.type) for e in kept] == [(e.onset, e.type) for e in late.events][-len(kept):]
+    across = [e for e in apneic.events if e.onset < t0 < e.end]
+    assert len(late.events) == len(kept) + len(across)
+    assert np.allclose(late.r_peaks, apneic.r_peaks[apneic.r_peaks >= t0] - t0)
+    with pytest.raises(ValueError, match="outside"):
+        apneic.starting_at(apneic.stages.size)
+
+
 def test_heart_rate_slows_in_apnea_and_rises_after(apneic):
     rr_t = apneic.r_peaks[1:]
     hr = 60.0 / np.diff(apneic.r_peaks)

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -90,6 +90,27 @@ class SyntheticNight:
     def ahi(self) -> float | None:
         """Apneas + hypopneas per hour of sleep (None: no sleep)."""
         return events_per_hour(len(self.resp_events()), sleep_hours(self.stages, EPOCH_S))
+
+    def starting_at(self, epoch: int) -> SyntheticNight:
+        """The recording as it would be had it been started at ``epoch`` (a mid-night start: a
+        monitor switched on, or a recording cut, while the sleeper is in any stage).
+
+        Signals are cut at ``epoch * 30`` s; stages, events, lead-offs and R peaks are shifted to
+        the new start (an event or lead-off running across it keeps its part after it; events
+        that ended before it are dropped). The sleeper and their physiology are unchanged.
+
+        Args:
+            epoch: first epoch kept, 0 <= epoch < number of epochs.
+        """
+        if not 0 <= epoch < self.stages.size:
+            raise ValueError(f"start epoch {epoch} is outside the night's {self.stages.size} epochs")
+        t0 = epoch * float(EPOCH_S)
+        signals = [replace(s, data=s.data[int(round(t0 * s.rate)):]) for s in self.signals]
+        events = [RespEvent(round(max(e.onset, t0) - t0, 2), round(e.end - max(e.onset, t0), 2), e.type)
+                  for e in self.events if e.end > t0]
+        lead_off = [LeadOff(lo.label, max(lo.start, t0) - t0, lo.stop - t0) for lo in self.lead_off if lo.stop > t0]
+        return SyntheticNight(signals, self.stages[epoch:].copy(), events, self.subject, self.seed, lead_off,
+                              self.r_peaks[self.r_peaks >= t0] - t0)
 
     def scoring(self) -> NightAnnotations:
         """The ground truth as a ``NightAnnotations``."""
