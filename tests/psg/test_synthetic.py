@@ -401,3 +401,23 @@ def test_cardiac_and_eog_randomisation_change_how_the_lab_records_not_the_sleepe
     draws = [SubjectParams.draw(np.random.default_rng(s), randomize=True) for s in range(60)]
     assert {50.0, 512.0} <= {s.ecg_rate for s in draws}
     assert min(s.hr_stage_gain for s in draws) < 0.2 and max(s.hr_stage_gain for s in draws) > 1.2
+
+
+def test_slow_waves_reach_up_to_delta_hi_hz():
+    """``delta_hi_hz`` moves N3's slow-wave power from 0.5-2 Hz up into 2-4 Hz (the real excerpts'
+    2-4 Hz share is higher than the 2-Hz-edge generator's); the stage's delta amplitude stays, and
+    wake (little delta) barely changes; the draws spread over 2-4 Hz."""
+    stages = np.repeat(np.array([0, 3], dtype=np.int8), 10)
+    base = dataclasses.replace(SubjectParams(), ahi=0.0, arousal_per_h=0.0)
+    low = synthesize_night(9, 0, subject=base, stages=stages, artifacts=False)
+    high = synthesize_night(9, 0, subject=dataclasses.replace(base, delta_hi_hz=4.0), stages=stages,
+                            artifacts=False)
+    n3 = stages == 3
+    share = lambda night: np.divide(*_band(night, "EEG C4-M1", 2.0, 4.0))[n3].mean()  # noqa: E731
+    assert share(high) > 1.5 * share(low)
+    rms = lambda night: _epochs(night, "EEG C4-M1")[0][n3].std()  # noqa: E731
+    assert 0.85 < rms(high) / rms(low) < 1.15
+    wake = lambda night: _epochs(night, "EEG C4-M1")[0][~n3][2:8]  # noqa: E731
+    assert np.corrcoef(wake(high).ravel(), wake(low).ravel())[0, 1] > 0.9
+    hi = [SubjectParams.draw(np.random.default_rng(s), randomize=True).delta_hi_hz for s in range(40)]
+    assert min(hi) < 2.3 and max(hi) > 3.7 and SubjectParams.draw(np.random.default_rng(1)).delta_hi_hz == 2.0

@@ -27,7 +27,7 @@ from synthsleep.psg.synthetic.util import (
 
 EEG_FS = 256.0
 EMG_FS = 512.0
-DELTA_BAND = (0.5, 2.0)  # Hz, slow-wave activity (N2 light, N3 deep)
+DELTA_LOW_HZ = 0.5  # slow-wave activity (N2 light, N3 deep) from here to ``SubjectParams.delta_hi_hz``
 THETA_BAND = (4.0, 7.0)  # Hz
 
 
@@ -100,7 +100,7 @@ def render_eeg(rng: np.random.Generator, track: FeatureTrack, subject: SubjectPa
     del beta, arousal
     slow = shaped_noise(rng, n, fs, band_gain(*THETA_BAND, 3.0))[0]
     slow *= _env(track["theta"], n, fs) * subject.theta_uv
-    delta = shaped_noise(rng, n, fs, band_gain(*DELTA_BAND, 3.0))[0]
+    delta = shaped_noise(rng, n, fs, band_gain(DELTA_LOW_HZ, subject.delta_hi_hz, 3.0))[0]
     delta *= _env(track["delta"], n, fs) * subject.delta_n3_uv
     slow += delta
     del delta

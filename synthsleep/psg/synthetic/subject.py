@@ -15,7 +15,7 @@ _AHI_CLASSES = ((0.0, 5.0, 0.35), (5.0, 15.0, 0.25), (15.0, 30.0, 0.2), (30.0, 6
 # sleeper, not the sleeper (they leave the per-subject stage-feature gains alone);
 # ``draw(randomize=True)`` sets them and widens ``eye_leak``.
 DOMAIN_FIELDS = ("bg_exponent", "bg_knee_hz", "muscle_uv", "eeg_rate", "eeg_sign", "ecg_rate", "ecg_qrs_width",
-                 "ecg_t_ratio", "ecg_noise_uv", "hr_stage_gain", "rsa_gain", "eog_frontal")
+                 "ecg_t_ratio", "ecg_noise_uv", "hr_stage_gain", "rsa_gain", "eog_frontal", "delta_hi_hz")
 #: native EEG/EOG amplifier rates (Hz) drawn by ``draw(randomize=True)``, and how often: from the
 #: 50-Hz DREAMS PSG and 100-Hz Sleep-EDF to 200/256-Hz clinical systems
 EEG_RATES = ((50.0, 0.1), (100.0, 0.25), (128.0, 0.15), (200.0, 0.25), (256.0, 0.25))
@@ -72,6 +72,7 @@ class SubjectParams:
     hr_stage_gain: float = 1.0  # multiplies how far each stage moves the heart rate from N2's
     rsa_gain: float = 1.0  # multiplies the respiratory sinus arrhythmia (bpm)
     eog_frontal: float = 1.0  # multiplies the frontal EEG that the EOG leads pick up
+    delta_hi_hz: float = 2.0  # upper edge of the slow-wave (delta) band, Hz; its lower edge is 0.5
 
     def to_dict(self) -> dict[str, float]:
         """JSON-able dict."""
@@ -98,7 +99,8 @@ class SubjectParams:
             randomize: also draw the domain-randomisation fields (1/f slope and the knee above
                 which it steepens, scalp-muscle contamination, a wider eye-movement leak, the
                 native EEG/EOG rate and the EEG polarity, the ECG's rate, morphology and noise,
-                how strongly stage moves the heart rate, the frontal EEG in the EOG: what
+                how strongly stage moves the heart rate, the frontal EEG in the EOG, how high
+                the slow waves reach (2-4 Hz): what
                 differs between labs, derivations and people more than between stages;
                 ``make model --domain-randomisation``). Drawn after all others, so ``False`` (the
                 default, what the bundled model was trained on) gives the same subjects without them.
@@ -172,4 +174,8 @@ class SubjectParams:
             hr_stage_gain=float(rng.uniform(0.0, 1.5)),
             rsa_gain=float(ln(0.0, 0.5)),
             eog_frontal=float(rng.uniform(1.0, 2.5)),
+            # slow waves up to 4 Hz: the real excerpts' 2-4 Hz share of 0.5-24 Hz power is
+            # 0.10-0.36 (10th-90th percentile over all their epochs, no label read), the
+            # generator's sleep with a 2-Hz edge 0.11-0.23
+            delta_hi_hz=float(rng.uniform(2.0, 4.0)),
         )
