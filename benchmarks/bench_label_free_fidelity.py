@@ -25,10 +25,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from bench_real_transfer import DREAMS, read_excerpt  # noqa: E402
 from scipy.signal import welch  # noqa: E402
 
-DREAMS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "dreams"
-TEXT_RATES = {1: 100.0, 3: 50.0}  # the others are 200 Hz (README of the data folder)
 BANDS = ((0.5, 2.0), (2.0, 4.0), (4.0, 8.0), (8.0, 12.0), (12.0, 16.0), (16.0, 24.0))
 NAMES = ("log10 power", *(f"share {lo:g}-{hi:g} Hz" for lo, hi in BANDS), "slope 2-24 Hz")
 SEED = 4242  # subjects no training run draws
@@ -50,12 +49,7 @@ def epoch_features(x: np.ndarray, fs: float) -> np.ndarray:
 
 
 def real_features(dreams: Path) -> np.ndarray:
-    rows = []
-    for k in range(1, 9):
-        lines = (dreams / f"excerpt{k}.txt").read_text().split("\n")
-        x = np.array([float(v) for v in lines[1:] if v.strip()])
-        rows.append(epoch_features(x, TEXT_RATES.get(k, 200.0)))
-    return np.concatenate(rows)
+    return np.concatenate([epoch_features(x, fs) for _, fs, x in (read_excerpt(dreams, k) for k in range(1, 9))])
 
 
 def synthetic_features(randomize: bool, nights: int, hours: float) -> np.ndarray:

@@ -43,6 +43,12 @@ TEXT_RATES = {1: 100.0, 3: 50.0}  # the others are 200 Hz (README of the data fo
 SYNTH_SEED = 9999  # subjects no training run draws (make_model draws seed 0)
 
 
+def read_excerpt(dreams: Path, k: int) -> tuple[str, float, np.ndarray]:
+    """Single-EEG text excerpt ``k`` (1-8): (channel label, rate Hz, samples in uV)."""
+    lines = (dreams / f"excerpt{k}.txt").read_text().split("\n")
+    return lines[0].strip().strip("[]"), TEXT_RATES.get(k, 200.0), np.array([float(v) for v in lines[1:] if v.strip()])
+
+
 def excerpt_edfs(dreams: Path, work: Path) -> list[tuple[Path, np.ndarray]]:
     """The 8 single-EEG text excerpts written as EDF, with their expert stages per 30-s epoch."""
     from synthsleep.psg.annotations import epoch_labels, load_scoring
@@ -50,10 +56,7 @@ def excerpt_edfs(dreams: Path, work: Path) -> list[tuple[Path, np.ndarray]]:
 
     out = []
     for k in range(1, 9):
-        lines = (dreams / f"excerpt{k}.txt").read_text().split("\n")
-        label = lines[0].strip().strip("[]")
-        x = np.array([float(v) for v in lines[1:] if v.strip()])
-        fs = TEXT_RATES.get(k, 200.0)
+        label, fs, x = read_excerpt(dreams, k)
         path = write_edf(work / f"excerpt{k}.edf", [Signal(label, fs, x)])
         stages, _, _ = epoch_labels(load_scoring(dreams / f"Hypnogram_excerpt{k}.txt"), int(len(x) / fs // 30))
         out.append((path, stages))
