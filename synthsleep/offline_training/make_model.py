@@ -5,6 +5,8 @@
 Stages (each timed; a summary table is printed at the end and stored in eval_report.json):
 
 1. synthesise nights (``--subjects`` sleepers, some with two nights, ``--hours`` each) as EDF+;
+   ``--late-start P``: that fraction recorded from a random point of the night; ``--subject
+   FIELD=VALUE`` pins a sleeper field for all;
 2. prepare them into Parquet shards (subject-level train/val/test split);
 3. pretrain one NeuroNet per modality (short, time-boxed by the run config);
 4. pretrain the SynthSleepNet fusion, initialised from the unimodal encoders;
@@ -20,7 +22,7 @@ Stages (each timed; a summary table is printed at the end and stored in eval_rep
    skips it).
 Designed to finish in under 45 minutes on 2 CPU cores with the defaults.
 
-Why one module (~410 lines): it is one script, the pipeline in order; each stage calls the job
+Why one module (~480 lines): it is one script, the pipeline in order; each stage calls the job
 modules (prepare, pretrain, finetune, evaluate, export) and only the glue lives here.
 """
 
@@ -86,11 +88,13 @@ def _night_file(s: int, k: int, skip_h: float) -> str:
     return f"synth-s{s:03d}-n{k}{'late' if skip_h else ''}.edf"
 
 
-def _synth_one(job: tuple[int, int, float, float, str, int, bool]) -> str:
+def _synth_one(job: tuple[int, int, float, float, str, int, bool, dict[str, float]]) -> str:
+    from dataclasses import replace
+
     from synthsleep.psg.synthetic import SubjectParams, synthesize_night, write_night
 
-    s, k, hours, skip_h, out, seed, randomize = job
-    subj = SubjectParams.draw(np.random.default_rng([seed, s, 0x5B]), None, randomize=randomize)
+    s, k, hours, skip_h, out, seed, randomize, pinned = job
+    subj = replace(SubjectParams.draw(np.random.default_rng([seed, s, 0x5B]), None, randomize=randomize), **pinned)
     night = synthesize_night(seed=seed * 100_000 + s * 100 + k, hours=hours + skip_h, subject=subj)
     if skip_h:
         night = night.starting_at(int(skip_h * 3600 // 30))
@@ -100,7 +104,8 @@ def _synth_one(job: tuple[int, int, float, float, str, int, bool]) -> str:
 
 
 def synthesise(out: Path, subjects: int, two_night_subjects: int, hours: float, seed: int,
-               workers: int, randomize: bool = False, late_start: float = 0.0) -> int:
+               workers: int, randomize: bool = False, late_start: float = 0.0,
+               pinned: dict[str, float] | None = None) -> int:
     """EDF+ nights ``synth-s<S>-n<K>.edf``; returns the number written (existing files kept).
 
     Args:
@@ -109,6 +114,8 @@ def synthesise(out: Path, subjects: int, two_night_subjects: int, hours: float, 
             half of it) instead of lights-off, still ``hours`` long: the recording, and so the
             causal normaliser, starts in whatever stage the sleeper is in, as a monitor switched
             on mid-night or a real excerpt does (``-n<K>late.edf``).
+        pinned: subject fields set to these values after the draw (``--subject FIELD=VALUE``),
+            e.g. ``delta_hi_hz=2`` to keep a domain field at its unrandomised value.
     """
     out.mkdir(parents=True, exist_ok=True)
     jobs = []
@@ -116,7 +123,7 @@ def synthesise(out: Path, subjects: int, two_night_subjects: int, hours: float, 
         for k in range(2 if s < two_night_subjects else 1):
             rng = np.random.default_rng([seed, s, k, 0x1A7E])
             skip_h = float(rng.uniform(LATE_START_MIN_H, hours / 2)) if rng.random() < late_start else 0.0
-            jobs.append((s, k, hours, skip_h, str(out), seed, randomize))
+            jobs.append((s, k, hours, skip_h, str(out), seed, randomize, dict(pinned or {})))
     todo = [j for j in jobs if not (out / _night_file(j[0], j[1], j[3])).exists()]
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -234,12 +241,13 @@ def _finetune_cfg(rc: RunConfig, budget_scale: float) -> RunConfig:
 
 def make_model(out: Path, work: Path, rc: RunConfig, subjects: int, two_night: int, hours: float,
                workers: int, label_study: bool, epoch_norm: tuple[str, ...] | None = None,
-               randomize: bool = False, late_start: float = 0.0) -> dict[str, Any]:
+               randomize: bool = False, late_start: float = 0.0,
+               pinned: dict[str, float] | None = None) -> dict[str, Any]:
     timer = Timer()
     seed = rc.seed
     nights_dir, shards = work / "nights", work / "shards"
     n_nights = timer.run("synthesise nights", synthesise, nights_dir, subjects, two_night, hours, seed, workers,
-                         randomize, late_start)
+                         randomize, late_start, pinned)
 
     from synthsleep.psg.preprocess import PreprocessParams
 
@@ -279,7 +287,7 @@ def make_model(out: Path, work: Path, rc: RunConfig, subjects: int, two_night: i
     fingerprint = {f["night"]: f["sha256"] for f in man.ok_files}
     provenance = {
         "data": "synthetic nights (synthsleep.psg.synthetic)", "nights": n_nights,
-        "domain_randomisation": randomize, "late_start": late_start,
+        "domain_randomisation": randomize, "late_start": late_start, "subject_fields_pinned": dict(pinned or {}),
         "data_fingerprint": _fingerprint(fingerprint), "split": man.split,
         "run_config": rc.to_dict(), "metrics": {"test_carried": short_metrics(test["carried"]),
                                                  f"test_window{window}": short_metrics(test[f"window{window}"]),
@@ -399,6 +407,26 @@ def _print_metrics(test: dict[str, Any], window: int, onnx_rep: dict[str, Any]) 
               f"{f(m['apnea_f1']):>7}{f(m['hypopnea_f1']):>7}{f(m['ahi_mae']):>9}")
 
 
+def parse_pinned(items: list[str]) -> dict[str, float]:
+    """``["delta_hi_hz=2", ...]`` -> {field: value}; an unknown field or a bad value is a
+    ``ValueError`` naming it."""
+    from dataclasses import fields
+
+    from synthsleep.psg.synthetic import SubjectParams
+
+    known = {f.name for f in fields(SubjectParams)}
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name.strip() not in known:
+            raise ValueError(f"--subject {item!r}: want FIELD=VALUE with FIELD one of {', '.join(sorted(known))}")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--subject {item!r}: {value!r} is not a number") from None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m synthsleep.offline_training.make_model",
                                  description="synthesise, prepare, pretrain, fine-tune, evaluate and "
@@ -423,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--late-start", type=float, default=0.0, metavar="P",
                     help="fraction of nights recorded from a random point of the night instead of "
                          "lights-off (the normaliser then starts in any stage; default 0)")
+    ap.add_argument("--subject", dest="pinned", action="append", default=[], metavar="FIELD=VALUE",
+                    help="set this SubjectParams field for every synthetic subject (repeatable), e.g. "
+                         "delta_hi_hz=2 keeps slow waves below 2 Hz as the bundled model's recipe does")
     ap.add_argument("--budget-scale", type=float, default=1.0,
                     help="multiply every time budget of the run config (default 1)")
     ap.add_argument("--no-label-study", dest="label_study", action="store_false",
@@ -433,10 +464,15 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     rc = _finetune_cfg(load_run_config(a.config, a.overrides), a.budget_scale)
     setup_threads(rc.threads or min(2, os.cpu_count() or 1))
+    try:
+        pinned = parse_pinned(a.pinned)
+    except ValueError as e:
+        print(f"make model: error: {e}", file=sys.stderr)
+        return 2
     epoch_norm = () if a.epoch_norm in (None, "none") else tuple(m.strip() for m in a.epoch_norm.split(",") if m.strip())
     try:
         make_model(Path(a.out), Path(a.work), rc, a.subjects, a.two_night_subjects, a.hours, a.workers,
-                   a.label_study, epoch_norm, a.randomize, a.late_start)
+                   a.label_study, epoch_norm, a.randomize, a.late_start, pinned)
     except (ValueError, FileNotFoundError) as e:
         print(f"make model: error: {e}", file=sys.stderr)
         return 2

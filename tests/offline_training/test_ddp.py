@@ -39,7 +39,7 @@ RUNNER = textwrap.dedent('''
     shards, out, ov = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     di, device = init_distributed("cpu")
     finetune(shards, out, load_run_config(None, ov), di=di, device=device)
-    print("rank", di.rank, "of", di.world, "done")
+    sys.stdout.write(f"rank {di.rank} of {di.world} done\\n")  # one write: the ranks share the pipe
     shutdown_distributed()
 ''')
 

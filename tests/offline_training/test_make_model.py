@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from synthsleep.offline_training.make_model import synthesise
 from synthsleep.offline_training.prepare import subject_night_ids
@@ -37,3 +38,21 @@ def test_late_started_nights_are_as_long_but_begin_mid_night(tmp_path):
     # ... and is the same sleeper's night recorded from later: its signals are not the plain ones
     assert not np.array_equal(open_recording(plain_files[0]).read("EEG C4-M1")[:3000],
                               open_recording(late_files[0]).read("EEG C4-M1")[:3000])
+
+
+def test_pinned_subject_fields_reach_the_nights_and_bad_ones_are_named(tmp_path):
+    from synthsleep.offline_training.make_model import parse_pinned
+
+    def eeg_rate(folder):
+        rec = open_recording(next(folder.glob("*.edf")))
+        return next(c.rate for c in rec.channels if c.label == "EEG C4-M1")
+
+    # the randomised draw picks a native EEG rate per subject; pinned, every subject has this one
+    for rate in (100.0, 200.0):
+        out = tmp_path / f"r{rate:g}"
+        synthesise(out, 1, 0, 0.1, seed=3, workers=1, randomize=True,
+                   pinned=parse_pinned([f"eeg_rate={rate:g}", "delta_hi_hz=2"]))
+        assert eeg_rate(out) == rate
+    for bad, what in (("delta_hi=2", "FIELD=VALUE"), ("delta_hi_hz", "FIELD=VALUE"), ("delta_hi_hz=x", "not a number")):
+        with pytest.raises(ValueError, match=what):
+            parse_pinned([bad])
