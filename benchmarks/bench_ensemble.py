@@ -21,14 +21,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-from bench_real_transfer import DREAMS, excerpt_edfs, synthetic_nights  # noqa: E402
-
-
-def accuracy(pred: np.ndarray, ref: np.ndarray) -> float:
-    n = min(len(pred), len(ref))
-    ref = np.asarray(ref[:n], int)
-    keep = ref >= 0
-    return float((pred[:n][keep] == ref[keep]).mean())
+from bench_real_transfer import DREAMS, accuracy, excerpt_edfs, synthetic_nights  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,8 +85,16 @@ def agreement(model: Path, edf: Path, truth: np.ndarray) -> Scored:
     ours, ref = ours[:n], np.asarray(truth[:n], int)
     keep = ref >= 0
     a = stage_agreement(ours, ref)
-    return Scored(float((ours[keep] == ref[keep]).mean()), a.kappa if a else float("nan"),
-                  float((ours[keep] >= 0).mean()))
+    return Scored(accuracy(ours, ref), a.kappa if a else float("nan"), float((ours[keep] >= 0).mean()))
+
+
+def accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Fraction of the scored reference epochs (truth >= 0) where ``pred`` agrees, over the
+    length both cover; a prediction of -1 (``unknown``) counts as wrong."""
+    n = min(len(pred), len(truth))
+    ref = np.asarray(truth[:n], int)
+    keep = ref >= 0
+    return float((np.asarray(pred[:n])[keep] == ref[keep]).mean())
 
 
 def synthetic_nights(work: Path, randomize: bool, per_length: int, late: bool = False
@@ -104,8 +112,8 @@ def synthetic_nights(work: Path, randomize: bool, per_length: int, late: bool = 
     out = []
     for i, hours in enumerate((4.0,) if late else (1.0, 4.0, 8.0)):
         nights = []
+        i_seed = 3 + i if late else i  # other subjects than the lights-off nights
         for j in range(per_length):
-            i_seed = 3 + i if late else i  # other subjects than the lights-off nights
             subj = SubjectParams.draw(np.random.default_rng([SYNTH_SEED, i_seed, j]), None, randomize=randomize)
             skip = int(np.random.default_rng([SYNTH_SEED, i_seed, j, 1]).integers(120, 361)) if late else 0
             night = synthesize_night(seed=SYNTH_SEED * 100 + 10 * i_seed + j, hours=hours + skip / 120, subject=subj)
