@@ -1,4 +1,4 @@
-"""Does the synthetic EEG look like the real EEG? Judged without reading a single real label.
+"""Do the synthetic EEG and EOG look like the real ones? Judged without reading a single real label.
 
     python benchmarks/bench_label_free_fidelity.py [--nights 4] [--hours 3]
 
@@ -13,7 +13,13 @@ mean |difference| of the three percentiles over the real 10-90 % range (0 = same
 the model trains on a distribution the real recordings leave). A generator change whose gaps
 shrink brings the training data nearer the real data without any label; this is how
 ``delta_hi_hz`` was found (real 2-4 Hz share 0.10/0.22/0.36, the 2-Hz-edge generator 0.11/0.17/0.23).
-Needs ../shared/data/real/dreams; prints one table.
+
+The EOG table does the same for the one real recording with EOG leads, ``excerpt3.edf`` (E1-A1 and
+E2-A1 at 50 Hz, every epoch, no hypnogram read) against the synthetic E1-M2 and E2-M2 of sleep
+epochs, with two more features: each epoch's correlation between the two leads and between E1 and
+the central EEG. This is how ``eog_central`` and ``eog_noise_uv`` were found (real EOG 8-12 Hz share
+0.023/0.061/0.133, the generator's 0.005/0.016/0.05; E1 vs C3-A1 correlation -0.30, generator +0.5).
+Needs ../shared/data/real/dreams; prints two tables.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from scipy.signal import welch  # noqa: E402
 
 BANDS = ((0.5, 2.0), (2.0, 4.0), (4.0, 8.0), (8.0, 12.0), (12.0, 16.0), (16.0, 24.0))
 NAMES = ("log10 power", *(f"share {lo:g}-{hi:g} Hz" for lo, hi in BANDS), "slope 2-24 Hz")
+EOG_NAMES = (*NAMES, "corr E1 vs E2", "corr E1 vs EEG")
+REAL_EOG = ("EOG1-A1", "EOG2-A1", "C3-A1")  # excerpt3.edf: the two EOG leads and the central EEG
 SEED = 4242  # subjects no training run draws
 
 
@@ -48,24 +56,70 @@ def epoch_features(x: np.ndarray, fs: float) -> np.ndarray:
     return out[np.isfinite(out).all(1) & (total > 0)]
 
 
+def epoch_correlation(a: np.ndarray, b: np.ndarray, fs: float) -> np.ndarray:
+    """[n_epochs] Pearson correlation of ``a`` and ``b`` over each 30-s epoch (NaN where either is)."""
+    n = int(30 * fs)
+    k = min(a.size, b.size) // n
+    x, y = (v[: k * n].reshape(k, n) for v in (a, b))
+    x, y = x - x.mean(1, keepdims=True), y - y.mean(1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (x * y).sum(1) / np.sqrt((x * x).sum(1) * (y * y).sum(1))
+
+
+def eog_features(e1: np.ndarray, e2: np.ndarray, eeg: np.ndarray, fs: float) -> np.ndarray:
+    """[2 x n_epochs, 10]: ``epoch_features`` of each lead, with the E1-E2 and E1-EEG correlation of
+    the epoch appended (both leads' rows carry them); rows with a non-finite value are dropped."""
+    n = min(x.size for x in (e1, e2, eeg)) // int(30 * fs)
+    c = np.c_[epoch_correlation(e1, e2, fs), epoch_correlation(e1, eeg, fs)][:n]
+    rows = [np.c_[_all_epoch_features(x, fs)[:n], c] for x in (e1, e2)]
+    out = np.concatenate(rows)
+    return out[np.isfinite(out).all(1)]
+
+
+def _all_epoch_features(x: np.ndarray, fs: float) -> np.ndarray:
+    """``epoch_features`` with every epoch kept (NaN rows where it would drop one)."""
+    n = int(30 * fs)
+    k = x.size // n
+    out = np.full((k, len(NAMES)), np.nan)
+    for i in range(k):
+        f = epoch_features(x[i * n:(i + 1) * n], fs)
+        if len(f):
+            out[i] = f[0]
+    return out
+
+
 def real_features(dreams: Path) -> np.ndarray:
     return np.concatenate([epoch_features(x, fs) for _, fs, x in (read_excerpt(dreams, k) for k in range(1, 9))])
 
 
-def synthetic_features(randomize: bool, nights: int, hours: float) -> np.ndarray:
+def real_eog_features(dreams: Path) -> np.ndarray:
+    from synthsleep.psg.recording import open_recording
+
+    with open_recording(dreams / "excerpt3.edf") as rec:
+        fs = rec.channel(REAL_EOG[0]).rate
+        return eog_features(*(rec.read(label) for label in REAL_EOG), fs)
+
+
+def synthetic_features(randomize: bool, nights: int, hours: float) -> tuple[np.ndarray, np.ndarray]:
+    """(EEG features [n, 8], EOG features [m, 10]) of the sleep epochs of held-out synthetic nights."""
     from synthsleep.psg.synthetic import SubjectParams, synthesize_night
 
-    rows = []
+    eeg_rows, eog_rows = [], []
     for j in range(nights):
         subject = SubjectParams.draw(np.random.default_rng([SEED, j]), None, randomize=randomize)
         night = synthesize_night(seed=SEED * 10 + j, hours=hours, subject=subject)
         eeg = night.signal("EEG C4-M1")
-        x = np.asarray(eeg.data, float)
         n = int(30 * eeg.rate)
-        asleep = np.repeat(np.asarray(night.stages) > 0, n)[: x.size]
-        x = np.where(asleep, x, np.nan)  # wake epochs drop out as non-finite
-        rows.append(epoch_features(x, eeg.rate))
-    return np.concatenate(rows)
+        asleep = np.repeat(np.asarray(night.stages) > 0, n)
+
+        def sleep_only(label: str) -> np.ndarray:  # wake epochs drop out as non-finite
+            x = np.asarray(night.signal(label).data, float)
+            return np.where(asleep[: x.size], x, np.nan)
+
+        x = sleep_only("EEG C4-M1")
+        eeg_rows.append(epoch_features(x, eeg.rate))
+        eog_rows.append(eog_features(sleep_only("EOG E1-M2"), sleep_only("EOG E2-M2"), x, eeg.rate))
+    return np.concatenate(eeg_rows), np.concatenate(eog_rows)
 
 
 def gap(real: np.ndarray, synth: np.ndarray) -> float:
@@ -82,22 +136,31 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.dreams / "excerpt1.txt").exists():
         print(f"no DREAMS data at {args.dreams}: nothing to measure")
         return 0
-    real = real_features(args.dreams)
     synth = {kind: synthetic_features(kind == "randomised", args.nights, args.hours)
              for kind in ("plain", "randomised")}
-    print(f"real: {len(real)} epochs of 8 DREAMS excerpts (all, unlabelled); synthetic: "
-          + ", ".join(f"{k} {len(v)} sleep epochs" for k, v in synth.items()))
+    real = real_features(args.dreams)
+    print(f"EEG. real: {len(real)} epochs of 8 DREAMS excerpts (all, unlabelled); synthetic: "
+          + ", ".join(f"{k} {len(v[0])} sleep epochs" for k, v in synth.items()))
+    print_table(NAMES, real, {k: v[0] for k, v in synth.items()})
+    real_eog = real_eog_features(args.dreams)
+    print(f"\nEOG. real: {len(real_eog)} lead-epochs of excerpt3.edf (E1-A1, E2-A1; unlabelled); synthetic: "
+          + ", ".join(f"{k} {len(v[1])} sleep lead-epochs" for k, v in synth.items()))
+    print_table(EOG_NAMES, real_eog, {k: v[1] for k, v in synth.items()})
+    return 0
+
+
+def print_table(names: tuple[str, ...], real: np.ndarray, synth: dict[str, np.ndarray]) -> None:
+    """One row per feature: real and synthetic 10/50/90th percentiles and the gap; then the mean gap."""
     print(f"\n{'feature':18s} {'real p10/p50/p90':>24s}   " + "   ".join(f"{k + ' p10/p50/p90':>26s}  gap" for k in synth))
     fmt = lambda a: "/".join(f"{v:.3f}" for v in np.percentile(a, [10, 50, 90]))  # noqa: E731
     gaps: dict[str, list[float]] = {k: [] for k in synth}
-    for i, name in enumerate(NAMES):
+    for i, name in enumerate(names):
         cells = []
         for k, s in synth.items():
             gaps[k].append(gap(real[:, i], s[:, i]))
             cells.append(f"{fmt(s[:, i]):>26s} {gaps[k][-1]:4.2f}")
         print(f"{name:18s} {fmt(real[:, i]):>24s}   " + "   ".join(cells))
     print(f"{'mean gap':18s} {'':>24s}   " + "   ".join(f"{'':>26s} {np.mean(g):4.2f}" for g in gaps.values()))
-    return 0
 
 
 if __name__ == "__main__":

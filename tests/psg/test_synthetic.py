@@ -421,3 +421,32 @@ def test_slow_waves_reach_up_to_delta_hi_hz():
     assert np.corrcoef(wake(high).ravel(), wake(low).ravel())[0, 1] > 0.9
     hi = [SubjectParams.draw(np.random.default_rng(s), randomize=True).delta_hi_hz for s in range(40)]
     assert min(hi) < 2.3 and max(hi) > 3.7 and SubjectParams.draw(np.random.default_rng(1)).delta_hi_hz == 2.0
+
+
+def test_eog_leads_can_carry_the_central_eeg_and_their_own_fast_activity():
+    """``eog_central`` adds the whole central EEG to both EOG leads with its sign (the real E1-A1 of
+    DREAMS excerpt3 correlates negatively with C3-A1); ``eog_noise_uv`` raises the leads' 8-16 Hz
+    share in sleep, where the generator's EOG had almost none. At 0 (the default) the night is the
+    same to the bit, and the EEG never changes."""
+    stages = np.repeat(np.array([0, 2], dtype=np.int8), 10)
+    base = dataclasses.replace(SubjectParams(), ahi=0.0, arousal_per_h=0.0)
+    plain = synthesize_night(9, 0, subject=base, stages=stages, artifacts=False)
+    again = synthesize_night(9, 0, subject=dataclasses.replace(base, eog_central=0.0, eog_noise_uv=0.0),
+                             stages=stages, artifacts=False)
+    for label in ("EOG E1-M2", "EOG E2-M2", "EEG C4-M1"):
+        np.testing.assert_array_equal(again.signal(label).data, plain.signal(label).data)
+    eeg = plain.signal("EEG C4-M1").data.astype(float)
+    corr = lambda night: np.corrcoef(night.signal("EOG E1-M2").data.astype(float), eeg)[0, 1]  # noqa: E731
+    neg = synthesize_night(9, 0, subject=dataclasses.replace(base, eog_central=-1.0), stages=stages, artifacts=False)
+    pos = synthesize_night(9, 0, subject=dataclasses.replace(base, eog_central=1.0), stages=stages, artifacts=False)
+    assert corr(neg) < 0 < corr(plain) < corr(pos)
+    fast = synthesize_night(9, 0, subject=dataclasses.replace(base, eog_noise_uv=15.0), stages=stages, artifacts=False)
+    n2 = stages == 2
+    share = lambda night: np.divide(*_band(night, "EOG E2-M2", 8.0, 16.0))[n2].mean()  # noqa: E731
+    assert share(fast) > 3 * share(plain)
+    for night in (neg, fast):
+        np.testing.assert_array_equal(night.signal("EEG C4-M1").data, plain.signal("EEG C4-M1").data)
+    draws = [SubjectParams.draw(np.random.default_rng(s), randomize=True) for s in range(40)]
+    assert min(d.eog_central for d in draws) < -0.7 and max(d.eog_central for d in draws) > 0.7
+    assert any(d.eog_noise_uv == 0 for d in draws) and max(d.eog_noise_uv for d in draws) > 15
+    assert SubjectParams.draw(np.random.default_rng(1)).eog_noise_uv == 0.0

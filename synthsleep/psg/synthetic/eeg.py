@@ -132,8 +132,10 @@ def render_eeg(rng: np.random.Generator, track: FeatureTrack, subject: SubjectPa
 
 
 def render_eog(rng: np.random.Generator, track: FeatureTrack, subject: SubjectParams, frontal: np.ndarray,
-               fs: float = EEG_FS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """E1-M2 and E2-M2: eye movements in opposite phase plus in-phase frontal EEG.
+               central: np.ndarray, fs: float = EEG_FS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """E1-M2 and E2-M2: eye movements in opposite phase plus in-phase frontal EEG; for domain
+    randomisation also ``subject.eog_central`` x the whole central EEG ``central`` [n] (uV) and
+    each lead's own stage-independent 2-30 Hz activity (``subject.eog_noise_uv`` RMS).
 
     Returns:
         (e1 [n], e2 [n], eye [n]) float64 in uV; ``eye`` is the eye-movement potential alone
@@ -160,6 +162,13 @@ def render_eog(rng: np.random.Generator, track: FeatureTrack, subject: SubjectPa
     own = shaped_noise(rng, n, fs, pink_gain(1.0), k=2) * 4.0
     e1 = eye * rng.uniform(0.85, 1.15) + xtalk * frontal + own[0]
     e2 = -eye * rng.uniform(0.85, 1.15) + xtalk * frontal * rng.uniform(0.8, 1.2) + own[1]
+    if subject.eog_central:  # drawn after everything above: 0 leaves the leads as they were
+        e1 += subject.eog_central * central
+        e2 += subject.eog_central * rng.uniform(0.7, 1.0) * central
+    if subject.eog_noise_uv:
+        fast_own = shaped_noise(rng, n, fs, pink_gain(1.0, hp=2.0, lp=30.0), k=2)
+        e1 += subject.eog_noise_uv * fast_own[0]
+        e2 += subject.eog_noise_uv * fast_own[1]
     return e1, e2, eye
 
 

@@ -171,7 +171,7 @@ def synthesize_night(seed: int, hours: float, subject: SubjectParams | None = No
     plan = plan_night(rngs[2], stages, subject)
     track = feature_track(rngs[3], stages, subject, plan)
     c4, c3, frontal = render_eeg(rngs[4], track, subject)
-    e1, e2, eye = render_eog(rngs[5], track, subject, frontal)
+    e1, e2, eye = render_eog(rngs[5], track, subject, frontal, c4)
     del frontal
     c4 += subject.eye_leak * eye  # blinks and eye movements reach the central leads a little
     c3 += subject.eye_leak * 1.2 * eye

@@ -15,7 +15,8 @@ _AHI_CLASSES = ((0.0, 5.0, 0.35), (5.0, 15.0, 0.25), (15.0, 30.0, 0.2), (30.0, 6
 # sleeper, not the sleeper (they leave the per-subject stage-feature gains alone);
 # ``draw(randomize=True)`` sets them and widens ``eye_leak``.
 DOMAIN_FIELDS = ("bg_exponent", "bg_knee_hz", "muscle_uv", "eeg_rate", "eeg_sign", "ecg_rate", "ecg_qrs_width",
-                 "ecg_t_ratio", "ecg_noise_uv", "hr_stage_gain", "rsa_gain", "eog_frontal", "delta_hi_hz")
+                 "ecg_t_ratio", "ecg_noise_uv", "hr_stage_gain", "rsa_gain", "eog_frontal", "delta_hi_hz", "eog_central",
+                 "eog_noise_uv")
 #: native EEG/EOG amplifier rates (Hz) drawn by ``draw(randomize=True)``, and how often: from the
 #: 50-Hz DREAMS PSG and 100-Hz Sleep-EDF to 200/256-Hz clinical systems
 EEG_RATES = ((50.0, 0.1), (100.0, 0.25), (128.0, 0.15), (200.0, 0.25), (256.0, 0.25))
@@ -73,6 +74,8 @@ class SubjectParams:
     rsa_gain: float = 1.0  # multiplies the respiratory sinus arrhythmia (bpm)
     eog_frontal: float = 1.0  # multiplies the frontal EEG that the EOG leads pick up
     delta_hi_hz: float = 2.0  # upper edge of the slow-wave (delta) band, Hz; its lower edge is 0.5
+    eog_central: float = 0.0  # signed share of the whole central EEG (C4-M1) in both EOG leads
+    eog_noise_uv: float = 0.0  # RMS of 2-30 Hz (1/f^2 power) activity of each EOG lead's own (periorbital muscle, contact)
 
     def to_dict(self) -> dict[str, float]:
         """JSON-able dict."""
@@ -100,7 +103,8 @@ class SubjectParams:
                 which it steepens, scalp-muscle contamination, a wider eye-movement leak, the
                 native EEG/EOG rate and the EEG polarity, the ECG's rate, morphology and noise,
                 how strongly stage moves the heart rate, the frontal EEG in the EOG, how high
-                the slow waves reach (2-4 Hz): what
+                the slow waves reach (2-4 Hz), how much of the whole EEG and
+                of their own fast activity the EOG leads see: what
                 differs between labs, derivations and people more than between stages;
                 ``make model --domain-randomisation``). Drawn after all others, so ``False`` (the
                 default, what the bundled model was trained on) gives the same subjects without them.
@@ -178,4 +182,9 @@ class SubjectParams:
             # 0.10-0.36 (10th-90th percentile over all their epochs, no label read), the
             # generator's sleep with a 2-Hz edge 0.11-0.23
             delta_hi_hz=float(rng.uniform(2.0, 4.0)),
+            # the real EOG leads of DREAMS excerpt3 (E1-A1, E2-A1; no hypnogram read) carry EEG-like
+            # fast activity (8-12 Hz share of 0.5-24 Hz power 0.04-0.09 median, C3-A1 0.05) and
+            # correlate -0.30 / -0.14 with C3-A1; the generator's EOG 0.015 and +0.5 to +0.7
+            eog_central=float(rng.uniform(-1.0, 1.0)),
+            eog_noise_uv=float(rng.choice([0.0, 1.0], p=[0.3, 0.7]) * 12.0 * ln(0.0, 0.6)),
         )
