@@ -100,6 +100,14 @@ def real_eog_features(dreams: Path) -> np.ndarray:
         return eog_features(*(rec.read(label) for label in REAL_EOG), fs)
 
 
+def _sleep_only(night, label: str) -> np.ndarray:
+    """The channel's samples with its wake epochs set to NaN (they drop out as non-finite)."""
+    s = night.signal(label)
+    x = np.asarray(s.data, float)
+    asleep = np.repeat(np.asarray(night.stages) > 0, int(30 * s.rate))
+    return np.where(asleep[: x.size], x, np.nan)
+
+
 def synthetic_features(randomize: bool, nights: int, hours: float) -> tuple[np.ndarray, np.ndarray]:
     """(EEG features [n, 8], EOG features [m, 10]) of the sleep epochs of held-out synthetic nights."""
     from synthsleep.psg.synthetic import SubjectParams, synthesize_night
@@ -108,17 +116,10 @@ def synthetic_features(randomize: bool, nights: int, hours: float) -> tuple[np.n
     for j in range(nights):
         subject = SubjectParams.draw(np.random.default_rng([SEED, j]), None, randomize=randomize)
         night = synthesize_night(seed=SEED * 10 + j, hours=hours, subject=subject)
-        eeg = night.signal("EEG C4-M1")
-        n = int(30 * eeg.rate)
-        asleep = np.repeat(np.asarray(night.stages) > 0, n)
-
-        def sleep_only(label: str) -> np.ndarray:  # wake epochs drop out as non-finite
-            x = np.asarray(night.signal(label).data, float)
-            return np.where(asleep[: x.size], x, np.nan)
-
-        x = sleep_only("EEG C4-M1")
-        eeg_rows.append(epoch_features(x, eeg.rate))
-        eog_rows.append(eog_features(sleep_only("EOG E1-M2"), sleep_only("EOG E2-M2"), x, eeg.rate))
+        fs = night.signal("EEG C4-M1").rate
+        x, e1, e2 = (_sleep_only(night, label) for label in ("EEG C4-M1", "EOG E1-M2", "EOG E2-M2"))
+        eeg_rows.append(epoch_features(x, fs))
+        eog_rows.append(eog_features(e1, e2, x, fs))
     return np.concatenate(eeg_rows), np.concatenate(eog_rows)
 
 
