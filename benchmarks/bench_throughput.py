@@ -45,21 +45,21 @@ def _ms(seconds: float) -> str:
     return f"{1e3 * seconds:.1f} ms"
 
 
-def setup(work: Path, hours: float, seed: int) -> tuple[Path, Path, np.ndarray]:
-    """(artifact with split graphs, 8-h EDF, true stages) in ``work`` (reused when present)."""
-    from synthsleep.bed_session import BUNDLED_MODEL
+def setup_model(work: Path, source: Path) -> Path:
+    """A copy of the artifact ``source`` (``model.onnx`` beside its ``model.safetensors``) with
+    its split graphs in ``work`` (reused when present; exported from the checkpoint when the
+    artifact has none)."""
     from synthsleep.export.split import split_paths
-    from synthsleep.psg.synthetic import synthesize_night, write_night
 
     work.mkdir(parents=True, exist_ok=True)
     model = work / "model.onnx"
-    if not model.is_file() or model.read_bytes() != BUNDLED_MODEL.read_bytes():
-        shutil.copy(BUNDLED_MODEL, model)
+    if not model.is_file() or model.read_bytes() != source.read_bytes():
+        shutil.copy(source, model)
         for p in split_paths(model):
             p.unlink(missing_ok=True)
-    bundled_split = split_paths(BUNDLED_MODEL)
-    if all(p.is_file() for p in bundled_split):
-        for src, dst in zip(bundled_split, split_paths(model)):
+    source_split = split_paths(source)
+    if all(p.is_file() for p in source_split):
+        for src, dst in zip(source_split, split_paths(model)):
             shutil.copy(src, dst)
     elif not all(p.is_file() for p in split_paths(model)):
         import torch
@@ -68,15 +68,23 @@ def setup(work: Path, hours: float, seed: int) -> tuple[Path, Path, np.ndarray]:
         from synthsleep.model import load_model
 
         torch.set_num_threads(1)
-        net, cfg = load_model(BUNDLED_MODEL.with_suffix(""))
+        net, cfg = load_model(source.with_suffix(""))
         export_split(net, cfg, model, exporter="torchscript")
+    return model
+
+
+def setup_night(work: Path, hours: float, seed: int) -> tuple[Path, np.ndarray]:
+    """(EDF of a synthetic night, its true stages) in ``work`` (reused when present)."""
+    from synthsleep.psg.synthetic import synthesize_night, write_night
+
+    work.mkdir(parents=True, exist_ok=True)
     edf = work / f"night-{hours:g}h-s{seed}.edf"
     stages_path = edf.with_suffix(".stages.npy")
     if not edf.is_file() or not stages_path.is_file():
         night = synthesize_night(seed=seed, hours=hours)
         write_night(night, edf)
         np.save(stages_path, np.asarray(night.stages))
-    return model, edf, np.load(stages_path)
+    return edf, np.load(stages_path)
 
 
 def bench_score(model: Path, edf: Path, truth: np.ndarray) -> dict[str, Any]:
@@ -117,13 +125,19 @@ def bench_score(model: Path, edf: Path, truth: np.ndarray) -> dict[str, Any]:
     names = [n for n, _ in runs]
     res["max_prob_diff_old_vs_new"] = float(np.abs(probs[names[0]] - probs[names[1]]).max())
     print(f"  largest stage-probability difference old vs new: {res['max_prob_diff_old_vs_new']:.1e}")
+    return res
+
+
+def bench_yasa(edf: Path, truth: np.ndarray) -> dict[str, Any]:
+    """YASA ``SleepStaging`` (EEG+EOG+EMG) on the same EDF, warm, this process."""
+    from synthsleep.report import stage_agreement
+
     try:
         import mne
         import yasa
     except ImportError as e:
-        res["yasa"] = {"error": f"not installed: {e}"}
         print(f"  YASA not installed ({e})")
-        return res
+        return {"error": f"not installed: {e}"}
     t0 = time.perf_counter()
     raw = mne.io.read_raw_edf(edf, include=["EEG C4-M1", "EOG E1-M2", "EMG Chin"], preload=True, verbose=False)
     pred = yasa.SleepStaging(raw, eeg_name="EEG C4-M1", eog_name="EOG E1-M2", emg_name="EMG Chin").predict()
@@ -131,9 +145,8 @@ def bench_score(model: Path, edf: Path, truth: np.ndarray) -> dict[str, Any]:
     letters = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4, "REM": 4}
     codes = np.array([letters.get(str(p), -1) for p in list(getattr(pred, "hypno", pred))])
     acc = stage_agreement(codes, truth).accuracy
-    res["yasa"] = {"seconds": dt, "accuracy": acc, "version": yasa.__version__}
     print(f"  YASA {yasa.__version__} SleepStaging (EEG+EOG+EMG), warm: {dt:.2f} s (accuracy {acc:.3f})", flush=True)
-    return res
+    return {"seconds": dt, "accuracy": acc, "version": yasa.__version__}
 
 
 def bench_steps(model: Path, steps: int = 900) -> dict[str, Any]:
@@ -269,16 +282,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=77)
     ap.add_argument("--no-paper", action="store_true", help="skip the paper-size model")
     ap.add_argument("--out", type=Path, default=None, help="also write the figures (JSON beside it)")
+    ap.add_argument("--model", type=Path, action="append", default=None,
+                    help="artifact (model.onnx) to score and time, repeatable: each side by side with "
+                         "the others and YASA (default: the bundled model)")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     results: dict[str, Any] = {"host": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                                "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(f"synthsleep throughput ({results['host']}, {results['when']})", flush=True)
-    model, edf, truth = setup(args.work, args.hours, args.seed)
+    from synthsleep.bed_session import BUNDLED_MODEL
+
+    sources = args.model or [BUNDLED_MODEL]
+    models = [setup_model(args.work if k == 0 else args.work / f"model{k}", Path(src)) for k, src in enumerate(sources)]
+    edf, truth = setup_night(args.work, args.hours, args.seed)
     print(f"offline score of a {args.hours:g}-h synthetic night ({truth.size} epochs, {edf.name}):", flush=True)
-    results["score"] = bench_score(model, edf, truth)
-    print("step times (bundled small model, 1 thread):", flush=True)
-    results["steps"] = bench_steps(model)
+    results["score"] = {}
+    for src, model in zip(sources, models):
+        print(f" model {src}:", flush=True)
+        results["score"][str(src)] = bench_score(model, edf, truth)
+    results["yasa"] = bench_yasa(edf, truth)
+    if "seconds" in results["yasa"]:
+        for src, r in results["score"].items():
+            ratios = ", ".join(f"{name.split(':')[0]}{' ' + name.split(',')[1].strip() if ',' in name else ''} "
+                               f"{v['seconds'] / results['yasa']['seconds']:.2f}"
+                               for name, v in r.items() if isinstance(v, dict))
+            print(f"  x YASA, {src}: {ratios}", flush=True)
+    results["steps"] = {}
+    for src, model in zip(sources, models):
+        print(f"step times (model {src}, 1 thread):", flush=True)
+        results["steps"][str(src)] = bench_steps(model)
     print("frame backbone: 27 overlapping 4-s windows vs once per epoch, pooled (random weights):", flush=True)
     results["backbone"] = bench_backbone_modes(args.work, ("small",))
     results["score_epoch_mode"] = bench_score_epoch_mode(args.work / "enc-small-epoch.onnx", edf)

@@ -194,6 +194,7 @@ def export_split(model: torch.nn.Module, cfg: Any, step_path: str | Path, *, exp
         split_paths,
     )
     from synthsleep.model import EncoderWrapper, TemporalWrapper
+    from synthsleep.model.stacked import StackedEncoder
 
     step_path = Path(step_path)
     info = read_artifact(step_path)
@@ -210,7 +211,7 @@ def export_split(model: torch.nn.Module, cfg: Any, step_path: str | Path, *, exp
     d = int(e.shape[-1])
     state_shapes = {s.name: list(s.shape) for s in info.states}
     graphs = [
-        (EncoderWrapper(m).eval(), (x, present), ENCODER_FORMAT, ENCODER_INPUTS, ENCODER_OUTPUTS,
+        (EncoderWrapper(m, StackedEncoder(m)).eval(), (x, present), ENCODER_FORMAT, ENCODER_INPUTS, ENCODER_OUTPUTS,
          {"x": {"dtype": "float32", "shape": [-1, len(modalities), cfg.epoch_samples]},
           "present": {"dtype": "bool", "shape": [-1, len(modalities)]}},
          {"embedding": {"dtype": "float32", "shape": [-1, d]}}),
@@ -270,13 +271,14 @@ def export_step(model: torch.nn.Module, cfg: Any, out_path: str | Path, provenan
         ValueError: bad thresholds/preprocess params; ArtifactError: the written file fails checks.
     """
     from synthsleep.model import StepWrapper  # the model room's export wrapper
+    from synthsleep.model.stacked import StackedEncoder
 
     out_path = Path(out_path)
     modalities = tuple(cfg.modalities)
     thr = _check_thresholds(thresholds or {})
     pre = _preprocess_dict(preprocess_params, modalities)
     m = copy.deepcopy(model).to("cpu", torch.float32).eval()
-    wrapper = StepWrapper(m).eval()
+    wrapper = StepWrapper(m, StackedEncoder(m)).eval()  # the modalities as one network: fewer nodes
 
     batch = 2  # dynamo fixes a dim of size 1: export with 2 beds so the batch axis stays dynamic
     gen = torch.Generator().manual_seed(0)

@@ -45,9 +45,21 @@ def int8_path(path: str | Path) -> Path:
     return p.with_name(p.stem + ".int8" + p.suffix)
 
 
+def stacked_matmuls(path: Path) -> list[str]:
+    """Names of the MatMul nodes whose weight is a 3-D initializer [M, in, out]: the stacked
+    per-modality layers of ``model.stacked``. ORT's integer MatMul kernels take only a per-tensor
+    zero point for such a weight, so they are quantised per tensor (dynamic) or left in float
+    (static) while every 2-D weight is quantised per channel."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    three_d = {t.name for t in graph.initializer if len(t.dims) == 3}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in three_d]
+
+
 def quantize_artifact(src: str | Path, dst: str | Path | None = None,
                       ops: tuple[str, ...] = DEFAULT_OPS, per_channel: bool = True) -> ArtifactInfo:
     """Write the int8 variant of the artifact ``src`` to ``dst`` (default ``int8_path(src)``).
+    With ``per_channel``, the stacked (3-D) MatMul weights are quantised per tensor in a second
+    pass (``stacked_matmuls``).
 
     Raises:
         ArtifactError: ``src`` is not a valid artifact, or the result fails the artifact checks.
@@ -55,8 +67,13 @@ def quantize_artifact(src: str | Path, dst: str | Path | None = None,
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     def run(fp32: Path, q8: Path) -> None:
-        quantize_dynamic(str(fp32), str(q8), weight_type=QuantType.QInt8, per_channel=per_channel,
-                         op_types_to_quantize=list(ops))
+        stacked = stacked_matmuls(fp32) if per_channel and "MatMul" in ops else []
+        first = q8.with_name("per-channel.onnx") if stacked else q8
+        quantize_dynamic(str(fp32), str(first), weight_type=QuantType.QInt8, per_channel=per_channel,
+                         op_types_to_quantize=list(ops), nodes_to_exclude=stacked)
+        if stacked:
+            quantize_dynamic(str(first), str(q8), weight_type=QuantType.QInt8, per_channel=False,
+                             op_types_to_quantize=["MatMul"], nodes_to_quantize=stacked)
 
     return _write_quantized(src, dst, run, {"method": "onnxruntime dynamic int8", "ops": list(ops),
                                             "per_channel": per_channel, "weight_type": "int8"})
@@ -155,7 +172,8 @@ def quantize_artifact_static(src: str | Path, x: np.ndarray, present: np.ndarray
             ``iter_recording_epochs`` of a synthetic night; a few dozen suffice).
         present: bool [N, M].
         dst: output (default ``int8_path(src)``).
-        ops: node types quantised (weights per channel, activations per tensor, MinMax ranges).
+        ops: node types quantised (weights per channel, activations per tensor, MinMax ranges;
+            the stacked 3-D MatMul weights stay float, see ``stacked_matmuls``).
 
     Raises:
         ArtifactError: ``src`` is not a valid artifact, or the result fails the artifact checks.
@@ -165,7 +183,7 @@ def quantize_artifact_static(src: str | Path, x: np.ndarray, present: np.ndarray
     def run(fp32: Path, q8: Path) -> None:
         quantize_static(str(fp32), str(q8), _calibration_reader(Path(src), x, present),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(ops),
-                        per_channel=per_channel, activation_type=QuantType.QUInt8,
+                        per_channel=per_channel, nodes_to_exclude=stacked_matmuls(fp32) if per_channel else [], activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"CalibTensorRangeSymmetric": False})
 

@@ -1,0 +1,203 @@
+"""The per-epoch encoder of a trained SleepModel with its M modalities stacked: for export.
+
+``SleepModel.encode_epochs`` runs M separate NeuroNets (frame backbone + transformer) and M
+separate fusion projections, one after the other. The maths of each is small (``small``: channels
+8-32, width 64), so an exported graph of it is bound by the number of nodes, not by arithmetic:
+~2,000 nodes per step at ~8 us each. ``StackedEncoder`` computes exactly the same function with
+every per-modality weight stacked along a modality axis, so each layer is ONE node for all M:
+
+    x [N, M, 3000] (absent modalities zeroed)
+      frames / epoch -> grouped 1-D convolutions (groups = M; BatchNorm folded into them)
+      -> squeeze-excitation and every Linear as a batched matmul  x [.., M, S, in] @ W [M, in, out]
+      -> feature maps pooled / averaged -> frame features [N, M, F, frame_dim]
+      -> embed + positions, per-modality CLS -> transformer (LayerNorm affine [M, 1, D],
+         attention over [N*M, H, 1+F, hd]) -> tokens [N, M, F, nn_dim]
+      -> fusion projections (Linear-BN-ELU-Linear, BN folded) + modality token + positions
+      -> the model's own Fusion.encode / present_mean -> embedding [N, fusion_dim]
+
+Inference only (eval-mode BatchNorm statistics are folded in at construction); the weights are
+read from the model once, so build it after training and before export. Equal to
+``encode_epochs`` to float32 rounding (tests/model/test_stacked.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .frame_backbone import Branch, SEResBlock
+from .layers import Block, Transformer
+
+
+def _fold(conv: nn.Conv1d, bn: nn.BatchNorm1d) -> tuple[Tensor, Tensor]:
+    """Conv1d without bias followed by eval BatchNorm -> (weight [C_out, C_in, k], bias [C_out])."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return conv.weight * scale[:, None, None], bn.bias - bn.running_mean * scale
+
+
+class _GroupedConv(nn.Module):
+    """M convolutions (each with its BatchNorm folded) as one grouped Conv1d: [B, M*C_in, L] ->
+    [B, M*C_out, L']."""
+
+    def __init__(self, pairs: list[tuple[nn.Conv1d, nn.BatchNorm1d]]) -> None:
+        super().__init__()
+        conv = pairs[0][0]
+        self.stride, self.padding, self.groups = conv.stride[0], conv.padding[0], len(pairs)
+        folded = [_fold(c, b) for c, b in pairs]
+        self.weight = nn.Parameter(torch.cat([w for w, _ in folded]), requires_grad=False)
+        self.bias = nn.Parameter(torch.cat([b for _, b in folded]), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv1d(x, self.weight, self.bias, self.stride, self.padding, groups=self.groups)
+
+
+class _StackedLinear(nn.Module):
+    """M Linear layers: x [..., M, S, in] -> [..., M, S, out] (one batched MatMul + Add)."""
+
+    def __init__(self, layers: list[nn.Linear], scale: Tensor | None = None, shift: Tensor | None = None) -> None:
+        super().__init__()
+        w = torch.stack([lin.weight.t() for lin in layers])  # [M, in, out]
+        b = torch.stack([lin.bias for lin in layers])[:, None]  # [M, 1, out]
+        if scale is not None:  # an eval BatchNorm after the Linear, folded: [M, out] each
+            w, b = w * scale[:, None], b * scale[:, None] + shift[:, None]
+        self.weight = nn.Parameter(w, requires_grad=False)
+        self.bias = nn.Parameter(b, requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.matmul(x, self.weight) + self.bias
+
+
+class _StackedLayerNorm(nn.Module):
+    """M LayerNorms over the last dim: x [..., M, S, D], affine [M, 1, D]."""
+
+    def __init__(self, norms: list[nn.LayerNorm]) -> None:
+        super().__init__()
+        self.eps = norms[0].eps
+        self.shape = tuple(norms[0].normalized_shape)
+        self.weight = nn.Parameter(torch.stack([n.weight for n in norms])[:, None], requires_grad=False)
+        self.bias = nn.Parameter(torch.stack([n.bias for n in norms])[:, None], requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, self.shape, eps=self.eps) * self.weight + self.bias
+
+
+class _StackedSEBlock(nn.Module):
+    """M ``SEResBlock`` s: [B, M*C_in, L] -> [B, M*C_out, ceil(L / stride)]."""
+
+    def __init__(self, blocks: list[SEResBlock]) -> None:
+        super().__init__()
+        self.m = len(blocks)
+        self.conv1 = _GroupedConv([(b.conv1, b.bn1) for b in blocks])
+        self.conv2 = _GroupedConv([(b.conv2, b.bn2) for b in blocks])
+        self.short = _GroupedConv([(b.short[0], b.short[1]) for b in blocks])
+        self.fc1 = _StackedLinear([b.se.fc1 for b in blocks])
+        self.fc2 = _StackedLinear([b.se.fc2 for b in blocks])
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv2(F.elu(self.conv1(x)))  # [B, M*C, L]
+        b, mc, _ = y.shape
+        s = y.mean(dim=-1).reshape(b, self.m, 1, mc // self.m)  # [B, M, 1, C]
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
+        return F.elu(y * s.reshape(b, mc, 1) + self.short(x))
+
+
+class _StackedBranch(nn.Module):
+    """M ``Branch`` es of one kernel size: [B, M, W] -> feature maps [B, M*C_last, L]."""
+
+    def __init__(self, branches: list[Branch]) -> None:
+        super().__init__()
+        self.stem = _GroupedConv([(b.stem[0], b.stem[1]) for b in branches])
+        self.blocks = nn.Sequential(*(_StackedSEBlock([b.blocks[i] for b in branches])
+                                      for i in range(len(branches[0].blocks))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.blocks(F.max_pool1d(F.elu(self.stem(x)), 2, 2))
+
+
+class _StackedBlock(nn.Module):
+    """M pre-norm transformer ``Block`` s, no key mask: x [N, M, S, D] -> [N, M, S, D]."""
+
+    def __init__(self, blocks: list[Block]) -> None:
+        super().__init__()
+        self.heads = blocks[0].attn.heads
+        self.norm1 = _StackedLayerNorm([b.norm1 for b in blocks])
+        self.qkv = _StackedLinear([b.attn.qkv for b in blocks])
+        self.proj = _StackedLinear([b.attn.proj for b in blocks])
+        self.norm2 = _StackedLayerNorm([b.norm2 for b in blocks])
+        self.fc1 = _StackedLinear([b.mlp[0] for b in blocks])
+        self.fc2 = _StackedLinear([b.mlp[3] for b in blocks])
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, m, s, d = x.shape
+        h = self.heads
+        qkv = self.qkv(self.norm1(x)).reshape(n * m, s, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # [N*M, H, S, hd]
+        x = x + self.proj(y.transpose(1, 2).reshape(n, m, s, d))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class StackedEncoder(nn.Module):
+    """``model.encode_epochs`` with the modalities stacked: (x [N, M, 3000], present bool [N, M])
+    -> embedding [N, fusion_dim]. Build from a trained ``SleepModel`` (it is put in eval mode)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        model.eval()
+        cfg = model.cfg
+        nets = [model.encoders[m] for m in cfg.modalities]
+        self.cfg = cfg
+        self.epoch_mode = cfg.backbone_mode == "epoch"
+        bb = nets[0].backbone
+        self.register_buffer("frame_idx", bb.frame_idx.clone(), persistent=False)
+        if self.epoch_mode:
+            self.register_buffer("pool_t", bb.pool.t().contiguous(), persistent=False)  # [L, F]
+        self.branches = nn.ModuleList(_StackedBranch([n.backbone.branches[i] for n in nets])
+                                      for i in range(len(bb.branches)))
+        self.head1 = _StackedLinear([n.backbone.head[0] for n in nets])
+        self.head2 = _StackedLinear([n.backbone.head[2] for n in nets])
+        self.embed = _StackedLinear([n.embed for n in nets])
+        self.register_buffer("pos", nets[0].pos[0].clone(), persistent=False)  # [1+F, D]
+        self.cls = nn.Parameter(torch.stack([n.cls_token[0] for n in nets]), requires_grad=False)  # [M, 1, D]
+        enc: list[Transformer] = [n.encoder for n in nets]
+        self.blocks = nn.ModuleList(_StackedBlock([e.blocks[i] for e in enc]) for i in range(len(enc[0].blocks)))
+        self.norm = _StackedLayerNorm([e.norm for e in enc])
+        fusion = model.fusion
+        bns = [p[1] for p in fusion.proj]
+        scale = torch.stack([b.weight / torch.sqrt(b.running_var + b.eps) for b in bns])  # [M, d]
+        shift = torch.stack([b.bias for b in bns]) - torch.stack([b.running_mean for b in bns]) * scale
+        self.proj1 = _StackedLinear([p[0] for p in fusion.proj], scale, shift)
+        self.proj2 = _StackedLinear([p[3] for p in fusion.proj])
+        self.fusion = fusion
+
+    def frame_features(self, x: Tensor) -> Tensor:
+        """x [N, M, E] -> frame features [N, M, F, frame_dim]."""
+        n, m, _ = x.shape
+        if self.epoch_mode:
+            maps = [br(x) for br in self.branches]  # each [N, M*C, L]
+            feats = torch.cat([torch.matmul(mp.reshape(n, m, -1, mp.shape[-1]), self.pool_t).transpose(2, 3)
+                               for mp in maps], dim=-1)  # [N, M, F, C * branches]
+        else:
+            fr = x[:, :, self.frame_idx]  # [N, M, F, W]
+            f, w = fr.shape[2:]
+            fr = fr.transpose(1, 2).reshape(n * f, m, w)  # [N*F, M, W]: modalities as channels
+            feats = torch.cat([br(fr).mean(dim=-1).reshape(n, f, m, -1) for br in self.branches], dim=-1)
+            feats = feats.transpose(1, 2)  # [N, M, F, C * branches]
+        return self.head2(F.elu(self.head1(feats)))
+
+    def tokens(self, x: Tensor) -> Tensor:
+        """x [N, M, E] (absent rows already zero) -> NeuroNet tokens [N, M, F, nn_dim]."""
+        tok = self.embed(self.frame_features(x)) + self.pos[1:]
+        cls = (self.cls + self.pos[:1]).expand(tok.shape[0], -1, -1, -1)  # [N, M, 1, D]
+        h = torch.cat([cls, tok], dim=2)
+        for blk in self.blocks:
+            h = blk(h)
+        return self.norm(h)[:, :, 1:]
+
+    def forward(self, x: Tensor, present: Tensor) -> Tensor:
+        x = torch.where(present[:, :, None], x, torch.zeros_like(x))
+        tok = self.tokens(x)
+        tok = torch.where(present[:, :, None, None], tok, torch.zeros_like(tok))
+        u = self.proj2(F.elu(self.proj1(tok))) + self.fusion.modality_token[:, None] + self.fusion.pos
+        fused = self.fusion.encode(u, present, None)
+        return self.fusion.present_mean(fused, present, self.cfg.n_frames)
