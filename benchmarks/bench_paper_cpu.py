@@ -1,6 +1,7 @@
 """The paper-size model (published SynthSleepNet sizes, random weights) on one CPU thread.
 
     python benchmarks/bench_paper_cpu.py [--work /tmp/paper-cpu] [--modes frames,epoch]
+        [--encoders plain,stacked] [--int8 dynamic,static]
 
 For each frame-backbone mode (``frames``: the published 27 overlapping 4-s windows; ``epoch``:
 the backbone once over the epoch, pooled into the frames, ``backbone_mode = "epoch"``) it exports
@@ -9,6 +10,9 @@ the step artifact (torchscript exporter, no split graphs), writes the dynamic in
 ``quantize_artifact_static``, calibrated on 16 epochs of a synthetic night), then times one
 step per variant on 1 thread (ORT) and compares each int8 variant with fp32 on 24 further
 epochs (largest stage-probability difference, how often the most likely stage agrees).
+Each mode is exported twice (``--encoders``): ``plain``, the M per-modality encoders one after
+another as ``encode_epochs`` is written, and ``stacked`` (``model.stacked.StackedEncoder``, what
+``export_step`` writes by default: the modalities as one network, the same function).
 Random weights: accuracy cannot be measured here, only agreement with fp32. Artifacts are kept
 in ``--work`` and reused by later runs (the export takes minutes on 2 cores).
 """
@@ -34,14 +38,14 @@ def calibration_epochs(n: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return synthetic_calibration_epochs(None, n, seed)
 
 
-def export_paper(work: Path, mode: str) -> Path:
+def export_paper(work: Path, mode: str, stacked: bool) -> Path:
     """fp32 step artifact of the paper config with ``backbone_mode = mode`` (random weights)."""
     import torch
 
     from synthsleep.export.onnx_export import export_step
     from synthsleep.model import SleepModel, load_config
 
-    path = work / f"paper-{mode}.onnx"
+    path = work / f"paper-{mode}{'-stacked' if stacked else ''}.onnx"
     if path.is_file():
         return path
     torch.manual_seed(0)
@@ -49,14 +53,14 @@ def export_paper(work: Path, mode: str) -> Path:
     model = SleepModel(cfg).eval()
     t0 = time.perf_counter()
     export_step(model, cfg, path, {"note": "random weights, benchmark only"}, None, exporter="torchscript",
-                split=False)
+                split=False, stacked=stacked)
     print(f"  exported {path.name} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.0f} s",
           flush=True)
     del model
     return path
 
 
-def verify_paper(work: Path, mode: str, fp32: Path) -> dict[str, Any]:
+def verify_paper(fp32: Path, mode: str) -> dict[str, Any]:
     """``verify_artifact`` of the fp32 export against the same random PyTorch model (rebuilt from
     the seed), 3 steps, state carried; cached in ``work``."""
     import torch
@@ -64,7 +68,7 @@ def verify_paper(work: Path, mode: str, fp32: Path) -> dict[str, Any]:
     from synthsleep.export.verify import verify_artifact
     from synthsleep.model import SleepModel, load_config
 
-    cache = work / f"paper-{mode}.verify.json"
+    cache = fp32.with_suffix(".verify.json")
     if cache.is_file():
         return json.loads(cache.read_text())
     torch.manual_seed(0)
@@ -95,26 +99,27 @@ def time_step(path: Path, x: np.ndarray, present: np.ndarray, reps: int = 12) ->
     return float(np.median(times[1:1 + reps] if len(times) > reps else times)), probs
 
 
-def run_mode(work: Path, mode: str, cal: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
-             ) -> dict[str, Any]:
-    """Export, quantise (dynamic, static QDQ) and time one mode; returns the figures."""
+def run_mode(work: Path, mode: str, cal: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+             stacked: bool = False, int8: tuple[str, ...] = ("dynamic", "static")) -> dict[str, Any]:
+    """Export, quantise (``int8``: dynamic, static QDQ) and time one mode; returns the figures."""
     from synthsleep.export.quantize import quantize_artifact, quantize_artifact_static
 
-    fp32 = export_paper(work, mode)
-    dyn, qdq = work / f"paper-{mode}.int8.onnx", work / f"paper-{mode}.qdq.onnx"
-    if not dyn.is_file():
+    fp32 = export_paper(work, mode, stacked)
+    dyn, qdq = fp32.with_suffix(".int8.onnx"), fp32.with_suffix(".qdq.onnx")
+    if "dynamic" in int8 and not dyn.is_file():
         t0 = time.perf_counter()
         quantize_artifact(fp32, dyn)
         print(f"  dynamic int8 {dyn.name} in {time.perf_counter() - t0:.0f} s", flush=True)
-    if not qdq.is_file():
+    if "static" in int8 and not qdq.is_file():
         t0 = time.perf_counter()
         quantize_artifact_static(fp32, *cal, dst=qdq)
         print(f"  static QDQ int8 {qdq.name} in {time.perf_counter() - t0:.0f} s", flush=True)
-    res: dict[str, Any] = {"mode": mode, "fp32_mb": fp32.stat().st_size / 1e6,
-                           "verify": verify_paper(work, mode, fp32)}
+    res: dict[str, Any] = {"mode": mode, "encoder": "stacked" if stacked else "plain",
+                           "fp32_mb": fp32.stat().st_size / 1e6, "verify": verify_paper(fp32, mode)}
     t_fp32, p_fp32 = time_step(fp32, *test)
     res["fp32_ms"] = 1e3 * t_fp32
-    for key, path in (("int8_dynamic", dyn), ("int8_static_qdq", qdq)):
+    variants = (("int8_dynamic", dyn, "dynamic"), ("int8_static_qdq", qdq, "static"))
+    for key, path in ((k, p) for k, p, name in variants if name in int8):
         t, p = time_step(path, *test)
         diff = max(float(np.abs(a - b).max()) for a, b in zip(p, p_fp32))
         agree = float(np.mean([int(np.argmax(a) == np.argmax(b)) for a, b in zip(p, p_fp32)]))
@@ -127,27 +132,35 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/paper-cpu"))
     ap.add_argument("--modes", default="frames,epoch")
+    ap.add_argument("--encoders", default="plain,stacked", help="plain and/or stacked (see above)")
+    ap.add_argument("--int8", default="dynamic,static", help="int8 variants to write and time")
     ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     x, present = calibration_epochs(40)
     cal, test = (x[:16], present[:16]), (x[16:], present[16:])
     results = []
+    int8 = tuple(v for v in args.int8.split(",") if v)
     for mode in args.modes.split(","):
-        print(f"paper config, backbone_mode={mode}:", flush=True)
-        r = run_mode(args.work, mode, cal, test)
-        results.append(r)
-        print(format_row(r), flush=True)
+        for enc in args.encoders.split(","):
+            print(f"paper config, backbone_mode={mode}, {enc} encoder:", flush=True)
+            r = run_mode(args.work, mode, cal, test, stacked=enc == "stacked", int8=int8)
+            results.append(r)
+            print(format_row(r), flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
     return 0
 
 
 def format_row(r: dict[str, Any]) -> str:
-    d, q = r["int8_dynamic"], r["int8_static_qdq"]
-    return (f"  paper {r['mode']:6s} per epoch, 1 thread: fp32 {r['fp32_ms']:.0f} ms ({r['fp32_mb']:.0f} MB) | "
-            f"dynamic int8 {d['ms']:.0f} ms (max dp {d['max_stage_prob_diff']:.3f}, agree {d['stage_agreement']:.2f}) | "
-            f"static QDQ int8 {q['ms']:.0f} ms (max dp {q['max_stage_prob_diff']:.3f}, agree {q['stage_agreement']:.2f})")
+    cells = [f"  paper {r['mode']:6s} {r['encoder']:7s} per epoch, 1 thread: fp32 {r['fp32_ms']:.0f} ms "
+             f"({r['fp32_mb']:.0f} MB)"]
+    for key, name in (("int8_dynamic", "dynamic int8"), ("int8_static_qdq", "static QDQ int8")):
+        if key in r:
+            v = r[key]
+            cells.append(f"{name} {v['ms']:.0f} ms (max dp {v['max_stage_prob_diff']:.3f}, agree "
+                         f"{v['stage_agreement']:.2f})")
+    return " | ".join(cells)
 
 
 if __name__ == "__main__":

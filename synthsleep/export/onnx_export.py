@@ -250,7 +250,8 @@ def export_split(model: torch.nn.Module, cfg: Any, step_path: str | Path, *, exp
 
 def export_step(model: torch.nn.Module, cfg: Any, out_path: str | Path, provenance: Mapping[str, Any],
                 preprocess_params: Any, thresholds: Mapping[str, float] | None = None, *,
-                exporter: str = "dynamo", opset: int = DEFAULT_OPSET, split: bool = True) -> ArtifactInfo:
+                exporter: str = "dynamo", opset: int = DEFAULT_OPSET, split: bool = True,
+                stacked: bool = True) -> ArtifactInfo:
     """Export ``model.step`` to ONE self-contained ``.onnx`` with metadata; check it; return its info.
 
     Args:
@@ -263,6 +264,9 @@ def export_step(model: torch.nn.Module, cfg: Any, out_path: str | Path, provenan
         thresholds: decision thresholds (default apnea/hypopnea 0.5).
         exporter: ``dynamo`` (torch.export, the default) or ``torchscript`` (legacy, faster).
         opset: ONNX opset.
+        stacked: export the encoder as ``model.stacked.StackedEncoder`` (the same function, one
+            node per layer for all modalities); False: ``encode_epochs`` as it is written, one
+            encoder after another (benchmarks compare the two).
         split: also write the split graphs ``<stem>.encoder.onnx`` / ``<stem>.temporal.onnx``
             (:func:`export_split`; offline scoring batches the encoder over a night). Without
             them (and for artifacts older than the split) ``score`` uses the step graph.
@@ -278,7 +282,7 @@ def export_step(model: torch.nn.Module, cfg: Any, out_path: str | Path, provenan
     thr = _check_thresholds(thresholds or {})
     pre = _preprocess_dict(preprocess_params, modalities)
     m = copy.deepcopy(model).to("cpu", torch.float32).eval()
-    wrapper = StepWrapper(m, StackedEncoder(m)).eval()  # the modalities as one network: fewer nodes
+    wrapper = StepWrapper(m, StackedEncoder(m) if stacked else None).eval()
 
     batch = 2  # dynamo fixes a dim of size 1: export with 2 beds so the batch axis stays dynamic
     gen = torch.Generator().manual_seed(0)
