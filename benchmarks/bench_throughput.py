@@ -2,10 +2,10 @@
 int8, the paper-size model on one CPU thread, the frame backbone once per epoch.
 
     python benchmarks/bench_throughput.py [--work /tmp/bench-throughput] [--hours 8] [--no-paper]
-        [--out benchmarks/results/throughput.md]
+        [--model A.onnx --model B.onnx ...] [--out benchmarks/results/throughput.md]
 
 1. An 8-h synthetic night written to EDF with the project's generator (``psg.synthetic``).
-2. ``score`` of it with the bundled model: the old path (preprocessing epoch by epoch, the ONNX
+2. ``score`` of it with the bundled model (or each ``--model``, side by side): the old path (preprocessing epoch by epoch, the ONNX
    step graph once per epoch at batch 1), the new path (preprocessing vectorised over epochs,
    the encoder graph batched over 64 epochs, the temporal step per epoch) on 1 thread and on
    every core, and YASA ``SleepStaging`` (EEG+EOG+EMG) on the same EDF, warm, same process.
