@@ -167,8 +167,13 @@ def _quiet_export(wrapper: torch.nn.Module, args: tuple[torch.Tensor, ...], path
         _export_graph(wrapper, args, path, exporter, opset, **kw)
 
 
+def _stacked(cfg: Any, stacked: bool | None) -> bool:
+    """Whether to export the encoder stacked: ``stacked`` when given, else the config's choice."""
+    return cfg.export_stacked if stacked is None else stacked
+
+
 def export_split(model: torch.nn.Module, cfg: Any, step_path: str | Path, *, exporter: str = "dynamo",
-                 opset: int = DEFAULT_OPSET) -> tuple[Path, Path]:
+                 opset: int = DEFAULT_OPSET, stacked: bool | None = None) -> tuple[Path, Path]:
     """Write the split graphs of the step artifact ``step_path`` (see :mod:`synthsleep.export.split`):
     ``<stem>.encoder.onnx`` (``encode_epochs``, batch N) and ``<stem>.temporal.onnx``
     (``temporal_step``), each sealed with ``step_hash`` = the step artifact's content hash.
@@ -177,6 +182,7 @@ def export_split(model: torch.nn.Module, cfg: Any, step_path: str | Path, *, exp
         model: the ``SleepModel`` the step artifact was exported from (copied, CPU, eval).
         cfg: its ``ModelConfig``.
         step_path: the step artifact, already written.
+        stacked: the encoder as ``StackedEncoder`` (None: ``cfg.export_stacked``).
 
     Returns:
         (encoder path, temporal path).
@@ -211,7 +217,7 @@ def export_split(model: torch.nn.Module, cfg: Any, step_path: str | Path, *, exp
     d = int(e.shape[-1])
     state_shapes = {s.name: list(s.shape) for s in info.states}
     graphs = [
-        (EncoderWrapper(m, StackedEncoder(m)).eval(), (x, present), ENCODER_FORMAT, ENCODER_INPUTS, ENCODER_OUTPUTS,
+        (EncoderWrapper(m, StackedEncoder(m) if _stacked(cfg, stacked) else None).eval(), (x, present), ENCODER_FORMAT, ENCODER_INPUTS, ENCODER_OUTPUTS,
          {"x": {"dtype": "float32", "shape": [-1, len(modalities), cfg.epoch_samples]},
           "present": {"dtype": "bool", "shape": [-1, len(modalities)]}},
          {"embedding": {"dtype": "float32", "shape": [-1, d]}}),
@@ -266,7 +272,8 @@ def export_step(model: torch.nn.Module, cfg: Any, out_path: str | Path, provenan
         opset: ONNX opset.
         stacked: export the encoder as ``model.stacked.StackedEncoder`` (the same function, one
             node per layer for all modalities); False: ``encode_epochs`` as it is written, one
-            encoder after another (benchmarks compare the two).
+            encoder after another; None (default): ``cfg.export_stacked`` (on for ``small``, off
+            for ``paper``, where it is slower; benchmarks compare the two).
         split: also write the split graphs ``<stem>.encoder.onnx`` / ``<stem>.temporal.onnx``
             (:func:`export_split`; offline scoring batches the encoder over a night). Without
             them (and for artifacts older than the split) ``score`` uses the step graph.
@@ -282,7 +289,7 @@ def export_step(model: torch.nn.Module, cfg: Any, out_path: str | Path, provenan
     thr = _check_thresholds(thresholds or {})
     pre = _preprocess_dict(preprocess_params, modalities)
     m = copy.deepcopy(model).to("cpu", torch.float32).eval()
-    wrapper = StepWrapper(m, StackedEncoder(m) if stacked else None).eval()
+    wrapper = StepWrapper(m, StackedEncoder(m) if _stacked(cfg, stacked) else None).eval()
 
     batch = 2  # dynamo fixes a dim of size 1: export with 2 beds so the batch axis stays dynamic
     gen = torch.Generator().manual_seed(0)
@@ -347,7 +354,7 @@ def export_step(model: torch.nn.Module, cfg: Any, out_path: str | Path, provenan
         os.replace(sealed, out_path)
     info = check_artifact(out_path)
     if split:
-        export_split(model, cfg, out_path, exporter=exporter, opset=opset)
+        export_split(model, cfg, out_path, exporter=exporter, opset=opset, stacked=stacked)
     else:  # never leave split graphs of an earlier export beside the new step graph
         from synthsleep.export.split import split_paths
 

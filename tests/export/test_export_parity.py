@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from export_fixtures import PROVENANCE, THRESHOLDS
 
 from synthsleep.export.runtime import RuntimeInputError, StepRuntime, StepState
 from synthsleep.export.verify import random_epochs, verify_artifact
@@ -130,3 +131,25 @@ def test_inputs_from_epochs_picks_rows_by_name(artifact):
     assert not x[0, 1].any() and not x[1, 1].any()
     out, state = rt.step(x, present, rt.new_state(2))
     assert out.stage.shape == (2,) and state.batch == 2
+
+
+def test_the_stacked_export_is_the_same_step_with_fewer_nodes(tiny, artifact, tmp_path):
+    """The session artifact is stacked (``small``'s ``export_stacked``); ``stacked=False`` writes
+    the per-modality encoders one after another: more nodes, the same step to float rounding."""
+    import onnx
+
+    from synthsleep.export.onnx_export import export_step
+
+    model, cfg = tiny
+    assert cfg.export_stacked
+    plain = export_step(model, cfg, tmp_path / "plain.onnx", PROVENANCE, None, THRESHOLDS,
+                        exporter="torchscript", split=False, stacked=False).path
+    n_nodes = lambda p: len(onnx.load(str(p)).graph.node)  # noqa: E731
+    assert n_nodes(artifact) < 0.6 * n_nodes(plain)
+    a, b = StepRuntime(artifact, threads=1), StepRuntime(plain, threads=1)
+    sa, sb = a.new_state(2), b.new_state(2)
+    for x, present in random_epochs(cfg.n_modalities, 5, 2, seed=7):
+        oa, sa = a.step(x, present, sa)
+        ob, sb = b.step(x, present, sb)
+        np.testing.assert_allclose(oa.stage_prob, ob.stage_prob, atol=ATOL)
+        np.testing.assert_allclose(sa.ssm_state, sb.ssm_state, atol=ATOL)
