@@ -103,7 +103,7 @@ class ModelConfig:
 
     #: export the per-epoch encoder with the modalities stacked (``stacked.StackedEncoder``: the
     #: same function, ~3x fewer graph nodes). Pays where per-node overhead dominates (``small``:
-    #: step 1.16-1.41x faster); with the paper's widths ORT's grouped convolutions are slower
+    #: step 1.14-1.43x faster); with the paper's widths ORT's grouped convolutions are slower
     #: than 8 separate ones (fp32 step 385 -> 492 ms), so ``paper.toml`` turns it off.
     export_stacked: bool = True
 
