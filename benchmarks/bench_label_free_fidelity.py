@@ -44,6 +44,12 @@ SEED = 4242  # subjects no training run draws
 def epoch_features(x: np.ndarray, fs: float) -> np.ndarray:
     """[n_epochs, 8] features of consecutive 30-s epochs of ``x`` (uV at ``fs`` Hz); epochs with a
     non-finite sample or no power are dropped."""
+    out = _all_epoch_features(x, fs)
+    return out[np.isfinite(out).all(1)]
+
+
+def _all_epoch_features(x: np.ndarray, fs: float) -> np.ndarray:
+    """``epoch_features`` with every epoch kept: a NaN row where it would drop one."""
     n = int(30 * fs)
     k = x.size // n
     f, p = welch(x[: k * n].reshape(k, n), fs, nperseg=int(4 * fs), axis=1)
@@ -53,7 +59,8 @@ def epoch_features(x: np.ndarray, fs: float) -> np.ndarray:
         sel = (f >= 2) & (f < 24)
         slope = np.polyfit(np.log(f[sel]), np.log(p[:, sel].T + 1e-12), 1)[0]
         out = np.c_[np.log10(total), np.array(shares).T, slope]
-    return out[np.isfinite(out).all(1) & (total > 0)]
+    out[~(total > 0)] = np.nan
+    return out
 
 
 def epoch_correlation(a: np.ndarray, b: np.ndarray, fs: float) -> np.ndarray:
@@ -74,18 +81,6 @@ def eog_features(e1: np.ndarray, e2: np.ndarray, eeg: np.ndarray, fs: float) -> 
     rows = [np.c_[_all_epoch_features(x, fs)[:n], c] for x in (e1, e2)]
     out = np.concatenate(rows)
     return out[np.isfinite(out).all(1)]
-
-
-def _all_epoch_features(x: np.ndarray, fs: float) -> np.ndarray:
-    """``epoch_features`` with every epoch kept (NaN rows where it would drop one)."""
-    n = int(30 * fs)
-    k = x.size // n
-    out = np.full((k, len(NAMES)), np.nan)
-    for i in range(k):
-        f = epoch_features(x[i * n:(i + 1) * n], fs)
-        if len(f):
-            out[i] = f[0]
-    return out
 
 
 def real_features(dreams: Path) -> np.ndarray:

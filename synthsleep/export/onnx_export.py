@@ -217,7 +217,8 @@ def export_split(model: torch.nn.Module, cfg: Any, step_path: str | Path, *, exp
     d = int(e.shape[-1])
     state_shapes = {s.name: list(s.shape) for s in info.states}
     graphs = [
-        (EncoderWrapper(m, StackedEncoder(m) if _stacked(cfg, stacked) else None).eval(), (x, present), ENCODER_FORMAT, ENCODER_INPUTS, ENCODER_OUTPUTS,
+        (EncoderWrapper(m, StackedEncoder(m) if _stacked(cfg, stacked) else None).eval(), (x, present),
+         ENCODER_FORMAT, ENCODER_INPUTS, ENCODER_OUTPUTS,
          {"x": {"dtype": "float32", "shape": [-1, len(modalities), cfg.epoch_samples]},
           "present": {"dtype": "bool", "shape": [-1, len(modalities)]}},
          {"embedding": {"dtype": "float32", "shape": [-1, d]}}),
@@ -257,7 +258,7 @@ def export_split(model: torch.nn.Module, cfg: Any, step_path: str | Path, *, exp
 def export_step(model: torch.nn.Module, cfg: Any, out_path: str | Path, provenance: Mapping[str, Any],
                 preprocess_params: Any, thresholds: Mapping[str, float] | None = None, *,
                 exporter: str = "dynamo", opset: int = DEFAULT_OPSET, split: bool = True,
-                stacked: bool = True) -> ArtifactInfo:
+                stacked: bool | None = None) -> ArtifactInfo:
     """Export ``model.step`` to ONE self-contained ``.onnx`` with metadata; check it; return its info.
 
     Args:

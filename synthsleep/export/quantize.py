@@ -183,7 +183,8 @@ def quantize_artifact_static(src: str | Path, x: np.ndarray, present: np.ndarray
     def run(fp32: Path, q8: Path) -> None:
         quantize_static(str(fp32), str(q8), _calibration_reader(Path(src), x, present),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(ops),
-                        per_channel=per_channel, nodes_to_exclude=stacked_matmuls(fp32) if per_channel else [], activation_type=QuantType.QUInt8,
+                        per_channel=per_channel, nodes_to_exclude=stacked_matmuls(fp32) if per_channel else [],
+                        activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"CalibTensorRangeSymmetric": False})
 

@@ -202,7 +202,7 @@ class StepWrapper(nn.Module):
     """``forward = SleepModel.step`` for ``torch.onnx.export`` (names per CONTRACTS.md).
 
     ``encoder``: the same function as ``model.encode_epochs`` in another form (the export uses
-    ``stacked.StackedEncoder``: the modalities as one network, ~5x fewer graph nodes).
+    ``stacked.StackedEncoder``: the modalities as one network, ~3x fewer graph nodes).
     """
 
     input_names = ("x", "present", "conv_state", "ssm_state")

@@ -30,10 +30,16 @@ from .frame_backbone import Branch, SEResBlock
 from .layers import Block, Transformer
 
 
+def _bn_affine(bn: nn.BatchNorm1d) -> tuple[Tensor, Tensor]:
+    """Eval BatchNorm as y = x * scale + shift: (scale [C], shift [C])."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
 def _fold(conv: nn.Conv1d, bn: nn.BatchNorm1d) -> tuple[Tensor, Tensor]:
     """Conv1d without bias followed by eval BatchNorm -> (weight [C_out, C_in, k], bias [C_out])."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    return conv.weight * scale[:, None, None], bn.bias - bn.running_mean * scale
+    scale, shift = _bn_affine(bn)
+    return conv.weight * scale[:, None, None], shift
 
 
 class _GroupedConv(nn.Module):
@@ -163,9 +169,7 @@ class StackedEncoder(nn.Module):
         self.blocks = nn.ModuleList(_StackedBlock([e.blocks[i] for e in enc]) for i in range(len(enc[0].blocks)))
         self.norm = _StackedLayerNorm([e.norm for e in enc])
         fusion = model.fusion
-        bns = [p[1] for p in fusion.proj]
-        scale = torch.stack([b.weight / torch.sqrt(b.running_var + b.eps) for b in bns])  # [M, d]
-        shift = torch.stack([b.bias for b in bns]) - torch.stack([b.running_mean for b in bns]) * scale
+        scale, shift = (torch.stack(v) for v in zip(*(_bn_affine(p[1]) for p in fusion.proj)))  # [M, d] each
         self.proj1 = _StackedLinear([p[0] for p in fusion.proj], scale, shift)
         self.proj2 = _StackedLinear([p[3] for p in fusion.proj])
         self.fusion = fusion

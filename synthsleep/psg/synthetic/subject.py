@@ -75,7 +75,7 @@ class SubjectParams:
     eog_frontal: float = 1.0  # multiplies the frontal EEG that the EOG leads pick up
     delta_hi_hz: float = 2.0  # upper edge of the slow-wave (delta) band, Hz; its lower edge is 0.5
     eog_central: float = 0.0  # signed share of the whole central EEG (C4-M1) in both EOG leads
-    eog_noise_uv: float = 0.0  # RMS of 2-30 Hz (1/f^2 power) activity of each EOG lead's own (periorbital muscle, contact)
+    eog_noise_uv: float = 0.0  # RMS of each EOG lead's own 2-30 Hz (1/f^2 power) activity (periorbital muscle, contact)
 
     def to_dict(self) -> dict[str, float]:
         """JSON-able dict."""
