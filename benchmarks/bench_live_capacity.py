@@ -292,7 +292,8 @@ def main() -> int:
                    help="KIND:N with KIND light, full or shard (2 monitor processes, light beds)")
     p.add_argument("--window", type=float, default=120.0, help="measured seconds per case, after the warm-up")
     p.add_argument("--model", default=None, help="ONNX artifact (default: the bundled model)")
-    p.add_argument("--out", default=None, help="also write the table (Markdown) here")
+    p.add_argument("--out", default=None, help="also write the table (Markdown) here, and the figures as JSON "
+                                               "beside it (read by perf_summary.py)")
     p.add_argument("--monitor-args", default="", help="extra monitor options, e.g. '--buffer 120'")
     args = p.parse_args()
     results = []
@@ -337,6 +338,9 @@ def main() -> int:
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
+        Path(args.out).with_suffix(".json").write_text(json.dumps(
+            {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": results,
+             "per_extra_light_bed_mb": per_bed}, indent=1) + "\n")
     return 0
 
 

@@ -1,13 +1,13 @@
 """The paper-size model (published SynthSleepNet sizes, random weights) on one CPU thread.
 
     python benchmarks/bench_paper_cpu.py [--work /tmp/paper-cpu] [--modes frames,epoch]
-        [--encoders plain,stacked] [--int8 dynamic,static]
+        [--encoders plain,stacked] [--int8 dynamic,static,hybrid]
 
 For each frame-backbone mode (``frames``: the published 27 overlapping 4-s windows; ``epoch``:
 the backbone once over the epoch, pooled into the frames, ``backbone_mode = "epoch"``) it exports
-the step artifact (torchscript exporter, no split graphs), writes the dynamic int8 variant
-(MatMul/Gemm, ``quantize_artifact``) and the static QDQ int8 variant (Conv/MatMul/Gemm,
-``quantize_artifact_static``, calibrated on 16 epochs of a synthetic night), then times one
+the step artifact (torchscript exporter, no split graphs), writes the int8 variants of
+``export.quantize`` (dynamic: MatMul/Gemm; static QDQ: Conv/MatMul/Gemm; hybrid: Conv static,
+MatMul/Gemm dynamic; the calibrated ones on 16 epochs of a synthetic night), then times one
 step per variant on 1 thread (ORT) and compares each int8 variant with fp32 on 24 further
 epochs (largest stage-probability difference, how often the most likely stage agrees).
 Each mode is exported twice (``--encoders``): ``plain``, the M per-modality encoders one after
@@ -100,26 +100,30 @@ def time_step(path: Path, x: np.ndarray, present: np.ndarray, reps: int = 12) ->
 
 
 def run_mode(work: Path, mode: str, cal: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
-             stacked: bool = False, int8: tuple[str, ...] = ("dynamic", "static")) -> dict[str, Any]:
-    """Export, quantise (``int8``: dynamic, static QDQ) and time one mode; returns the figures."""
-    from synthsleep.export.quantize import quantize_artifact, quantize_artifact_static
+             stacked: bool = False, int8: tuple[str, ...] = ("dynamic", "static", "hybrid")) -> dict[str, Any]:
+    """Export, quantise (``int8``: dynamic, static QDQ, hybrid) and time one mode; returns the figures."""
+    from synthsleep.export.quantize import (
+        quantize_artifact,
+        quantize_artifact_hybrid,
+        quantize_artifact_static,
+    )
 
     fp32 = export_paper(work, mode, stacked)
-    dyn, qdq = fp32.with_suffix(".int8.onnx"), fp32.with_suffix(".qdq.onnx")
-    if "dynamic" in int8 and not dyn.is_file():
-        t0 = time.perf_counter()
-        quantize_artifact(fp32, dyn)
-        print(f"  dynamic int8 {dyn.name} in {time.perf_counter() - t0:.0f} s", flush=True)
-    if "static" in int8 and not qdq.is_file():
-        t0 = time.perf_counter()
-        quantize_artifact_static(fp32, *cal, dst=qdq)
-        print(f"  static QDQ int8 {qdq.name} in {time.perf_counter() - t0:.0f} s", flush=True)
+    variants = {name: (key, fp32.with_suffix(suffix), write) for name, key, suffix, write in (
+        ("dynamic", "int8_dynamic", ".int8.onnx", lambda src, dst: quantize_artifact(src, dst)),
+        ("static", "int8_static_qdq", ".qdq.onnx", lambda src, dst: quantize_artifact_static(src, *cal, dst=dst)),
+        ("hybrid", "int8_hybrid", ".hybrid.onnx", lambda src, dst: quantize_artifact_hybrid(src, *cal, dst=dst)),
+    ) if name in int8}
+    for name, (_, path, write) in variants.items():
+        if not path.is_file():
+            t0 = time.perf_counter()
+            write(fp32, path)
+            print(f"  {name} int8 {path.name} in {time.perf_counter() - t0:.0f} s", flush=True)
     res: dict[str, Any] = {"mode": mode, "encoder": "stacked" if stacked else "plain",
                            "fp32_mb": fp32.stat().st_size / 1e6, "verify": verify_paper(fp32, mode)}
     t_fp32, p_fp32 = time_step(fp32, *test)
     res["fp32_ms"] = 1e3 * t_fp32
-    variants = (("int8_dynamic", dyn, "dynamic"), ("int8_static_qdq", qdq, "static"))
-    for key, path in ((k, p) for k, p, name in variants if name in int8):
+    for key, path, _ in variants.values():
         t, p = time_step(path, *test)
         diff = max(float(np.abs(a - b).max()) for a, b in zip(p, p_fp32))
         agree = float(np.mean([int(np.argmax(a) == np.argmax(b)) for a, b in zip(p, p_fp32)]))
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/paper-cpu"))
     ap.add_argument("--modes", default="frames,epoch")
     ap.add_argument("--encoders", default="plain,stacked", help="plain and/or stacked (see above)")
-    ap.add_argument("--int8", default="dynamic,static", help="int8 variants to write and time")
+    ap.add_argument("--int8", default="dynamic,static,hybrid", help="int8 variants to write and time")
     ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -155,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
 def format_row(r: dict[str, Any]) -> str:
     cells = [f"  paper {r['mode']:6s} {r['encoder']:7s} per epoch, 1 thread: fp32 {r['fp32_ms']:.0f} ms "
              f"({r['fp32_mb']:.0f} MB)"]
-    for key, name in (("int8_dynamic", "dynamic int8"), ("int8_static_qdq", "static QDQ int8")):
+    for key, name in (("int8_dynamic", "dynamic int8"), ("int8_static_qdq", "static QDQ int8"),
+                      ("int8_hybrid", "hybrid int8")):
         if key in r:
             v = r[key]
             cells.append(f"{name} {v['ms']:.0f} ms (max dp {v['max_stage_prob_diff']:.3f}, agree "

@@ -133,3 +133,37 @@ def test_score_a_folder_reports_a_bad_file_and_scores_the_others(tiny_artifact, 
     ref = (single / "hypnogram.csv").read_text()
     assert (out / "a" / "hypnogram.csv").read_text() == ref == (out / "sub" / "b" / "hypnogram.csv").read_text()
     assert (out / "sub" / "b" / "report.json").is_file() and not (out / "broken" / "report.json").exists()
+
+
+def test_prefetched_keeps_order_raises_at_the_failing_item_and_stops_early():
+    import threading
+
+    from synthsleep.score import _prefetched
+
+    assert list(_prefetched(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        yield 2
+        raise ValueError("bad.edf: channel 'EEG' rate 7 Hz")
+
+    got = []
+    with pytest.raises(ValueError, match="bad.edf"):
+        for v in _prefetched(failing()):
+            got.append(v)
+    assert got == [1, 2]  # everything before the failure was delivered
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    gen = _prefetched(endless(), depth=1)
+    assert [next(gen) for _ in range(3)] == [0, 1, 2]
+    gen.close()  # the consumer stops: the producer thread must end, not block forever
+    assert not any(t.name == "score-prefetch" and t.is_alive() for t in threading.enumerate())
+    assert len(produced) <= 3 + 2  # it ran at most its queue's depth ahead

@@ -396,11 +396,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the ORT vs PyTorch parity check after export")
     parser.add_argument("--int8", action="store_true",
-                        help="also write the int8 variant OUT.int8.onnx (dynamic quantisation) and "
-                             "report how far it is from the fp32 artifact")
-    parser.add_argument("--int8-static", action="store_true",
-                        help="with --int8: static QDQ quantisation instead (Conv too; activation "
-                             "ranges calibrated on 16 epochs of a synthetic night)")
+                        help="also write the int8 variant OUT.int8.onnx and report how far it is "
+                             "from the fp32 artifact")
+    parser.add_argument("--int8-method", choices=("dynamic", "static", "hybrid"), default="dynamic",
+                        help="with --int8: dynamic (MatMul/Gemm, no calibration; default), static "
+                             "(QDQ, Conv too, activation ranges calibrated on 16 epochs of a "
+                             "synthetic night) or hybrid (Conv static, MatMul/Gemm dynamic: the "
+                             "fastest for the paper-size model)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -434,15 +436,16 @@ def run(args: argparse.Namespace) -> int:
         from synthsleep.export.quantize import (
             INT8_ATOL,
             quantize_artifact,
+            quantize_artifact_hybrid,
             quantize_artifact_static,
             synthetic_calibration_epochs,
         )
 
-        if getattr(args, "int8_static", False):
-            q = quantize_artifact_static(args.out, *synthetic_calibration_epochs(
-                info.preprocess, modalities=info.modalities))
-        else:
+        if args.int8_method == "dynamic":
             q = quantize_artifact(args.out)
+        else:
+            quantise = quantize_artifact_static if args.int8_method == "static" else quantize_artifact_hybrid
+            q = quantise(args.out, *synthetic_calibration_epochs(info.preprocess, modalities=info.modalities))
         print(f"wrote {q.path} ({q.path.stat().st_size / 1e6:.1f} MB, int8)  {q.content_hash}")
         qrep = verify_artifact(q.path, reference=args.out, steps=20, atol=INT8_ATOL)
         print(qrep.summary())

@@ -1,15 +1,23 @@
-"""The int8 variant of a step artifact (ONNX Runtime dynamic quantisation).
+"""The int8 variants of a step artifact (ONNX Runtime quantisation).
 
-    synthsleep export CHECKPOINT --out model.onnx --int8     # also writes model.int8.onnx
+    synthsleep export CHECKPOINT --out model.onnx --int8 [--int8-method hybrid]
     synthsleep verify model.int8.onnx --reference model.onnx  # how far int8 is from fp32
 
-Weights of the MatMul/Gemm (and, with ``ops`` including ``Conv``, convolution) nodes become int8,
-activations are quantised per call (no calibration data needed, so the variant can be made
-anywhere the fp32 artifact exists). :func:`quantize_artifact_static` writes the static variant
-(QDQ: weights and activations int8, activation ranges calibrated on a few preprocessed epochs,
-run with the states they carry), which ORT runs with integer kernels for Conv as well. The result is an ordinary step artifact: same inputs,
-outputs, states and metadata, with ``provenance.quantization`` naming the method and the fp32
-artifact's content hash, and a content hash of its own.
+Three methods, each an ordinary step artifact (same inputs, outputs, states and metadata, with
+``provenance.quantization`` naming the method and the fp32 artifact's content hash, and a content
+hash of its own):
+
+``dynamic`` (:func:`quantize_artifact`)
+    MatMul/Gemm weights int8, activations quantised per call: no calibration data needed, so the
+    variant can be made anywhere the fp32 artifact exists. Convolutions stay float.
+``static`` (:func:`quantize_artifact_static`)
+    QDQ: weights and activations int8, activation ranges calibrated on a few preprocessed epochs
+    run with the states they carry; ORT fuses each DequantizeLinear -> Conv -> QuantizeLinear
+    into an integer convolution.
+``hybrid`` (:func:`quantize_artifact_hybrid`)
+    The convolutions as ``static``, then every MatMul/Gemm as ``dynamic`` (per-call activation
+    ranges, so the transformers do not depend on calibration). Fastest for the paper-size model,
+    whose backbone convolutions are ~40 % of a dynamic-int8 step (``benchmarks/bench_paper_cpu.py``).
 """
 
 from __future__ import annotations
@@ -64,19 +72,8 @@ def quantize_artifact(src: str | Path, dst: str | Path | None = None,
     Raises:
         ArtifactError: ``src`` is not a valid artifact, or the result fails the artifact checks.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    def run(fp32: Path, q8: Path) -> None:
-        stacked = stacked_matmuls(fp32) if per_channel and "MatMul" in ops else []
-        first = q8.with_name("per-channel.onnx") if stacked else q8
-        quantize_dynamic(str(fp32), str(first), weight_type=QuantType.QInt8, per_channel=per_channel,
-                         op_types_to_quantize=list(ops), nodes_to_exclude=stacked)
-        if stacked:
-            quantize_dynamic(str(first), str(q8), weight_type=QuantType.QInt8, per_channel=False,
-                             op_types_to_quantize=["MatMul"], nodes_to_quantize=stacked)
-
-    return _write_quantized(src, dst, run, {"method": "onnxruntime dynamic int8", "ops": list(ops),
-                                            "per_channel": per_channel, "weight_type": "int8"})
+    return _write_quantized(src, dst, lambda fp32, q8: _dynamic(fp32, q8, ops, per_channel), {
+        "method": "onnxruntime dynamic int8", "ops": list(ops), "per_channel": per_channel, "weight_type": "int8"})
 
 
 def _write_quantized(src: str | Path, dst: str | Path | None, run: Callable[[Path, Path], None],
@@ -92,6 +89,7 @@ def _write_quantized(src: str | Path, dst: str | Path | None, run: Callable[[Pat
     # the exporters' intermediate value_info (with the dynamic batch dim) makes ORT's quantiser
     # fail shape inference on large graphs; the graph's inputs/outputs keep their shapes
     del model.graph.value_info[:]
+    unshare_conv_biases(model.graph)
     props = {p.key: p.value for p in model.metadata_props}
     with tempfile.TemporaryDirectory() as tmp:
         fp32, q8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -112,6 +110,42 @@ def _write_quantized(src: str | Path, dst: str | Path | None, run: Callable[[Pat
     log.info("int8 artifact %s (%.1f MB, from %.1f MB; %s)", dst, dst.stat().st_size / 1e6,
              src.stat().st_size / 1e6, quantization["method"])
     return out
+
+
+def unshare_conv_biases(graph: onnx.GraphProto) -> int:
+    """Give every Conv its own bias initializer; returns how many were copied.
+
+    The exporter stores equal constants once, so convolutions whose folded BatchNorm biases
+    happen to be equal (all zero in a freshly initialised model, or any two equal vectors) share
+    one initializer, sometimes behind ``Identity`` nodes. The static quantiser then quantises that
+    bias once, with the first convolution's scale, and ORT cannot fuse the other convolutions
+    into integer ones: they stay float between DequantizeLinear and QuantizeLinear (paper config,
+    fresh weights: 166 of 240 convolutions; static QDQ step 252 ms before, 160 ms after).
+    """
+    inits = {t.name: t for t in graph.initializer}
+    identity = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity" and n.input[0] in inits}
+    users: dict[str, int] = {}
+    for n in graph.node:
+        if n.op_type == "Identity" and n.output[0] in identity:
+            continue  # counted through the nodes that read its output
+        for name in n.input:
+            users[identity.get(name, name)] = users.get(identity.get(name, name), 0) + 1
+    copied = 0
+    for n in graph.node:
+        if n.op_type != "Conv" or len(n.input) < 3:
+            continue
+        src = identity.get(n.input[2], n.input[2])
+        if src in inits and users[src] > 1:
+            bias = onnx.TensorProto()
+            bias.CopyFrom(inits[src])
+            bias.name = f"{n.name or n.output[0]}/bias_own"
+            graph.initializer.append(bias)
+            n.input[2] = bias.name
+            users[src] -= 1
+            copied += 1
+    if copied:
+        log.debug("gave %d convolutions their own bias initializer before quantisation", copied)
+    return copied
 
 
 def _calibration_reader(src: Path, x: np.ndarray, present: np.ndarray) -> Any:
@@ -178,17 +212,56 @@ def quantize_artifact_static(src: str | Path, x: np.ndarray, present: np.ndarray
     Raises:
         ArtifactError: ``src`` is not a valid artifact, or the result fails the artifact checks.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     def run(fp32: Path, q8: Path) -> None:
-        quantize_static(str(fp32), str(q8), _calibration_reader(Path(src), x, present),
-                        quant_format=QuantFormat.QDQ, op_types_to_quantize=list(ops),
-                        per_channel=per_channel, nodes_to_exclude=stacked_matmuls(fp32) if per_channel else [],
-                        activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"CalibTensorRangeSymmetric": False})
+        _static_qdq(src, fp32, q8, x, present, ops, per_channel)
 
     return _write_quantized(src, dst, run, {
         "method": "onnxruntime static int8 (QDQ, MinMax calibration)", "ops": list(ops),
         "per_channel": per_channel, "weight_type": "int8", "activation_type": "uint8",
         "calibration_epochs": int(x.shape[0])}, full_check=False)
+
+
+def _static_qdq(src: str | Path, fp32: Path, q8: Path, x: np.ndarray, present: np.ndarray,
+                ops: Sequence[str], per_channel: bool) -> None:
+    """ORT ``quantize_static`` of ``fp32`` (the graph of the artifact ``src``) into ``q8``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quantize_static(str(fp32), str(q8), _calibration_reader(Path(src), x, present),
+                    quant_format=QuantFormat.QDQ, op_types_to_quantize=list(ops),
+                    per_channel=per_channel, nodes_to_exclude=stacked_matmuls(fp32) if per_channel else [],
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"CalibTensorRangeSymmetric": False})
+
+
+def _dynamic(fp32: Path, q8: Path, ops: Sequence[str], per_channel: bool) -> None:
+    """ORT ``quantize_dynamic`` of ``ops``; the stacked 3-D MatMul weights per tensor in a second
+    pass (``stacked_matmuls``)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    stacked = stacked_matmuls(fp32) if per_channel and "MatMul" in ops else []
+    first = q8.with_name(q8.stem + ".per-channel.onnx") if stacked else q8
+    quantize_dynamic(str(fp32), str(first), weight_type=QuantType.QInt8, per_channel=per_channel,
+                     op_types_to_quantize=list(ops), nodes_to_exclude=stacked)
+    if stacked:
+        quantize_dynamic(str(first), str(q8), weight_type=QuantType.QInt8, per_channel=False,
+                         op_types_to_quantize=["MatMul"], nodes_to_quantize=stacked)
+
+
+def quantize_artifact_hybrid(src: str | Path, x: np.ndarray, present: np.ndarray,
+                             dst: str | Path | None = None) -> ArtifactInfo:
+    """Write the hybrid int8 variant of ``src``: Conv static QDQ (calibrated on ``x``/``present``
+    as in :func:`quantize_artifact_static`), then MatMul/Gemm dynamic (:func:`quantize_artifact`).
+
+    Raises:
+        ArtifactError: ``src`` is not a valid artifact, or the result fails the artifact checks.
+    """
+    def run(fp32: Path, q8: Path) -> None:
+        conv = q8.with_name(q8.stem + ".conv.onnx")
+        _static_qdq(src, fp32, conv, x, present, ("Conv",), True)
+        _dynamic(conv, q8, DEFAULT_OPS, True)
+
+    return _write_quantized(src, dst, run, {
+        "method": "onnxruntime hybrid int8 (Conv static QDQ, MinMax calibration; MatMul/Gemm dynamic)",
+        "ops": ["Conv", *DEFAULT_OPS], "per_channel": True, "weight_type": "int8",
+        "activation_type": "uint8 (Conv)", "calibration_epochs": int(x.shape[0])}, full_check=False)
