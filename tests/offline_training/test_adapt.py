@@ -100,6 +100,7 @@ def test_adapt_writes_a_traceable_artifact_that_scores(base_artifact, site_edf, 
     assert rec["base_model"] == base.content_hash and rec == json.loads(json.dumps(record))
     assert rec["recordings"][0]["file"] == "site-night.edf" and len(rec["recordings"][0]["sha256"]) == 64
     assert rec["recordings"][0]["modalities"] == ["eeg", "eog"]
+    assert "whole nights" in rec["warning"]  # 8 minutes: statistics that follow the stage mix
     assert info.provenance["data_fingerprint"] == base.provenance["data_fingerprint"]  # base provenance kept
     assert out.with_suffix(".safetensors").is_file() and out.with_suffix(".json").is_file()
     adapted, _, _ = score_recording(site_edf, StepRuntime(out, threads=1))
@@ -120,3 +121,13 @@ def test_adapt_cli_bad_input_is_a_clear_error(tmp_path, capsys, base_artifact, s
     assert main(["adapt", "--in", str(site_edf), "--model", str(lone), "--out", str(tmp_path / "y.onnx")]) == 2
     assert "lone.safetensors" in capsys.readouterr().out
     assert not (tmp_path / "y.onnx").exists()
+
+
+def test_adapt_cli_warns_about_short_recordings(tmp_path, capsys, base_artifact, site_edf):
+    from synthsleep.cli import main
+
+    out = tmp_path / "short.onnx"
+    assert main(["adapt", "--in", str(site_edf), "--model", str(base_artifact), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed
+    assert "warning: recordings of 8 min on average: adapt on whole nights (>= 4 h)" in printed
