@@ -89,7 +89,8 @@ def _write_quantized(src: str | Path, dst: str | Path | None, run: Callable[[Pat
     # the exporters' intermediate value_info (with the dynamic batch dim) makes ORT's quantiser
     # fail shape inference on large graphs; the graph's inputs/outputs keep their shapes
     del model.graph.value_info[:]
-    unshare_conv_biases(model.graph)
+    if "Conv" in quantization["ops"]:  # the static quantiser needs one bias per convolution
+        unshare_conv_biases(model.graph)
     props = {p.key: p.value for p in model.metadata_props}
     with tempfile.TemporaryDirectory() as tmp:
         fp32, q8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"

@@ -44,12 +44,12 @@ from .prepare import sha256_of
 log = logging.getLogger(__name__)
 
 RECORDING_SUFFIXES = (".edf", ".bdf", ".rec")
-#: recordings shorter than this on average (4 h of 30-s epochs) get a warning: BatchNorm
+#: recordings shorter than this on average (hours) get a warning: BatchNorm
 #: statistics from short, stage-skewed recordings move the model with the stage mix, not the site
 #: (``benchmarks/bench_adapt_synthetic.py``: held-out randomised nights, EEG only, 0.707 as is,
 #: 0.811 adapted on the whole night, 0.706 adapted on a 30-min N2-rich snippet of it; DREAMS
 #: leave-one-out on 30-min excerpts made every model worse)
-MIN_MEAN_EPOCHS = 480
+MIN_MEAN_HOURS = 4.0
 
 
 def find_recordings(inputs: Sequence[str | Path]) -> list[Path]:
@@ -166,10 +166,10 @@ def adapt(recordings: Sequence[Path], model_path: str | Path, out: str | Path,
     stats = reestimate_batchnorm(model, nights)
     record = {"method": "AdaBN: per-epoch encoder BatchNorm statistics re-estimated, no labels",
               "base_model": info.content_hash, "recordings": files, **stats}
-    mean_epochs = stats["epochs"] / max(1, len(files))
-    if mean_epochs < MIN_MEAN_EPOCHS:
-        record["warning"] = (f"recordings of {mean_epochs * 0.5:.0f} min on average: adapt on whole nights "
-                             f"(>= {MIN_MEAN_EPOCHS // 120} h); statistics from short recordings follow their "
+    mean_hours = stats["epochs"] * params.epoch_seconds / 3600 / max(1, len(files))
+    if mean_hours < MIN_MEAN_HOURS:
+        record["warning"] = (f"recordings of {60 * mean_hours:.0f} min on average: adapt on whole nights "
+                             f"(>= {MIN_MEAN_HOURS:g} h); statistics from short recordings follow their "
                              "stage mix and can make the model worse")
         log.warning("%s", record["warning"])
     provenance = dict(info.provenance)
