@@ -7,6 +7,8 @@ nothing above 25 Hz), other amplifiers and montages (gain, noise), and sensors t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..psg.epoch import TARGET_RATE
@@ -69,19 +71,23 @@ def montage_mask(montage: tuple[str, ...], modalities: tuple[str, ...]) -> np.nd
     return np.array([m in montage for m in modalities], dtype=bool)
 
 
-#: How often each reduced montage is drawn: EEG alone and EEG+EOG (headbands, single-channel
-#: recordings, the DREAMS excerpts) three and two times as often as the others.
-MONTAGE_WEIGHTS = np.array([3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+def draw_montage(rng: np.random.Generator, modalities: tuple[str, ...],
+                 weights: Sequence[float]) -> np.ndarray:
+    """One of ``REDUCED_MONTAGES`` at random, as a bool [M] mask.
 
-
-def draw_montage(rng: np.random.Generator, modalities: tuple[str, ...]) -> np.ndarray:
-    """One of ``REDUCED_MONTAGES`` at random (``MONTAGE_WEIGHTS``), as a bool [M] mask."""
-    k = int(rng.choice(len(REDUCED_MONTAGES), p=MONTAGE_WEIGHTS / MONTAGE_WEIGHTS.sum()))
+    ``weights``: relative chance of each montage, in ``REDUCED_MONTAGES`` order (the run
+    config's ``finetune.montage_weights``).
+    """
+    w = np.asarray(weights, dtype=float)
+    if w.shape != (len(REDUCED_MONTAGES),) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"montage weights must be {len(REDUCED_MONTAGES)} non-negative numbers "
+                         f"(one per augment.REDUCED_MONTAGES entry, not all 0), got {list(weights)}")
+    k = int(rng.choice(len(REDUCED_MONTAGES), p=w / w.sum()))
     return montage_mask(REDUCED_MONTAGES[k], modalities)
 
 
 def montage_dropout(present: np.ndarray, rng: np.random.Generator, modalities: tuple[str, ...],
-                    p: float) -> np.ndarray:
+                    p: float, weights: Sequence[float]) -> np.ndarray:
     """Whole-window sensor loss: each window, with probability ``p``, keeps only the sensors of a
     random reduced montage (the same for all its epochs, as a recorder's set is over a night).
 
@@ -94,6 +100,7 @@ def montage_dropout(present: np.ndarray, rng: np.random.Generator, modalities: t
         rng: random generator.
         modalities: names of the M columns.
         p: chance per window of a reduced montage.
+        weights: relative chance of each of ``REDUCED_MONTAGES`` (see ``draw_montage``).
 
     Returns:
         bool [B, T, M] (a copy).
@@ -101,7 +108,7 @@ def montage_dropout(present: np.ndarray, rng: np.random.Generator, modalities: t
     out = present.copy()
     for i in range(out.shape[0]):
         if rng.random() < p:
-            reduced = out[i] & draw_montage(rng, modalities)[None]
+            reduced = out[i] & draw_montage(rng, modalities, weights)[None]
             if reduced.any():
                 out[i] = reduced
     return out

@@ -81,6 +81,10 @@ class FinetuneConfig:
     # chance per training window (phase 1) and per training night (phase 2, an extra copy of the
     # night embedded with that montage) of a reduced sensor set (augment.REDUCED_MONTAGES)
     montage_dropout: float = 0.0
+    # relative chance of each reduced sensor set, in augment.REDUCED_MONTAGES order: EEG, EEG+EOG,
+    # EEG+EOG+EMG, EEG+EOG+EMG+ECG, cardiorespiratory without EMG, all but SpO2, EEG+EOG+EMG+ECG+SpO2
+    # (EEG alone and EEG+EOG: headbands, single-channel recordings, the DREAMS excerpts)
+    montage_weights: list[float] = field(default_factory=lambda: [3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0])
     # chance per training window (phase 1) that one present sensor other than the EEG carries a
     # foreign signal (noise, another sensor's signal, a shuffled copy) while marked present: no
     # single sensor may rule the output (augment.corrupt_modality)

@@ -105,7 +105,7 @@ def _window_loss_fn(model: nn.Module, nights: Sequence[Night], loss: TaskLoss, f
         if fcfg.augment:
             x, pr = augment_epochs(x, pr, rng, mods)
         if fcfg.montage_dropout > 0:
-            pr = montage_dropout(pr, rng, mods, fcfg.montage_dropout)
+            pr = montage_dropout(pr, rng, mods, fcfg.montage_dropout, fcfg.montage_weights)
             x = x * pr[..., None]
         if fcfg.corrupt_modality > 0:
             x = corrupt_modality(x, pr, rng, mods, fcfg.corrupt_modality)
@@ -165,7 +165,8 @@ def _night_phase(job: _Job, lab_train: list[Night], val: list[Night],
         # extra copies of some training nights, each embedded with one reduced sensor set, so the
         # temporal model learns the embeddings of partial montages too (labels are the same)
         rng = np.random.default_rng([job.seed, 0x3D])
-        picks = [(n, draw_montage(rng, tuple(job.cfg.modalities))) for n in lab_train
+        picks = [(n, draw_montage(rng, tuple(job.cfg.modalities), fcfg.montage_weights))
+                 for n in lab_train
                  if rng.random() < fcfg.montage_dropout]
         if picks:
             embeds_train += embed_nights(model, [n for n, _ in picks], device, desc="embed reduced",

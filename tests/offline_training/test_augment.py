@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from synthsleep.offline_training.augment import augment_epochs
 
@@ -29,7 +30,8 @@ def test_montage_dropout_keeps_real_sensor_sets_per_window():
     mods = ("eeg", "eog", "emg", "ecg", "airflow", "thorax", "abdomen", "spo2")
     present = np.ones((400, 5, 8), bool)
     present[0] = False  # a window with nothing stays as it was
-    out = montage_dropout(present, np.random.default_rng(0), mods, p=0.5)
+    out = montage_dropout(present, np.random.default_rng(0), mods, p=0.5,
+                          weights=[3, 2, 1, 1, 1, 1, 1])
     assert not out[0].any()
     sets = {tuple(m for m, k in zip(mods, row[0]) if k) for row in out[1:]}
     assert all((row == row[0]).all() for row in out)  # one sensor set for a whole window
@@ -38,6 +40,20 @@ def test_montage_dropout_keeps_real_sensor_sets_per_window():
     n_full = sum(row.all() for row in out[1:])
     assert 150 <= n_full <= 250  # about half the windows keep everything
     assert (present == 1).sum() > out.sum()  # input untouched, output a copy
+
+
+def test_montage_weights_set_how_often_each_sensor_set_is_drawn():
+    from synthsleep.offline_training.augment import REDUCED_MONTAGES, draw_montage, montage_mask
+
+    mods = ("eeg", "eog", "emg", "ecg", "airflow", "thorax", "abdomen", "spo2")
+    rng = np.random.default_rng(0)
+    only_resp = [0, 0, 0, 0, 1, 1, 0]  # the two cardiorespiratory sets, equally often
+    drawn = [tuple(draw_montage(rng, mods, only_resp)) for _ in range(400)]
+    want = [tuple(montage_mask(REDUCED_MONTAGES[k], mods)) for k in (4, 5)]
+    assert set(drawn) == set(want) and 150 <= drawn.count(want[0]) <= 250
+    for bad in ([1, 1], [0] * 7, [1, -1, 1, 1, 1, 1, 1]):
+        with pytest.raises(ValueError, match="montage weights"):
+            draw_montage(rng, mods, bad)
 
 
 def test_corrupt_modality_replaces_one_sensor_never_the_eeg():
