@@ -1,8 +1,11 @@
 """Shared building blocks: fixed sin-cos positions and a pre-norm transformer block.
 
-Attention uses ``F.scaled_dot_product_attention`` with an explicit boolean key mask (no nested
-tensors, no fast-path branches), so the eval graph exports to ONNX and a key padding mask behaves
-identically in training and export.
+Attention uses ``F.scaled_dot_product_attention`` with an explicit key mask (no nested tensors,
+no fast-path branches), so the eval graph exports to ONNX and a key padding mask behaves
+identically in training and export. The boolean key mask becomes an additive bias (0 or -inf,
+[B, 1, 1, S]) once per ``Transformer``: the exporter turns a boolean mask into a NaN check and a
+select over every [B, H, S, S] attention matrix (for rows with no key at all, which our masks
+never have: the no-signal token is always attended), 7 % of the encoder's time on a CPU.
 """
 
 from __future__ import annotations
@@ -22,8 +25,15 @@ def sincos_positions(n: int, dim: int) -> Tensor:
     return torch.cat([torch.sin(ang), torch.cos(ang)], dim=1).float()
 
 
+def key_bias(key_mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """bool [B, S] (True = key may be attended) -> additive attention bias [B, 1, 1, S]: 0 where
+    a key may be attended, -inf where not (every row must keep at least one key)."""
+    zero = torch.zeros(key_mask.shape, dtype=dtype, device=key_mask.device)
+    return zero.masked_fill(~key_mask, float("-inf"))[:, None, None, :]
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention; ``key_mask`` [B, S] bool True = key may be attended."""
+    """Multi-head self-attention; ``bias`` [B, 1, 1, S] additive (``key_bias``) or None."""
 
     def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -33,13 +43,12 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
 
-    def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
         b, s, d = x.shape
         qkv = self.qkv(x).reshape(b, s, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # [B, H, S, hd]
-        mask = None if key_mask is None else key_mask[:, None, None, :]  # True = attend
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+            q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(b, s, d)
         return self.proj(y)
 
@@ -58,8 +67,8 @@ class Block(nn.Module):
             nn.Dropout(dropout),
         )
 
-    def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
-        x = x + self.attn(self.norm1(x), key_mask)
+    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        x = x + self.attn(self.norm1(x), bias)
         return x + self.mlp(self.norm2(x))
 
 
@@ -73,8 +82,10 @@ class Transformer(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-6)
 
     def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
+        """x [B, S, dim], key_mask bool [B, S] (True = may be attended) or None -> [B, S, dim]."""
+        bias = None if key_mask is None else key_bias(key_mask, x.dtype)
         for blk in self.blocks:
-            x = blk(x, key_mask)
+            x = blk(x, bias)
         return self.norm(x)
 
 

@@ -7,13 +7,19 @@ separate fusion projections, one after the other. The maths of each is small (``
 every per-modality weight stacked along a modality axis, so each layer is ONE node for all M:
 
     x [N, M, 3000] (absent modalities zeroed)
-      frames / epoch -> grouped 1-D convolutions (groups = M; BatchNorm folded into them)
+      frames / epoch as rows of one image [1, M, R, W] (R = N*F frames, or N epochs)
+      -> grouped convolutions with kernels [1, k] over it (groups = M; BatchNorm folded in)
       -> squeeze-excitation and every Linear as a batched matmul  x [.., M, S, in] @ W [M, in, out]
       -> feature maps pooled / averaged -> frame features [N, M, F, frame_dim]
       -> embed + positions, per-modality CLS -> transformer (LayerNorm affine [M, 1, D],
          attention over [N*M, H, 1+F, hd]) -> tokens [N, M, F, nn_dim]
       -> fusion projections (Linear-BN-ELU-Linear, BN folded) + modality token + positions
       -> the model's own Fusion.encode / present_mean -> embedding [N, fusion_dim]
+
+The rows layout: a 1-D convolution over R frames of length L is the same as a 2-D convolution
+with a [1, k] kernel over ONE image of R rows, and ONNX Runtime runs that as a few large matrix
+products (and in its blocked NCHWc layout) instead of R small ones: the convolutions of the
+``small`` encoder take ~1.4-5x less time on a CPU this way (``benchmarks/bench_throughput.py``).
 
 Inference only (eval-mode BatchNorm statistics are folded in at construction); the weights are
 read from the model once, so build it after training and before export. Equal to
@@ -43,19 +49,19 @@ def _fold(conv: nn.Conv1d, bn: nn.BatchNorm1d) -> tuple[Tensor, Tensor]:
 
 
 class _GroupedConv(nn.Module):
-    """M convolutions (each with its BatchNorm folded) as one grouped Conv1d: [B, M*C_in, L] ->
-    [B, M*C_out, L']."""
+    """M convolutions (each with its BatchNorm folded) as one grouped convolution along the rows
+    of an image: [1, M*C_in, R, L] -> [1, M*C_out, R, L'] (each row convolved on its own)."""
 
     def __init__(self, pairs: list[tuple[nn.Conv1d, nn.BatchNorm1d]]) -> None:
         super().__init__()
         conv = pairs[0][0]
-        self.stride, self.padding, self.groups = conv.stride[0], conv.padding[0], len(pairs)
+        self.stride, self.padding, self.groups = (1, conv.stride[0]), (0, conv.padding[0]), len(pairs)
         folded = [_fold(c, b) for c, b in pairs]
-        self.weight = nn.Parameter(torch.cat([w for w, _ in folded]), requires_grad=False)
+        self.weight = nn.Parameter(torch.cat([w for w, _ in folded])[:, :, None], requires_grad=False)  # [MC, C_in, 1, k]
         self.bias = nn.Parameter(torch.cat([b for _, b in folded]), requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv1d(x, self.weight, self.bias, self.stride, self.padding, groups=self.groups)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, groups=self.groups)
 
 
 class _StackedLinear(nn.Module):
@@ -89,7 +95,7 @@ class _StackedLayerNorm(nn.Module):
 
 
 class _StackedSEBlock(nn.Module):
-    """M ``SEResBlock`` s: [B, M*C_in, L] -> [B, M*C_out, ceil(L / stride)]."""
+    """M ``SEResBlock`` s over rows: [1, M*C_in, R, L] -> [1, M*C_out, R, ceil(L / stride)]."""
 
     def __init__(self, blocks: list[SEResBlock]) -> None:
         super().__init__()
@@ -101,15 +107,15 @@ class _StackedSEBlock(nn.Module):
         self.fc2 = _StackedLinear([b.se.fc2 for b in blocks])
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv2(F.elu(self.conv1(x)))  # [B, M*C, L]
-        b, mc, _ = y.shape
-        s = y.mean(dim=-1).reshape(b, self.m, 1, mc // self.m)  # [B, M, 1, C]
-        s = torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
-        return F.elu(y * s.reshape(b, mc, 1) + self.short(x))
+        y = self.conv2(F.elu(self.conv1(x)))  # [1, M*C, R, L]
+        _, mc, r, _ = y.shape
+        s = y.mean(dim=-1).reshape(1, self.m, mc // self.m, r).transpose(2, 3)  # [1, M, R, C]
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(s))))  # [1, M, R, C]
+        return F.elu(y * s.transpose(2, 3).reshape(1, mc, r, 1) + self.short(x))
 
 
 class _StackedBranch(nn.Module):
-    """M ``Branch`` es of one kernel size: [B, M, W] -> feature maps [B, M*C_last, L]."""
+    """M ``Branch`` es of one kernel size over rows: [1, M, R, W] -> feature maps [1, M*C_last, R, L]."""
 
     def __init__(self, branches: list[Branch]) -> None:
         super().__init__()
@@ -118,7 +124,7 @@ class _StackedBranch(nn.Module):
                                       for i in range(len(branches[0].blocks))))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.blocks(F.max_pool1d(F.elu(self.stem(x)), 2, 2))
+        return self.blocks(F.max_pool2d(F.elu(self.stem(x)), (1, 2), (1, 2)))
 
 
 class _StackedBlock(nn.Module):
@@ -155,7 +161,11 @@ class StackedEncoder(nn.Module):
         self.cfg = cfg
         self.epoch_mode = cfg.backbone_mode == "epoch"
         bb = nets[0].backbone
-        self.register_buffer("frame_idx", bb.frame_idx.clone(), persistent=False)
+        self.register_buffer("frame_idx", bb.frame_idx.clone(), persistent=False)  # [F, W]
+        self.step, self.hops = cfg.frame_step, cfg.frame_samples // cfg.frame_step
+        if cfg.frame_samples % cfg.frame_step or cfg.epoch_samples % cfg.frame_step:
+            raise ValueError(f"stacked export needs frame_samples ({cfg.frame_samples}) and epoch_samples "
+                             f"({cfg.epoch_samples}) to be multiples of frame_step ({cfg.frame_step})")
         if self.epoch_mode:
             self.register_buffer("pool_t", bb.pool.t().contiguous(), persistent=False)  # [L, F]
         self.branches = nn.ModuleList(_StackedBranch([n.backbone.branches[i] for n in nets])
@@ -176,17 +186,21 @@ class StackedEncoder(nn.Module):
 
     def frame_features(self, x: Tensor) -> Tensor:
         """x [N, M, E] -> frame features [N, M, F, frame_dim]."""
-        n, m, _ = x.shape
+        n, m, e = x.shape
+        xm = x.transpose(0, 1)  # [M, N, E]
         if self.epoch_mode:
-            maps = [br(x) for br in self.branches]  # each [N, M*C, L]
-            feats = torch.cat([torch.matmul(mp.reshape(n, m, -1, mp.shape[-1]), self.pool_t).transpose(2, 3)
+            rows = xm.reshape(1, m, n, e)  # one row per epoch
+            maps = [br(rows) for br in self.branches]  # each [1, M*C, N, L]
+            feats = torch.cat([torch.matmul(mp.reshape(m, -1, n, mp.shape[-1]), self.pool_t).permute(2, 0, 3, 1)
                                for mp in maps], dim=-1)  # [N, M, F, C * branches]
         else:
-            fr = x[:, :, self.frame_idx]  # [N, M, F, W]
-            f, w = fr.shape[2:]
-            fr = fr.transpose(1, 2).reshape(n * f, m, w)  # [N*F, M, W]: modalities as channels
-            feats = torch.cat([br(fr).mean(dim=-1).reshape(n, f, m, -1) for br in self.branches], dim=-1)
-            feats = feats.transpose(1, 2)  # [N, M, F, C * branches]
+            # one row per frame; a frame is `hops` consecutive steps, cut as `hops` shifted views
+            # of the epoch's steps (contiguous copies, no gather)
+            f, w = self.frame_idx.shape
+            steps = xm.reshape(m, n, -1, self.step)  # [M, N, E/step, step]
+            rows = torch.cat([steps[:, :, k:k + f] for k in range(self.hops)], dim=-1).reshape(1, m, n * f, w)
+            feats = torch.cat([br(rows).mean(dim=-1).reshape(m, -1, n, f).permute(2, 0, 3, 1)
+                               for br in self.branches], dim=-1)  # [N, M, F, C * branches]
         return self.head2(F.elu(self.head1(feats)))
 
     def tokens(self, x: Tensor) -> Tensor:
