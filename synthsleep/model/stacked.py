@@ -213,9 +213,9 @@ class StackedEncoder(nn.Module):
         return self.norm(h)[:, :, 1:]
 
     def forward(self, x: Tensor, present: Tensor) -> Tensor:
-        x = torch.where(present[:, :, None], x, torch.zeros_like(x))
+        x = torch.where(present[:, :, None], x, 0.0)  # a scalar: no zeros tensor expanded in the graph
         tok = self.tokens(x)
-        tok = torch.where(present[:, :, None, None], tok, torch.zeros_like(tok))
+        tok = torch.where(present[:, :, None, None], tok, 0.0)
         u = self.proj2(F.elu(self.proj1(tok))) + self.fusion.modality_token[:, None] + self.fusion.pos
         fused = self.fusion.encode(u, present, None)
         return self.fusion.present_mean(fused, present, self.cfg.n_frames)
