@@ -18,6 +18,8 @@ def test_bundled_artifact_is_complete():
     assert list(info.class_names["stage"]) == ["W", "N1", "N2", "N3", "REM"]
     assert info.modalities == ("eeg", "eog", "emg", "ecg", "airflow", "thorax", "abdomen", "spo2")
     assert info.provenance["data_fingerprint"] and "test_carried" in info.provenance["metrics"]
+    mix = info.provenance["train_stage_mix"]  # what adapt balances to
+    assert len(mix) == 5 and abs(sum(mix) - 1) < 1e-3 and min(mix) > 0
     assert BUNDLED_MODEL.stat().st_size < 8_000_000
 
 

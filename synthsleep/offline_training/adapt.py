@@ -17,6 +17,17 @@ as trained: their inputs are the encoder's embeddings, which the new statistics 
 the training distribution, and re-estimating them would bake the site's stage mix into the
 decision (a site whose excerpts are mostly N2 would shift every stage boundary).
 
+Stage-balanced (the default, ``method="balanced"``): the encoder's statistics themselves follow the
+stage mix of what they are estimated on (an average N2 epoch is not an average epoch), so plain
+AdaBN on short, stage-skewed recordings moves the model with the stage mix, not the site
+(``benchmarks/bench_adapt_synthetic.py``). The balanced method first stages every epoch with the
+unadapted model (state carried over each recording), re-estimates the statistics on each
+predicted stage's epochs apart, and mixes them with the training nights' stage mix
+(provenance ``train_stage_mix``): mean = sum_c w_c mean_c, var = sum_c w_c (var_c + mean_c^2) -
+mean^2, over the stages with at least ``MIN_STAGE_EPOCHS`` epochs (their weights renormalised).
+Still no label is read: the groups are the model's own predictions. An artifact without
+``train_stage_mix`` (made before 2026-11-30) is adapted with plain AdaBN, with a warning.
+
 The new artifact's provenance names the base model (content hash), the method, and each
 recording adapted on (name, SHA-256, epochs), so a score can always be traced to what the model
 saw. The weights are written beside it (``.safetensors`` + ``.json``) so it can be adapted or
@@ -50,6 +61,9 @@ RECORDING_SUFFIXES = (".edf", ".bdf", ".rec")
 #: 0.811 adapted on the whole night, 0.706 adapted on a 30-min N2-rich snippet of it; DREAMS
 #: leave-one-out on 30-min excerpts made every model worse)
 MIN_MEAN_HOURS = 4.0
+#: a predicted stage with fewer epochs than this is left out of the stage-balanced statistics
+MIN_STAGE_EPOCHS = 10
+METHODS = ("balanced", "plain")
 
 
 def find_recordings(inputs: Sequence[str | Path]) -> list[Path]:
@@ -85,25 +99,11 @@ def _encoder_batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNor
             if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-@torch.no_grad()
-def reestimate_batchnorm(model: nn.Module, nights: Sequence[tuple[np.ndarray, np.ndarray]],
-                         batch: int = 64) -> dict[str, int]:
-    """AdaBN on the per-epoch encoder: its BatchNorm running statistics become the average over
-    the given epochs (cumulative, every batch weighted alike). In place; the model is left in
-    eval mode.
-
-    Args:
-        model: a ``SleepModel``.
-        nights: per recording (x float32 [T, M, 3000], present bool [T, M]).
-        batch: epochs per forward pass.
-
-    Returns:
-        {"epochs": epochs seen, "batchnorms": layers re-estimated, "kept": layers that saw no
-        data (a modality the site does not record, the unused pretraining projectors) and kept
-        their trained statistics}.
-    """
-    bns = _encoder_batchnorms(model)
-    saved = [(bn.running_mean.clone(), bn.running_var.clone(), bn.momentum) for bn in bns]
+def _batchnorm_pass(model: nn.Module, bns: list[nn.modules.batchnorm._BatchNorm],
+                    nights: Sequence[tuple[np.ndarray, np.ndarray]], batch: int) -> int:
+    """Reset ``bns`` and run the encoder over ``nights`` in batch mode, so each BatchNorm's running
+    statistics become the cumulative average over the epochs (present rows only). Returns the
+    number of epochs with any modality."""
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative moving average
@@ -119,20 +119,91 @@ def reestimate_batchnorm(model: nn.Module, nights: Sequence[tuple[np.ndarray, np
             if pb.any():
                 model.encode_epochs(xb, pb)
                 n += int(pb.any(dim=1).sum())
+    model.eval()
+    return n
+
+
+@torch.no_grad()
+def predict_stages(model: nn.Module, x: np.ndarray, present: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The model's stage per epoch of one recording (x [T, M, 3000], present [T, M]), the
+    temporal state carried from its start, as ``score`` runs it: int [T] (0-4)."""
+    model.eval()
+    emb = [model.encode_epochs(torch.from_numpy(np.ascontiguousarray(x[s:s + batch], dtype=np.float32)),
+                               torch.from_numpy(np.ascontiguousarray(present[s:s + batch])))
+           for s in range(0, len(x), batch)]
+    h, _ = model.temporal(torch.cat(emb)[None])  # [1, T, d]
+    stage, _, _ = model.heads(h[0])
+    return stage.argmax(dim=-1).numpy()
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, nights: Sequence[tuple[np.ndarray, np.ndarray]],
+                         batch: int = 64, stage_mix: Sequence[float] | None = None) -> dict[str, Any]:
+    """AdaBN on the per-epoch encoder, in place; the model is left in eval mode.
+
+    Plain (``stage_mix`` None): every BatchNorm's running statistics become the average over the
+    given epochs (cumulative, every batch weighted alike). Stage-balanced (``stage_mix``: the
+    training nights' fraction of each stage, [5]): the statistics of each predicted stage's
+    epochs, mixed with those weights (module docstring).
+
+    Args:
+        model: a ``SleepModel``.
+        nights: per recording (x float32 [T, M, 3000], present bool [T, M]).
+        batch: epochs per forward pass.
+        stage_mix: weights of the stages W, N1, N2, N3, REM, or None.
+
+    Returns:
+        {"epochs": epochs seen, "batchnorms": layers re-estimated, "kept": layers that saw no
+        data (a modality the site does not record, the unused pretraining projectors) and kept
+        their trained statistics}; balanced also {"predicted_stage_epochs": [5], "stage_weights":
+        [5] (0 for a stage left out)}.
+    """
+    bns = _encoder_batchnorms(model)
+    saved = [(bn.running_mean.clone(), bn.running_var.clone(), bn.momentum) for bn in bns]
+    out: dict[str, Any] = {}
+    if stage_mix is None:
+        out["epochs"] = _batchnorm_pass(model, bns, nights, batch)
+        stats = [(bn.running_mean.clone(), bn.running_var.clone(), int(bn.num_batches_tracked)) for bn in bns]
+    else:
+        prior = np.asarray(stage_mix, dtype=float)
+        stages = [predict_stages(model, x, p, batch) for x, p in nights]  # before any change
+        counts = np.bincount(np.concatenate(stages), minlength=len(prior))[:len(prior)]
+        w = np.where(counts >= MIN_STAGE_EPOCHS, prior, 0.0)
+        if w.sum() <= 0:  # no stage has enough epochs: one group, as plain AdaBN
+            w, stages = np.eye(len(prior))[int(counts.argmax())], [np.full(len(x), int(counts.argmax())) for x, _ in nights]
+        w = w / w.sum()
+        acc = [[torch.zeros_like(bn.running_mean), torch.zeros_like(bn.running_var), 0.0] for bn in bns]
+        n = 0
+        for c in np.flatnonzero(w):
+            group = [(x[st == c], p[st == c]) for (x, p), st in zip(nights, stages) if (st == c).any()]
+            n += _batchnorm_pass(model, bns, group, batch)
+            for a, bn in zip(acc, bns):
+                if int(bn.num_batches_tracked):  # this layer saw data of stage c
+                    a[0] += w[c] * bn.running_mean
+                    a[1] += w[c] * (bn.running_var + bn.running_mean ** 2)
+                    a[2] += float(w[c])
+        stats = []
+        for a in acc:  # weights renormalised over the stages a layer saw
+            mean = a[0] / a[2] if a[2] else a[0]
+            stats.append((mean, (a[1] / a[2] - mean ** 2).clamp(min=0) if a[2] else a[1], int(a[2] > 0)))
+        out.update(epochs=n, predicted_stage_epochs=counts.tolist(), stage_weights=[round(float(v), 4) for v in w])
     kept = 0
-    for bn, (mean, var, momentum) in zip(bns, saved):
-        if int(bn.num_batches_tracked) == 0:
-            bn.running_mean.copy_(mean)
-            bn.running_var.copy_(var)
-            kept += 1
+    for bn, (mean, var, momentum), (new_mean, new_var, tracked) in zip(bns, saved, stats):
+        bn.running_mean.copy_(new_mean if tracked else mean)
+        bn.running_var.copy_(new_var if tracked else var)
+        kept += not tracked
         bn.momentum = momentum
     model.eval()
-    return {"epochs": n, "batchnorms": len(bns) - kept, "kept": kept}
+    return {**out, "batchnorms": len(bns) - kept, "kept": kept}
 
 
 def adapt(recordings: Sequence[Path], model_path: str | Path, out: str | Path,
-          overrides: dict[str, str] | None = None, progress: bool = False) -> dict[str, Any]:
+          overrides: dict[str, str] | None = None, progress: bool = False,
+          method: str = "balanced") -> dict[str, Any]:
     """Adapt the artifact ``model_path`` (its weights beside it) to ``recordings``; write ``out``.
+
+    ``method``: ``balanced`` (stage-balanced AdaBN; plain with a warning when the artifact's
+    provenance has no ``train_stage_mix``) or ``plain`` (module docstring).
 
     Returns the adaptation record stored in the new artifact's provenance.
 
@@ -163,15 +234,27 @@ def adapt(recordings: Sequence[Path], model_path: str | Path, out: str | Path,
         nights.append((x, present))
         files.append({"file": Path(path).name, "sha256": sha256_of(Path(path)), "epochs": len(x),
                       "modalities": [m for m, k in zip(cfg.modalities, present.any(axis=0)) if k]})
-    stats = reestimate_batchnorm(model, nights)
-    record = {"method": "AdaBN: per-epoch encoder BatchNorm statistics re-estimated, no labels",
-              "base_model": info.content_hash, "recordings": files, **stats}
+    if method not in METHODS:
+        raise ValueError(f"adapt method must be one of {', '.join(METHODS)}, got {method!r}")
+    mix = info.provenance.get("train_stage_mix") if method == "balanced" else None
+    warnings = []
+    if method == "balanced" and mix is None:
+        warnings.append(f"{model_path.name} does not record its training stage mix (provenance "
+                        "train_stage_mix): plain AdaBN instead of stage-balanced")
+        log.warning("%s", warnings[-1])
+    stats = reestimate_batchnorm(model, nights, stage_mix=mix)
+    how = ("stage-balanced AdaBN: per-epoch encoder BatchNorm statistics re-estimated per predicted stage, "
+           "mixed with the training stage mix, no labels" if mix is not None else
+           "AdaBN: per-epoch encoder BatchNorm statistics re-estimated, no labels")
+    record = {"method": how, "base_model": info.content_hash, "recordings": files, **stats}
     mean_hours = stats["epochs"] * params.epoch_seconds / 3600 / max(1, len(files))
     if mean_hours < MIN_MEAN_HOURS:
-        record["warning"] = (f"recordings of {60 * mean_hours:.0f} min on average: adapt on whole nights "
-                             f"(>= {MIN_MEAN_HOURS:g} h); statistics from short recordings follow their "
-                             "stage mix and can make the model worse")
-        log.warning("%s", record["warning"])
+        warnings.append(f"recordings of {60 * mean_hours:.0f} min on average: adapt on whole nights "
+                        f"(>= {MIN_MEAN_HOURS:g} h); statistics from short recordings follow their "
+                        "stage mix and can make the model worse")
+        log.warning("%s", warnings[-1])
+    if warnings:
+        record["warnings"] = warnings
     provenance = dict(info.provenance)
     provenance["adapted"] = record
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -190,6 +273,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="the adapted artifact to write (.onnx)")
     p.add_argument("--channel", action="append", default=[], metavar="MODALITY=LABEL",
                    help="channel override, e.g. --channel eeg=C3-A1 (repeatable)")
+    p.add_argument("--method", choices=METHODS, default="balanced",
+                   help="balanced (default): BatchNorm statistics per predicted stage, mixed with the "
+                        "training stage mix, so a site's stage mix does not move the model; plain: "
+                        "statistics of all epochs together (AdaBN)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -198,13 +285,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         files = find_recordings(args.inputs)
         record = adapt(files, resolve_model_path(args.model), args.out, parse_overrides(args.channel),
-                       progress=True)
+                       progress=True, method=args.method)
     except (ValueError, FileNotFoundError) as e:
         print(f"synthsleep adapt: {e}")
         return 2
     print(f"adapted on {len(record['recordings'])} recordings, {record['epochs']} epochs: "
           f"{record['batchnorms']} BatchNorm layers re-estimated, {record['kept']} kept "
           f"(no data: modalities not recorded)\nwrote {args.out} (+ .safetensors, .json)")
-    if "warning" in record:
-        print(f"warning: {record['warning']}")
+    for w in record.get("warnings", []):
+        print(f"warning: {w}")
     return 0

@@ -48,7 +48,7 @@ from .metrics import jsonable
 from .night_trainer import embed_nights
 from .pretrain import pretrain_multimodal, pretrain_unimodal
 from .selection import evaluate_embedded, predict_embedded, short_metrics
-from .shards import load_nights
+from .shards import load_nights, stage_mix
 from .trainer import setup_threads
 
 log = logging.getLogger(__name__)
@@ -293,6 +293,7 @@ def make_model(out: Path, work: Path, rc: RunConfig, subjects: int, two_night: i
                                                  f"test_window{window}": short_metrics(test[f"window{window}"]),
                                                  "val": short_metrics(ft["val"])},
         "thresholds_folded": thresholds, "stage_confidence": confidence,
+        "train_stage_mix": stage_mix(shards, "train"),  # what synthsleep adapt balances to
     }
     onnx_rep = timer.run("export ONNX + evaluate artifact (ORT)", export_and_check, work / "finetune", out,
                          shards, provenance, window,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..psg.clinical import count_respiratory_events
+from ..psg.clinical import N_STAGES, count_respiratory_events
 from ..psg.epoch import EPOCH_SAMPLES, Quality
 
 log = logging.getLogger(__name__)
@@ -180,6 +180,21 @@ def split_files(shard_dir: str | Path, split: str) -> list[dict[str, Any]]:
             raise FileNotFoundError(f"{shard_dir / f['shard']}: shard of night {f['night']} listed in "
                                     "the manifest is missing")
     return sorted(files, key=lambda f: (f["subject"], f["night"]))
+
+
+def stage_mix(shard_dir: str | Path, split: str) -> list[float]:
+    """Fraction of each stage (W, N1, N2, N3, REM) among the scored epochs of a split: [5].
+
+    The training split's mix goes into a model's provenance (``train_stage_mix``): the stage mix
+    its BatchNorm statistics were estimated on, which ``synthsleep adapt`` balances to.
+    """
+    counts = np.zeros(N_STAGES, np.int64)
+    for f in split_files(shard_dir, split):
+        st = read_shard(Path(shard_dir) / f["shard"], ()).stage
+        counts += np.bincount(st[st >= 0], minlength=N_STAGES)[:N_STAGES]
+    if not counts.sum():
+        raise ValueError(f"{shard_dir}: split {split!r} has no scored epoch")
+    return [round(float(c), 4) for c in counts / counts.sum()]
 
 
 def iter_nights(shard_dir: str | Path, split: str, modalities: tuple[str, ...],

@@ -100,7 +100,8 @@ def test_adapt_writes_a_traceable_artifact_that_scores(base_artifact, site_edf, 
     assert rec["base_model"] == base.content_hash and rec == json.loads(json.dumps(record))
     assert rec["recordings"][0]["file"] == "site-night.edf" and len(rec["recordings"][0]["sha256"]) == 64
     assert rec["recordings"][0]["modalities"] == ["eeg", "eog"]
-    assert "whole nights" in rec["warning"]  # 8 minutes: statistics that follow the stage mix
+    assert any("whole nights" in w for w in rec["warnings"])  # 8 minutes: statistics that follow the stage mix
+    assert any("plain AdaBN" in w for w in rec["warnings"])  # no training stage mix in its provenance
     assert info.provenance["data_fingerprint"] == base.provenance["data_fingerprint"]  # base provenance kept
     assert out.with_suffix(".safetensors").is_file() and out.with_suffix(".json").is_file()
     adapted, _, _ = score_recording(site_edf, StepRuntime(out, threads=1))
@@ -131,3 +132,77 @@ def test_adapt_cli_warns_about_short_recordings(tmp_path, capsys, base_artifact,
     printed = capsys.readouterr().out
     assert f"wrote {out}" in printed
     assert "warning: recordings of 8 min on average: adapt on whole nights (>= 4 h)" in printed
+
+
+def test_predict_stages_is_what_score_stages(base_artifact, site_edf):
+    from synthsleep.export.runtime import StepRuntime
+    from synthsleep.model import load_model
+    from synthsleep.offline_training.adapt import predict_stages
+    from synthsleep.psg.preprocess import PreprocessParams
+    from synthsleep.score import score_recording
+
+    model, cfg = load_model(base_artifact.with_suffix(""))
+    x, present = read_epochs(site_edf, PreprocessParams(modalities=tuple(cfg.modalities)))
+    scored, _, _ = score_recording(site_edf, StepRuntime(base_artifact, threads=1))
+    np.testing.assert_array_equal(predict_stages(model, x, present),
+                                  np.argmax([s.stage_prob for s in scored], axis=1))
+
+
+def test_stage_balanced_statistics_mix_each_predicted_stage_by_the_training_mix(base_artifact, site_edf, monkeypatch):
+    import copy
+
+    from synthsleep.model import load_model
+    from synthsleep.offline_training import adapt as adapt_mod
+    from synthsleep.psg.preprocess import PreprocessParams
+
+    model, cfg = load_model(base_artifact.with_suffix(""))
+    x, present = read_epochs(site_edf, PreprocessParams(modalities=tuple(cfg.modalities)))
+    # the tiny random model calls every epoch one stage: give the 16 epochs three predicted stages
+    # (checked against score in the test above), 3 of them too few to count
+    stages = np.array([1] * 3 + [2] * 10 + [4] * 3)
+    monkeypatch.setattr(adapt_mod, "MIN_STAGE_EPOCHS", 3)
+    monkeypatch.setattr(adapt_mod, "predict_stages", lambda *a: stages)
+    mix = np.array([0.1, 0.1, 0.5, 0.1, 0.2])
+    seen = np.array([1, 2, 4])
+    w = mix[seen] / mix[seen].sum()
+    want_mean, want_sq = 0.0, 0.0
+    for c, wc in zip(seen, w):  # each stage's statistics alone, by plain AdaBN on its epochs
+        alone = copy.deepcopy(model)
+        reestimate_batchnorm(alone, [(x[stages == c], present[stages == c])])
+        bn = next(m for m in alone.encoders["eeg"].modules() if isinstance(m, torch.nn.BatchNorm1d))
+        want_mean = want_mean + wc * bn.running_mean
+        want_sq = want_sq + wc * (bn.running_var + bn.running_mean ** 2)
+    stats = reestimate_batchnorm(model, [(x, present)], stage_mix=mix.tolist())
+    assert stats["predicted_stage_epochs"] == [0, 3, 10, 0, 3] and stats["epochs"] == 16
+    assert stats["stage_weights"] == pytest.approx([0, w[0], w[1], 0, w[2]], abs=1e-4)
+    eeg_bn = next(m for m in model.encoders["eeg"].modules() if isinstance(m, torch.nn.BatchNorm1d))
+    torch.testing.assert_close(eeg_bn.running_mean, want_mean, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(eeg_bn.running_var, want_sq - want_mean ** 2, atol=1e-5, rtol=1e-4)
+    assert stats["kept"] > 0  # the EMG encoder saw nothing and kept its statistics
+    monkeypatch.setattr(adapt_mod, "MIN_STAGE_EPOCHS", 4)  # now only N2 counts: its statistics alone
+    alone = copy.deepcopy(model)
+    reestimate_batchnorm(alone, [(x[stages == 2], present[stages == 2])])
+    stats = reestimate_batchnorm(model, [(x, present)], stage_mix=mix.tolist())
+    assert stats["stage_weights"] == [0, 0, 1, 0, 0]
+    for a, b in zip(adapt_mod._encoder_batchnorms(model), adapt_mod._encoder_batchnorms(alone)):
+        torch.testing.assert_close(a.running_mean, b.running_mean, atol=1e-5, rtol=1e-4)
+
+
+def test_adapt_balances_to_the_artifacts_training_stage_mix(base_artifact, site_edf, tmp_path):
+    from synthsleep.export.artifact import read_artifact
+    from synthsleep.export.onnx_export import export_step
+    from synthsleep.model import load_model, save_model
+
+    model, cfg = load_model(base_artifact.with_suffix(""))
+    info = read_artifact(base_artifact)
+    with_mix = tmp_path / "with-mix.onnx"
+    save_model(model, cfg, with_mix.with_suffix(""))
+    export_step(model, cfg, with_mix, {**info.provenance, "train_stage_mix": [0.2, 0.1, 0.4, 0.1, 0.2]},
+                info.preprocess, info.thresholds, exporter="torchscript")
+    rec = adapt([site_edf], with_mix, tmp_path / "site.onnx")
+    assert rec["method"].startswith("stage-balanced") and sum(rec["predicted_stage_epochs"]) == rec["epochs"] == 16
+    assert not any("plain AdaBN" in w for w in rec["warnings"])
+    plain = adapt([site_edf], with_mix, tmp_path / "site-plain.onnx", method="plain")
+    assert plain["method"].startswith("AdaBN") and "stage_weights" not in plain
+    with pytest.raises(ValueError, match="adapt method"):
+        adapt([site_edf], with_mix, tmp_path / "x.onnx", method="magic")

@@ -22,6 +22,7 @@ from synthsleep.offline_training.shards import (
     label_subjects,
     load_nights,
     read_shard,
+    stage_mix,
 )
 from synthsleep.psg.epoch import Quality
 from synthsleep.psg.preprocess import PreprocessParams
@@ -82,6 +83,16 @@ def test_read_shard_every_epoch_in_order(shards: Path) -> None:
     # training keeps float16 (half the memory); the values are the same epochs
     f16 = read_shard(shards / SHARD_DIR / "a2.parquet", MODS)
     assert f16.x.dtype == np.float16 and f16.x[3, 0, 0] == np.float16(_value(1, 3))
+
+
+def test_stage_mix_counts_every_scored_epoch_of_the_split(tmp_path: Path) -> None:
+    nights = {"a1": ("A", 23), "b1": ("B", 12), "c1": ("C", 30)}  # stage = epoch % 5
+    root = make_shards(tmp_path, nights, {"train": ["A", "B"], "val": ["C"], "test": []})
+    want = np.bincount(np.r_[np.arange(23) % 5, np.arange(12) % 5], minlength=5) / 35
+    assert stage_mix(root, "train") == pytest.approx(want, abs=1e-4)
+    assert stage_mix(root, "val") == pytest.approx([0.2] * 5, abs=1e-4)
+    with pytest.raises(ValueError, match="no scored epoch"):
+        stage_mix(make_shards(tmp_path / "none", {"d1": ("D", 4)}, {"train": [], "val": ["D"], "test": []}), "train")
 
 
 def test_modality_order_and_missing_modality(shards: Path) -> None:
