@@ -14,6 +14,8 @@ score and to find the snippet). For each night:
    ``adapt`` on the nights it will score), the night scored again;
 3. the model adapted on the night's most N2-rich contiguous 30-min snippet (as a DREAMS excerpt
    is), the whole night scored with it.
+
+2 and 3 each with plain AdaBN and with the stage-balanced statistics (``adapt --method``).
 """
 
 from __future__ import annotations
@@ -63,24 +65,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=Path(BUNDLED_MODEL), help="artifact with weights beside it")
     args = ap.parse_args(argv)
     rows = []
+    cols = ("as is", "whole night, plain", "whole night, balanced", "N2 snippet, plain", "N2 snippet, balanced")
     with tempfile.TemporaryDirectory(prefix="bench_adapt_") as tmp:
         work = Path(tmp)
         for name, nights in synthetic_nights(work, randomize=True, per_length=2)[1:]:  # 4 h and 8 h
             for j, (_, eeg_only, truth) in enumerate(nights):
                 tag = f"{name.split(' (')[0]} #{j}"
-                whole = work / f"whole-{len(truth)}-{j}.onnx"
-                adapt([eeg_only], args.model, whole)
                 snippet, share = n2_snippet(eeg_only, truth, work / f"snippet-{len(truth)}-{j}.edf")
-                skewed = work / f"snippet-{len(truth)}-{j}.onnx"
-                adapt([snippet], args.model, skewed)
-                row = (tag, accuracy(args.model, eeg_only, truth), accuracy(whole, eeg_only, truth),
-                       accuracy(skewed, eeg_only, truth), share)
-                rows.append(row)
-                print(f"{row[0]:40s} as is {row[1]:.3f} | adapted on the whole night {row[2]:.3f} | "
-                      f"adapted on a 30-min snippet ({row[4]:.0%} N2) {row[3]:.3f}", flush=True)
-    a = np.array([r[1:4] for r in rows])
-    print(f"{'mean (EEG only)':40s} as is {a[:, 0].mean():.3f} | adapted on the whole night {a[:, 1].mean():.3f} | "
-          f"adapted on a 30-min N2 snippet {a[:, 2].mean():.3f}")
+                accs = [accuracy(args.model, eeg_only, truth)]
+                for what, rec in (("whole", eeg_only), ("snippet", snippet)):
+                    for method in ("plain", "balanced"):
+                        adapted = work / f"{what}-{method}-{len(truth)}-{j}.onnx"
+                        adapt([rec], args.model, adapted, method=method)
+                        accs.append(accuracy(adapted, eeg_only, truth))
+                rows.append(accs)
+                print(f"{tag} (snippet {share:.0%} N2): " + " | ".join(f"{c} {a:.3f}" for c, a in zip(cols, accs)),
+                      flush=True)
+    a = np.array(rows).mean(axis=0)
+    print("mean (EEG only): " + " | ".join(f"{c} {v:.3f}" for c, v in zip(cols, a)))
     return 0
 
 

@@ -15,8 +15,8 @@ For each model (default: the bundled one), every number from ``synthsleep score`
    4-h recordings of each generator started 1-3 h into the night (``started mid-night``: the
    recording starts in sleep, as the real excerpts do). The mean over all of these rows
    is printed last: it is the rule models are selected by (never DREAMS).
-4. ``--adapt``: ``synthsleep adapt`` leave-one-excerpt-out: the model is adapted on the EEG of
-   the 7 other excerpts (no label is read), then the 8th is scored; excerpt3.edf (all channels)
+4. ``--adapt``: ``synthsleep adapt`` (``--adapt-method``: balanced, the default, or plain)
+   leave-one-excerpt-out: the model is adapted on the EEG of the 7 other excerpts (no label is read), then the 8th is scored; excerpt3.edf (all channels)
    is scored with the model adapted on the 7 excerpts other than excerpt3. The test excerpt is
    never in its own adaptation set.
 
@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", action="append", default=None, help="artifact(s) to compare (default: bundled)")
     ap.add_argument("--dreams", type=Path, default=DREAMS)
     ap.add_argument("--adapt", action="store_true", help="also adapt leave-one-excerpt-out (needs weights beside)")
+    ap.add_argument("--adapt-method", choices=("balanced", "plain"), default="balanced",
+                    help="synthsleep adapt --method (default balanced)")
     ap.add_argument("--synthetic", action="store_true", help="also held-out synthetic nights of 1/4/8 h, "
                     "plain and domain-randomised generator")
     ap.add_argument("--nights-per-length", type=int, default=2, help="synthetic subjects per length (default 2)")
@@ -177,12 +179,13 @@ def main(argv: list[str] | None = None) -> int:
             for k, (path, st) in enumerate(excerpts):
                 others = [p for j, (p, _) in enumerate(excerpts) if j != k]
                 out = work / f"adapted-{model.stem}-loo{k + 1}.onnx"
-                adapt(others, model, out)
+                adapt(others, model, out, method=args.adapt_method)
                 per_a.append(agreement(out, path, st))
                 if k == 2:  # the model adapted without excerpt3 also scores excerpt3.edf (all channels)
-                    add(name, "excerpt3.edf, all channels, adapted (LOO)", [agreement(out, edf3, truth3)])
+                    add(name, f"excerpt3.edf, all channels, adapted (LOO, {args.adapt_method})",
+                        [agreement(out, edf3, truth3)])
             print("   per excerpt, adapted: " + " ".join(f"{a.accuracy:.2f}" for a in per_a))
-            add(name, "8 EEG-only excerpts, adapted (LOO, mean)", per_a)
+            add(name, f"8 EEG-only excerpts, adapted (LOO, {args.adapt_method}, mean)", per_a)
     print(f"\n{'model':28s} {'set':52s} {'accuracy':>8s} {'kappa':>7s} {'staged':>7s}")
     for m, w, a, k, c in rows:
         print(f"{m:28s} {w:52s} {a:8.3f} {k:7.3f} {c:7.2f}")
