@@ -16,8 +16,9 @@ For each model (default: the bundled one), every number from ``synthsleep score`
    recording starts in sleep, as the real excerpts do). The mean over all of these rows
    is printed last: it is the rule models are selected by (never DREAMS).
 4. ``--adapt``: ``synthsleep adapt`` (``--adapt-method``: balanced, the default, or plain)
-   leave-one-excerpt-out: the model is adapted on the EEG of the 7 other excerpts (no label is read), then the 8th is scored; excerpt3.edf (all channels)
-   is scored with the model adapted on the 7 excerpts other than excerpt3. The test excerpt is
+   leave-one-excerpt-out: the model is adapted on the EEG of the 7 other excerpts (no label is
+   read), then the 8th is scored; excerpt3.edf (all channels) is scored with the model adapted
+   on the 7 excerpts other than excerpt3. The test excerpt is
    never in its own adaptation set.
 
 Accuracy counts an epoch left ``unknown`` (no usable signal, or below the artifact's stage
