@@ -169,8 +169,10 @@ def reestimate_batchnorm(model: nn.Module, nights: Sequence[tuple[np.ndarray, np
         stages = [predict_stages(model, x, p, batch) for x, p in nights]  # before any change
         counts = np.bincount(np.concatenate(stages), minlength=len(prior))[:len(prior)]
         w = np.where(counts >= MIN_STAGE_EPOCHS, prior, 0.0)
-        if w.sum() <= 0:  # no stage has enough epochs: one group, as plain AdaBN
-            w, stages = np.eye(len(prior))[int(counts.argmax())], [np.full(len(x), int(counts.argmax())) for x, _ in nights]
+        if not w.any():  # no stage has enough epochs: all of them as one group (plain AdaBN)
+            top = int(counts.argmax())
+            w = np.eye(len(prior))[top]
+            stages = [np.full(len(st), top) for st in stages]
         w = w / w.sum()
         acc = [[torch.zeros_like(bn.running_mean), torch.zeros_like(bn.running_var), 0.0] for bn in bns]
         n = 0
