@@ -14,7 +14,8 @@ Each mode is exported twice (``--encoders``): ``plain``, the M per-modality enco
 another as ``encode_epochs`` is written, and ``stacked`` (``model.stacked.StackedEncoder``, what
 ``export_step`` writes by default: the modalities as one network, the same function).
 Random weights: accuracy cannot be measured here, only agreement with fp32. Artifacts are kept
-in ``--work`` and reused by later runs (the export takes minutes on 2 cores).
+in ``--work`` and reused by later runs of the same model and export code (the export takes
+minutes on 2 cores; the file names carry a hash of that code).
 """
 
 from __future__ import annotations
@@ -38,6 +39,18 @@ def calibration_epochs(n: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return synthetic_calibration_epochs(None, n, seed)
 
 
+def code_tag() -> str:
+    """Short hash of the model and export code. Cached exports are named by it, so a change to
+    either is never timed with a stale export."""
+    import hashlib
+
+    root = Path(__file__).resolve().parents[1] / "synthsleep"
+    h = hashlib.sha256()
+    for p in sorted([*(root / "model").glob("*.py"), *(root / "export").glob("*.py")]):
+        h.update(p.read_bytes())
+    return h.hexdigest()[:10]
+
+
 def export_paper(work: Path, mode: str, stacked: bool) -> Path:
     """fp32 step artifact of the paper config with ``backbone_mode = mode`` (random weights)."""
     import torch
@@ -45,7 +58,7 @@ def export_paper(work: Path, mode: str, stacked: bool) -> Path:
     from synthsleep.export.onnx_export import export_step
     from synthsleep.model import SleepModel, load_config
 
-    path = work / f"paper-{mode}{'-stacked' if stacked else ''}.onnx"
+    path = work / f"paper-{mode}{'-stacked' if stacked else ''}-{code_tag()}.onnx"
     if path.is_file():
         return path
     torch.manual_seed(0)

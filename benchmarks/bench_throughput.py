@@ -39,6 +39,9 @@ import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from bench_paper_cpu import code_tag  # noqa: E402
 
 
 def _ms(seconds: float) -> str:
@@ -55,7 +58,7 @@ def setup_model(work: Path, source: Path) -> Path:
     model = work / "model.onnx"
     if not model.is_file() or model.read_bytes() != source.read_bytes():
         shutil.copy(source, model)
-        for p in split_paths(model):
+        for p in (*split_paths(model), model.with_name("model.int8.onnx")):  # derived from the old one
             p.unlink(missing_ok=True)
     source_split = split_paths(source)
     if all(p.is_file() for p in source_split):
@@ -229,7 +232,7 @@ def bench_backbone_modes(work: Path, configs: tuple[str, ...]) -> dict[str, Any]
     rng = np.random.default_rng(0)
     for name in configs:
         for mode in ("frames", "epoch"):
-            path = work / f"enc-{name}-{mode}.onnx"
+            path = work / f"enc-{name}-{mode}-{code_tag()}.onnx"  # re-exported when the code changes
             if not path.is_file():
                 torch.manual_seed(0)
                 cfg = load_config(name, {"backbone_mode": mode})
@@ -249,8 +252,8 @@ def bench_backbone_modes(work: Path, configs: tuple[str, ...]) -> dict[str, Any]
         if name == "small":  # the whole step of the epoch-mode model: fp32 vs static QDQ int8
             from synthsleep.export.quantize import quantize_artifact_static, synthetic_calibration_epochs
 
-            src = work / "enc-small-epoch.onnx"
-            qdq = work / "enc-small-epoch.qdq.onnx"
+            src = work / f"enc-small-epoch-{code_tag()}.onnx"
+            qdq = src.with_suffix(".qdq.onnx")
             cx, cp = synthetic_calibration_epochs(None, 40)
             if not qdq.is_file():
                 quantize_artifact_static(src, cx[:16], cp[:16], dst=qdq)
@@ -330,9 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         results["steps"][str(src)] = bench_steps(model)
     print("frame backbone: 27 overlapping 4-s windows vs once per epoch, pooled (random weights):", flush=True)
     results["backbone"] = bench_backbone_modes(args.work, ("small",))
-    results["score_epoch_mode"] = bench_score_epoch_mode(args.work / "enc-small-epoch.onnx", edf)
+    results["score_epoch_mode"] = bench_score_epoch_mode(args.work / f"enc-small-epoch-{code_tag()}.onnx", edf)
     if not args.no_paper:
-        sys.path.insert(0, str(HERE))
         import bench_paper_cpu
 
         print("paper-size model per epoch, 1 thread (random weights):", flush=True)

@@ -46,6 +46,7 @@ from synthsleep.export.artifact import (
     seal,
     set_metadata,
 )
+from synthsleep.export.graph_rewrite import expand_elu
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +239,7 @@ def export_split(model: torch.nn.Module, cfg: Any, step_path: str | Path, *, exp
                 raise ArtifactError(f"the exporter wrote external data files {extra} for {path.name}")
             proto = onnx.load(str(raw))
             _strip_node_metadata(proto.graph)
+            expand_elu(proto.graph)  # the same function, faster in ORT (graph_rewrite)
             set_metadata(proto, {"format": fmt, "schema_version": str(SPLIT_SCHEMA_VERSION),
                                  "step_hash": info.content_hash, "inputs": _json(io_in),
                                  "outputs": _json(io_out)})
@@ -334,6 +336,7 @@ def export_step(model: torch.nn.Module, cfg: Any, out_path: str | Path, provenan
                                 f"one self-contained file")
         proto = onnx.load(str(raw))
         _strip_node_metadata(proto.graph)
+        expand_elu(proto.graph)  # the same function, faster in ORT (graph_rewrite)
         set_metadata(proto, {
             "format": FORMAT,
             "schema_version": str(SCHEMA_VERSION),
