@@ -15,7 +15,7 @@ For each model (default: the bundled one), every number from ``synthsleep score`
    4-h recordings of each generator started 1-3 h into the night (``started mid-night``: the
    recording starts in sleep, as the real excerpts do). The mean over all of these rows
    is printed last: it is the rule models are selected by (never DREAMS).
-4. ``--adapt``: ``synthsleep adapt`` (``--adapt-method``: balanced, the default, or plain)
+4. ``--adapt``: ``synthsleep adapt`` (``--adapt-method``: plain, the default, or balanced)
    leave-one-excerpt-out: the model is adapted on the EEG of the 7 other excerpts (no label is
    read), then the 8th is scored; excerpt3.edf (all channels) is scored with the model adapted
    on the 7 excerpts other than excerpt3. The test excerpt is
@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", action="append", default=None, help="artifact(s) to compare (default: bundled)")
     ap.add_argument("--dreams", type=Path, default=DREAMS)
     ap.add_argument("--adapt", action="store_true", help="also adapt leave-one-excerpt-out (needs weights beside)")
-    ap.add_argument("--adapt-method", choices=("balanced", "plain"), default="balanced",
-                    help="synthsleep adapt --method (default balanced)")
+    ap.add_argument("--adapt-method", choices=("plain", "balanced"), default="plain",
+                    help="synthsleep adapt --method (default plain)")
     ap.add_argument("--synthetic", action="store_true", help="also held-out synthetic nights of 1/4/8 h, "
                     "plain and domain-randomised generator")
     ap.add_argument("--nights-per-length", type=int, default=2, help="synthetic subjects per length (default 2)")

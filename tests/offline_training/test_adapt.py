@@ -101,7 +101,6 @@ def test_adapt_writes_a_traceable_artifact_that_scores(base_artifact, site_edf, 
     assert rec["recordings"][0]["file"] == "site-night.edf" and len(rec["recordings"][0]["sha256"]) == 64
     assert rec["recordings"][0]["modalities"] == ["eeg", "eog"]
     assert any("whole nights" in w for w in rec["warnings"])  # 8 minutes: statistics that follow the stage mix
-    assert any("plain AdaBN" in w for w in rec["warnings"])  # no training stage mix in its provenance
     assert info.provenance["data_fingerprint"] == base.provenance["data_fingerprint"]  # base provenance kept
     assert out.with_suffix(".safetensors").is_file() and out.with_suffix(".json").is_file()
     adapted, _, _ = score_recording(site_edf, StepRuntime(out, threads=1))
@@ -199,10 +198,12 @@ def test_adapt_balances_to_the_artifacts_training_stage_mix(base_artifact, site_
     save_model(model, cfg, with_mix.with_suffix(""))
     export_step(model, cfg, with_mix, {**info.provenance, "train_stage_mix": [0.2, 0.1, 0.4, 0.1, 0.2]},
                 info.preprocess, info.thresholds, exporter="torchscript")
-    rec = adapt([site_edf], with_mix, tmp_path / "site.onnx")
+    rec = adapt([site_edf], with_mix, tmp_path / "site.onnx", method="balanced")
     assert rec["method"].startswith("stage-balanced") and sum(rec["predicted_stage_epochs"]) == rec["epochs"] == 16
     assert not any("plain AdaBN" in w for w in rec["warnings"])
-    plain = adapt([site_edf], with_mix, tmp_path / "site-plain.onnx", method="plain")
+    plain = adapt([site_edf], with_mix, tmp_path / "site-plain.onnx")  # the default
     assert plain["method"].startswith("AdaBN") and "stage_weights" not in plain
+    without = adapt([site_edf], base_artifact, tmp_path / "no-mix.onnx", method="balanced")
+    assert without["method"].startswith("AdaBN") and any("plain AdaBN" in w for w in without["warnings"])
     with pytest.raises(ValueError, match="adapt method"):
         adapt([site_edf], with_mix, tmp_path / "x.onnx", method="magic")
