@@ -64,6 +64,20 @@ class _GroupedConv(nn.Module):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, groups=self.groups)
 
 
+class _GroupedLinear(nn.Module):
+    """M Linear layers applied per row and position of an image: [1, M*in, R, L] -> [1, M*out, R, L]
+    (one grouped 1x1 convolution)."""
+
+    def __init__(self, layers: list[nn.Linear]) -> None:
+        super().__init__()
+        self.groups = len(layers)
+        self.weight = nn.Parameter(torch.cat([lin.weight for lin in layers])[:, :, None, None], requires_grad=False)
+        self.bias = nn.Parameter(torch.cat([lin.bias for lin in layers]), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight, self.bias, groups=self.groups)
+
+
 class _StackedLinear(nn.Module):
     """M Linear layers: x [..., M, S, in] -> [..., M, S, out] (one batched MatMul + Add)."""
 
@@ -99,19 +113,18 @@ class _StackedSEBlock(nn.Module):
 
     def __init__(self, blocks: list[SEResBlock]) -> None:
         super().__init__()
-        self.m = len(blocks)
         self.conv1 = _GroupedConv([(b.conv1, b.bn1) for b in blocks])
         self.conv2 = _GroupedConv([(b.conv2, b.bn2) for b in blocks])
         self.short = _GroupedConv([(b.short[0], b.short[1]) for b in blocks])
-        self.fc1 = _StackedLinear([b.se.fc1 for b in blocks])
-        self.fc2 = _StackedLinear([b.se.fc2 for b in blocks])
+        # squeeze-excitation's two Linear layers as grouped 1x1 convolutions over the rows: no
+        # transposes between the feature maps [1, M*C, R, 1] and a [.., M, R, C] matmul layout
+        self.fc1 = _GroupedLinear([b.se.fc1 for b in blocks])
+        self.fc2 = _GroupedLinear([b.se.fc2 for b in blocks])
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.conv2(F.elu(self.conv1(x)))  # [1, M*C, R, L]
-        _, mc, r, _ = y.shape
-        s = y.mean(dim=-1).reshape(1, self.m, mc // self.m, r).transpose(2, 3)  # [1, M, R, C]
-        s = torch.sigmoid(self.fc2(F.relu(self.fc1(s))))  # [1, M, R, C]
-        return F.elu(y * s.transpose(2, 3).reshape(1, mc, r, 1) + self.short(x))
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(y.mean(dim=-1, keepdim=True)))))  # [1, M*C, R, 1]
+        return F.elu(y * s + self.short(x))
 
 
 class _StackedBranch(nn.Module):
