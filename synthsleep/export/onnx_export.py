@@ -43,6 +43,7 @@ from synthsleep.export.artifact import (
     ArtifactInfo,
     StateSpec,
     check_artifact,
+    read_artifact,
     seal,
     set_metadata,
 )
@@ -190,7 +191,6 @@ def export_split(model: torch.nn.Module, cfg: Any, step_path: str | Path, *, exp
     Raises:
         ArtifactError: a written graph fails ``onnx.checker`` or writes external data.
     """
-    from synthsleep.export.artifact import read_artifact
     from synthsleep.export.split import (
         ENCODER_FORMAT,
         ENCODER_INPUTS,
@@ -393,6 +393,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thresholds", default=None,
                         help="decision thresholds, e.g. apnea=0.5,hypopnea=0.4 (default: the "
                              "checkpoint's, else 0.5)")
+    parser.add_argument("--like", type=Path, default=None, metavar="ARTIFACT",
+                        help="take the provenance, preprocessing and thresholds from this artifact "
+                             "instead of the checkpoint's metadata: re-export a model with a newer "
+                             "exporter (e.g. synthsleep export synthsleep/assets/model --like "
+                             "synthsleep/assets/model.onnx --out new/model.onnx)")
     parser.add_argument("--exporter", choices=EXPORTERS, default="dynamo",
                         help="torch ONNX exporter (default dynamo)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
@@ -416,13 +421,23 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     cfg, meta = load_config_json(args.checkpoint)
     model, cfg = load_model(args.checkpoint)
-    thresholds = {**meta.get("thresholds", {}), **cli_thresholds}
-    provenance = {k: meta[k] for k in ("data_fingerprint", "metrics", "git_commit", "train") if k in meta}
-    provenance["checkpoint"] = str(Path(args.checkpoint))
+    if args.like is not None:  # the same model again, with the artifact's own record
+        like = read_artifact(args.like)
+        if like.modalities != tuple(cfg.modalities):
+            raise ValueError(f"--like {args.like}: its montage {list(like.modalities)} is not the "
+                             f"checkpoint's {list(cfg.modalities)}")
+        thresholds = {**like.thresholds, **cli_thresholds}
+        provenance = {**like.provenance, "reexported_from": like.content_hash}
+        preprocess = like.preprocess
+    else:
+        thresholds = {**meta.get("thresholds", {}), **cli_thresholds}
+        provenance = {k: meta[k] for k in ("data_fingerprint", "metrics", "git_commit", "train") if k in meta}
+        provenance["checkpoint"] = str(Path(args.checkpoint))
+        preprocess = meta.get("preprocess")
     print(f"exporting {args.checkpoint} ({cfg.name}, modalities {list(cfg.modalities)}) "
           f"with the {args.exporter} exporter ...", file=sys.stderr)
     t0 = time.perf_counter()
-    info = export_step(model, cfg, args.out, provenance, meta.get("preprocess"), thresholds,
+    info = export_step(model, cfg, args.out, provenance, preprocess, thresholds,
                        exporter=args.exporter, opset=args.opset)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     print(f"  content hash  {info.content_hash}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from export_fixtures import PROVENANCE, THRESHOLDS, tiny_model
+from export_fixtures import PROVENANCE, THRESHOLDS, TINY, tiny_model
 
 from synthsleep.export.artifact import ArtifactError, check_artifact, compute_content_hash, read_artifact
 from synthsleep.export.runtime import StepRuntime
@@ -139,6 +139,21 @@ def test_cli_export_and_verify(tmp_path, capsys):
     assert info.provenance["data_fingerprint"] == "sha256:0123"
     with pytest.raises(ValueError, match="name=probability"):
         onnx_export.run(p.parse_args(["x", "--out", str(out), "--thresholds", "apnea"]))
+    # re-export the same checkpoint with the artifact's own record (a newer exporter, same model)
+    again = tmp_path / "again.onnx"
+    assert onnx_export.run(p.parse_args([str(tmp_path / "ckpt" / "model"), "--out", str(again),
+                                         "--like", str(out), "--exporter", "torchscript", "--no-verify"])) == 0
+    info2 = read_artifact(again)
+    assert info2.thresholds == info.thresholds and info2.preprocess == info.preprocess
+    assert info2.provenance["data_fingerprint"] == "sha256:0123"
+    assert info2.provenance["reexported_from"] == info.content_hash
+    from synthsleep.model import SleepModel, load_config
+
+    ocfg = load_config("small", overrides={**TINY, "modalities": ["eeg", "eog"]})
+    save_model(SleepModel(ocfg), ocfg, tmp_path / "two" / "model")
+    with pytest.raises(ValueError, match="montage"):
+        onnx_export.run(p.parse_args([str(tmp_path / "two" / "model"), "--out", str(tmp_path / "x.onnx"),
+                                      "--like", str(out)]))
 
     v = argparse.ArgumentParser()
     verify.add_arguments(v)
