@@ -94,9 +94,14 @@ def connected(outlets: Sequence[pylsl.StreamOutlet]) -> Callable[[], bool]:
 
 
 def scored_up_to(monitor: Any, bed: str, last: int) -> Callable[[], bool]:
+    """True once the bed is connected and its session has scored epoch ``last``. Connected first:
+    until the monitor takes the resolved stream, the session may still be the one restored from
+    saved state (already past ``last`` from the previous night), which the stream can replace with
+    a new one (a saved stream position that is unusable)."""
     def done() -> bool:
-        li = monitor.beds[bed].session.detector.last_index
-        return li is not None and li >= last
+        b = monitor.beds[bed]
+        li = b.session.detector.last_index
+        return b.stream is not None and li is not None and li >= last
     return done
 
 
