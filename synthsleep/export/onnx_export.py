@@ -136,6 +136,15 @@ def _strip_node_metadata(graph: onnx.GraphProto) -> None:
                 _strip_node_metadata(sub)
 
 
+def _load_exported(raw: Path) -> onnx.ModelProto:
+    """The graph a torch exporter wrote, cleaned (``_strip_node_metadata``) and rewritten for ORT
+    speed with the same function (``graph_rewrite.expand_elu``)."""
+    proto = onnx.load(str(raw))
+    _strip_node_metadata(proto.graph)
+    expand_elu(proto.graph)
+    return proto
+
+
 def _export_graph(wrapper: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path,
                   exporter: str, opset: int, names_in: tuple[str, ...] = INPUT_NAMES,
                   names_out: tuple[str, ...] = OUTPUT_NAMES,
@@ -237,9 +246,7 @@ def export_split(model: torch.nn.Module, cfg: Any, step_path: str | Path, *, exp
             extra = [p.name for p in Path(tmp).iterdir() if p.name != raw.name]
             if extra:
                 raise ArtifactError(f"the exporter wrote external data files {extra} for {path.name}")
-            proto = onnx.load(str(raw))
-            _strip_node_metadata(proto.graph)
-            expand_elu(proto.graph)  # the same function, faster in ORT (graph_rewrite)
+            proto = _load_exported(raw)
             set_metadata(proto, {"format": fmt, "schema_version": str(SPLIT_SCHEMA_VERSION),
                                  "step_hash": info.content_hash, "inputs": _json(io_in),
                                  "outputs": _json(io_out)})
@@ -334,9 +341,7 @@ def export_step(model: torch.nn.Module, cfg: Any, out_path: str | Path, provenan
         if extra:
             raise ArtifactError(f"the exporter wrote external data files {extra}; the artifact must be "
                                 f"one self-contained file")
-        proto = onnx.load(str(raw))
-        _strip_node_metadata(proto.graph)
-        expand_elu(proto.graph)  # the same function, faster in ORT (graph_rewrite)
+        proto = _load_exported(raw)
         set_metadata(proto, {
             "format": FORMAT,
             "schema_version": str(SCHEMA_VERSION),

@@ -131,13 +131,32 @@ def _batchnorm_pass(model: nn.Module, bns: list[nn.modules.batchnorm._BatchNorm]
 def predict_stages(model: nn.Module, x: np.ndarray, present: np.ndarray, batch: int = 64) -> np.ndarray:
     """The model's stage per epoch of one recording (x [T, M, 3000], present [T, M]), the
     temporal state carried from its start, as ``score`` runs it: int [T] (0-4)."""
+    from .selection import predict_embedded
+
     model.eval()
-    emb = [model.encode_epochs(torch.from_numpy(np.ascontiguousarray(x[s:s + batch], dtype=np.float32)),
-                               torch.from_numpy(np.ascontiguousarray(present[s:s + batch])))
-           for s in range(0, len(x), batch)]
-    h, _ = model.temporal(torch.cat(emb)[None])  # [1, T, d]
-    stage, _, _ = model.heads(h[0])
-    return stage.argmax(dim=-1).numpy()
+    emb = torch.cat([model.encode_epochs(torch.from_numpy(np.ascontiguousarray(x[s:s + batch], dtype=np.float32)),
+                                         torch.from_numpy(np.ascontiguousarray(present[s:s + batch])))
+                     for s in range(0, len(x), batch)])
+    return predict_embedded(model, emb, "carried")[0].argmax(axis=1)
+
+
+def _stage_groups(model: nn.Module, nights: Sequence[tuple[np.ndarray, np.ndarray]], stage_mix: Sequence[float],
+                  batch: int) -> tuple[list[tuple[float, list[tuple[np.ndarray, np.ndarray]]]], dict[str, Any]]:
+    """The epochs split by the stage the unadapted model predicts, each group with its weight from
+    ``stage_mix`` (stages with fewer than ``MIN_STAGE_EPOCHS`` epochs left out, the rest
+    renormalised; all epochs as one group when no stage has enough): ([(weight, nights)], record)."""
+    prior = np.asarray(stage_mix, dtype=float)
+    stages = [predict_stages(model, x, p, batch) for x, p in nights]
+    counts = np.bincount(np.concatenate(stages), minlength=len(prior))[:len(prior)]
+    w = np.where(counts >= MIN_STAGE_EPOCHS, prior, 0.0)
+    if not w.any():  # no stage has enough epochs: all of them as one group (plain AdaBN)
+        groups = [(1.0, list(nights))]
+        w = np.eye(len(prior))[int(counts.argmax())]
+    else:
+        w = w / w.sum()
+        groups = [(float(w[c]), [(x[st == c], p[st == c]) for (x, p), st in zip(nights, stages) if (st == c).any()])
+                  for c in np.flatnonzero(w)]
+    return groups, {"predicted_stage_epochs": counts.tolist(), "stage_weights": [round(float(v), 4) for v in w]}
 
 
 @torch.no_grad()
@@ -164,43 +183,32 @@ def reestimate_batchnorm(model: nn.Module, nights: Sequence[tuple[np.ndarray, np
     """
     bns = _encoder_batchnorms(model)
     saved = [(bn.running_mean.clone(), bn.running_var.clone(), bn.momentum) for bn in bns]
-    out: dict[str, Any] = {}
-    if stage_mix is None:
-        out["epochs"] = _batchnorm_pass(model, bns, nights, batch)
-        stats = [(bn.running_mean.clone(), bn.running_var.clone(), int(bn.num_batches_tracked)) for bn in bns]
-    else:
-        prior = np.asarray(stage_mix, dtype=float)
-        stages = [predict_stages(model, x, p, batch) for x, p in nights]  # before any change
-        counts = np.bincount(np.concatenate(stages), minlength=len(prior))[:len(prior)]
-        w = np.where(counts >= MIN_STAGE_EPOCHS, prior, 0.0)
-        if not w.any():  # no stage has enough epochs: all of them as one group (plain AdaBN)
-            top = int(counts.argmax())
-            w = np.eye(len(prior))[top]
-            stages = [np.full(len(st), top) for st in stages]
-        w = w / w.sum()
-        acc = [[torch.zeros_like(bn.running_mean), torch.zeros_like(bn.running_var), 0.0] for bn in bns]
-        n = 0
-        for c in np.flatnonzero(w):
-            group = [(x[st == c], p[st == c]) for (x, p), st in zip(nights, stages) if (st == c).any()]
-            n += _batchnorm_pass(model, bns, group, batch)
-            for a, bn in zip(acc, bns):
-                if int(bn.num_batches_tracked):  # this layer saw data of stage c
-                    a[0] += w[c] * bn.running_mean
-                    a[1] += w[c] * (bn.running_var + bn.running_mean ** 2)
-                    a[2] += float(w[c])
-        stats = []
-        for a in acc:  # weights renormalised over the stages a layer saw
-            mean = a[0] / a[2] if a[2] else a[0]
-            stats.append((mean, (a[1] / a[2] - mean ** 2).clamp(min=0) if a[2] else a[1], int(a[2] > 0)))
-        out.update(epochs=n, predicted_stage_epochs=counts.tolist(), stage_weights=[round(float(v), 4) for v in w])
+    groups, out = ([(1.0, list(nights))], {}) if stage_mix is None else _stage_groups(model, nights, stage_mix, batch)
+    # per layer: weighted sums of the groups' means and second moments, and of the weights seen
+    # (float64: var = E[x^2] - mean^2 would cancel away a small variance under a large mean)
+    acc = [[torch.zeros_like(bn.running_mean, dtype=torch.float64),
+            torch.zeros_like(bn.running_var, dtype=torch.float64), 0.0] for bn in bns]
+    n = 0
+    for weight, group in groups:
+        n += _batchnorm_pass(model, bns, group, batch)
+        for a, bn in zip(acc, bns):
+            if int(bn.num_batches_tracked):  # this layer saw data of the group
+                mean = bn.running_mean.double()
+                a[0] += weight * mean
+                a[1] += weight * (bn.running_var.double() + mean ** 2)
+                a[2] += weight
     kept = 0
-    for bn, (mean, var, momentum), (new_mean, new_var, tracked) in zip(bns, saved, stats):
-        bn.running_mean.copy_(new_mean if tracked else mean)
-        bn.running_var.copy_(new_var if tracked else var)
-        kept += not tracked
+    for bn, (mean, var, momentum), (m1, m2, seen) in zip(bns, saved, acc):
+        if seen:  # weights renormalised over the groups a layer saw
+            bn.running_mean.copy_(m1 / seen)
+            bn.running_var.copy_((m2 / seen - (m1 / seen) ** 2).clamp(min=0))
+        else:
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+            kept += 1
         bn.momentum = momentum
     model.eval()
-    return {**out, "batchnorms": len(bns) - kept, "kept": kept}
+    return {"epochs": n, **out, "batchnorms": len(bns) - kept, "kept": kept}
 
 
 def adapt(recordings: Sequence[Path], model_path: str | Path, out: str | Path,
