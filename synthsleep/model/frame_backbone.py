@@ -2,7 +2,7 @@
 
 Shapes (defaults: 100 Hz, 3000-sample epoch, 400-sample frames, 100-sample step):
     x [N, 3000] --frames--> [N, 27, 400] --reshape--> [N*27, 1, 400]
-    three SE-ResNet branches (kernels 3/5/7), each: stem conv (stride s) + BN + ELU + maxpool 2,
+    three SE-ResNet branches (kernels 3/5/7), each: stem conv (stride s) + BN + maxpool 2 + ELU,
         then one strided (2) SE residual block per further channel count (64->128->128->256),
         global average pool -> [N*27, 256]
     concat branches [N*27, 768] -> Linear -> ELU -> Linear -> [N, 27, frame_dim]
@@ -78,8 +78,9 @@ class Branch(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv1d(1, channels[0], kernel, stride=stem_stride, padding=kernel // 2, bias=False),
             nn.BatchNorm1d(channels[0]),
-            nn.ELU(),
+            # max-pool before the ELU: the same values (ELU is monotonic), on half the positions
             nn.MaxPool1d(2, 2),
+            nn.ELU(),
         )
         self.blocks = nn.Sequential(*(
             SEResBlock(channels[i], channels[i + 1], kernel, 2, reduction)

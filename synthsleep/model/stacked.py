@@ -7,8 +7,8 @@ separate fusion projections, one after the other. The maths of each is small (``
 every per-modality weight stacked along a modality axis, so each layer is ONE node for all M:
 
     x [N, M, 3000] (absent modalities zeroed)
-      frames / epoch as rows of one image [1, M, R, W] (R = N*F frames, or N epochs)
-      -> grouped convolutions with kernels [1, k] over it (groups = M; BatchNorm folded in)
+      frames / epoch as the columns of one image [1, M, W, R] (R = N*F frames, or N epochs)
+      -> grouped convolutions with kernels [k, 1] down it (groups = M; BatchNorm folded in)
       -> squeeze-excitation and every Linear as a batched matmul  x [.., M, S, in] @ W [M, in, out]
       -> feature maps pooled / averaged -> frame features [N, M, F, frame_dim]
       -> embed + positions, per-modality CLS -> transformer (LayerNorm affine [M, 1, D],
@@ -16,10 +16,14 @@ every per-modality weight stacked along a modality axis, so each layer is ONE no
       -> fusion projections (Linear-BN-ELU-Linear, BN folded) + modality token + positions
       -> the model's own Fusion.encode / present_mean -> embedding [N, fusion_dim]
 
-The rows layout: a 1-D convolution over R frames of length L is the same as a 2-D convolution
-with a [1, k] kernel over ONE image of R rows, and ONNX Runtime runs that as a few large matrix
+The columns layout: a 1-D convolution over R frames of length L is the same as a 2-D convolution
+with a [k, 1] kernel down ONE image of R columns, and ONNX Runtime runs that as a few large matrix
 products (and in its blocked NCHWc layout) instead of R small ones: the convolutions of the
 ``small`` encoder take ~1.4-5x less time on a CPU this way (``benchmarks/bench_throughput.py``).
+Columns rather than rows ([1, k] kernels along the last axis): squeeze-excitation's gate is one
+value per channel and frame; broadcast over a short last axis (L = 4-13 positions) ONNX Runtime's
+Mul runs ~8x slower than over the frames (R >= 27), and a residual block at the deeper levels
+runs 20-25 % faster in columns (2026-11-30, ``small`` widths, one thread).
 
 Inference only (eval-mode BatchNorm statistics are folded in at construction); the weights are
 read from the model once, so build it after training and before export. Equal to
@@ -49,23 +53,36 @@ def _fold(conv: nn.Conv1d, bn: nn.BatchNorm1d) -> tuple[Tensor, Tensor]:
 
 
 class _GroupedConv(nn.Module):
-    """M convolutions (each with its BatchNorm folded) as one grouped convolution along the rows
-    of an image: [1, M*C_in, R, L] -> [1, M*C_out, R, L'] (each row convolved on its own)."""
+    """M convolutions (each with its BatchNorm folded) as one grouped convolution down the columns
+    of an image: [1, M*C_in, L, R] -> [1, M*C_out, L', R] (each column convolved on its own)."""
 
     def __init__(self, pairs: list[tuple[nn.Conv1d, nn.BatchNorm1d]]) -> None:
         super().__init__()
         conv = pairs[0][0]
-        self.stride, self.padding, self.groups = (1, conv.stride[0]), (0, conv.padding[0]), len(pairs)
+        self.stride, self.padding, self.groups = (conv.stride[0], 1), (conv.padding[0], 0), len(pairs)
         folded = [_fold(c, b) for c, b in pairs]
-        self.weight = nn.Parameter(torch.cat([w for w, _ in folded])[:, :, None], requires_grad=False)  # [MC, C_in, 1, k]
+        self.weight = nn.Parameter(torch.cat([w for w, _ in folded])[..., None], requires_grad=False)  # [MC, C_in, k, 1]
         self.bias = nn.Parameter(torch.cat([b for _, b in folded]), requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, groups=self.groups)
 
 
+class _ColumnMean(nn.Module):
+    """The mean down each column: [1, C, L, R] -> [1, C, 1, R], as a depthwise convolution with an
+    [L, 1] kernel of 1/L (ONNX Runtime's ReduceMean over a middle axis takes 2-3x longer at the
+    ``small`` widths)."""
+
+    def __init__(self, channels: int, length: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.full((channels, 1, length, 1), 1.0 / length), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight, groups=self.weight.shape[0])
+
+
 class _GroupedLinear(nn.Module):
-    """M Linear layers applied per row and position of an image: [1, M*in, R, L] -> [1, M*out, R, L]
+    """M Linear layers applied per position and column of an image: [1, M*in, L, R] -> [1, M*out, L, R]
     (one grouped 1x1 convolution)."""
 
     def __init__(self, layers: list[nn.Linear]) -> None:
@@ -109,35 +126,45 @@ class _StackedLayerNorm(nn.Module):
 
 
 class _StackedSEBlock(nn.Module):
-    """M ``SEResBlock`` s over rows: [1, M*C_in, R, L] -> [1, M*C_out, R, ceil(L / stride)]."""
+    """M ``SEResBlock`` s down columns: [1, M*C_in, L, R] -> [1, M*C_out, ceil(L / stride), R]."""
 
-    def __init__(self, blocks: list[SEResBlock]) -> None:
+    def __init__(self, blocks: list[SEResBlock], length: int) -> None:
+        """``length``: positions of the block's output per column (what squeeze-excitation averages)."""
         super().__init__()
         self.conv1 = _GroupedConv([(b.conv1, b.bn1) for b in blocks])
         self.conv2 = _GroupedConv([(b.conv2, b.bn2) for b in blocks])
         self.short = _GroupedConv([(b.short[0], b.short[1]) for b in blocks])
-        # squeeze-excitation's two Linear layers as grouped 1x1 convolutions over the rows: no
-        # transposes between the feature maps [1, M*C, R, 1] and a [.., M, R, C] matmul layout
+        # squeeze-excitation's two Linear layers as grouped 1x1 convolutions over the columns: no
+        # transposes between the feature maps [1, M*C, 1, R] and a [.., M, R, C] matmul layout
+        self.mean = _ColumnMean(self.conv2.weight.shape[0], length)
         self.fc1 = _GroupedLinear([b.se.fc1 for b in blocks])
         self.fc2 = _GroupedLinear([b.se.fc2 for b in blocks])
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv2(F.elu(self.conv1(x)))  # [1, M*C, R, L]
-        s = torch.sigmoid(self.fc2(F.relu(self.fc1(y.mean(dim=-1, keepdim=True)))))  # [1, M*C, R, 1]
+        y = self.conv2(F.elu(self.conv1(x)))  # [1, M*C, L, R]
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(self.mean(y)))))  # [1, M*C, 1, R]
         return F.elu(y * s + self.short(x))
 
 
 class _StackedBranch(nn.Module):
-    """M ``Branch`` es of one kernel size over rows: [1, M, R, W] -> feature maps [1, M*C_last, R, L]."""
+    """M ``Branch`` es of one kernel size down columns: [1, M, W, R] -> feature maps [1, M*C_last, L, R]."""
 
-    def __init__(self, branches: list[Branch]) -> None:
+    def __init__(self, branches: list[Branch], samples: int) -> None:
+        """``samples``: the length of a column (a frame's or an epoch's samples)."""
         super().__init__()
         self.stem = _GroupedConv([(b.stem[0], b.stem[1]) for b in branches])
-        self.blocks = nn.Sequential(*(_StackedSEBlock([b.blocks[i] for b in branches])
-                                      for i in range(len(branches[0].blocks))))
+        # positions per column (odd kernels, padding k // 2): stem ceil(/s), max-pool floor(/2),
+        # then each block ceil(/its stride) (as ``frame_backbone.feature_length``)
+        length = -(-samples // branches[0].stem[0].stride[0]) // 2
+        blocks = []
+        for i in range(len(branches[0].blocks)):
+            length = -(-length // branches[0].blocks[i].conv1.stride[0])
+            blocks.append(_StackedSEBlock([b.blocks[i] for b in branches], length))
+        self.blocks = nn.Sequential(*blocks)
+        self.mean = _ColumnMean(blocks[-1].conv2.weight.shape[0], length)  # the global average pool
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.blocks(F.max_pool2d(F.elu(self.stem(x)), (1, 2), (1, 2)))
+        return self.blocks(F.elu(F.max_pool2d(self.stem(x), (2, 1), (2, 1))))  # pool first: as the Branch
 
 
 class _StackedBlock(nn.Module):
@@ -180,8 +207,9 @@ class StackedEncoder(nn.Module):
             raise ValueError(f"stacked export needs frame_samples ({cfg.frame_samples}) and epoch_samples "
                              f"({cfg.epoch_samples}) to be multiples of frame_step ({cfg.frame_step})")
         if self.epoch_mode:
-            self.register_buffer("pool_t", bb.pool.t().contiguous(), persistent=False)  # [L, F]
-        self.branches = nn.ModuleList(_StackedBranch([n.backbone.branches[i] for n in nets])
+            self.register_buffer("pool", bb.pool.clone(), persistent=False)  # [F, L]
+        column = cfg.epoch_samples if self.epoch_mode else cfg.frame_samples
+        self.branches = nn.ModuleList(_StackedBranch([n.backbone.branches[i] for n in nets], column)
                                       for i in range(len(bb.branches)))
         self.head1 = _StackedLinear([n.backbone.head[0] for n in nets])
         self.head2 = _StackedLinear([n.backbone.head[2] for n in nets])
@@ -202,17 +230,17 @@ class StackedEncoder(nn.Module):
         n, m, e = x.shape
         xm = x.transpose(0, 1)  # [M, N, E]
         if self.epoch_mode:
-            rows = xm.reshape(1, m, n, e)  # one row per epoch
-            maps = [br(rows) for br in self.branches]  # each [1, M*C, N, L]
-            feats = torch.cat([torch.matmul(mp.reshape(m, -1, n, mp.shape[-1]), self.pool_t).permute(2, 0, 3, 1)
+            cols = xm.transpose(1, 2)[None]  # [1, M, E, N]: one column per epoch
+            maps = [br(cols) for br in self.branches]  # each [1, M*C, L, N]
+            feats = torch.cat([torch.matmul(self.pool, mp.reshape(m, -1, mp.shape[2], n)).permute(3, 0, 2, 1)
                                for mp in maps], dim=-1)  # [N, M, F, C * branches]
         else:
-            # one row per frame; a frame is `hops` consecutive steps, cut as `hops` shifted views
-            # of the epoch's steps (contiguous copies, no gather)
+            # one column per frame; a frame is `hops` consecutive steps, cut as `hops` shifted
+            # views of the epoch's steps (contiguous copies, no gather)
             f, w = self.frame_idx.shape
-            steps = xm.reshape(m, n, -1, self.step)  # [M, N, E/step, step]
-            rows = torch.cat([steps[:, :, k:k + f] for k in range(self.hops)], dim=-1).reshape(1, m, n * f, w)
-            feats = torch.cat([br(rows).mean(dim=-1).reshape(m, -1, n, f).permute(2, 0, 3, 1)
+            steps = xm.reshape(m, n, -1, self.step).permute(0, 3, 1, 2)  # [M, step, N, E/step]
+            cols = torch.cat([steps[..., k:k + f] for k in range(self.hops)], dim=1).reshape(1, m, w, n * f)
+            feats = torch.cat([br.mean(br(cols)).reshape(m, -1, n, f).permute(2, 0, 3, 1)
                                for br in self.branches], dim=-1)  # [N, M, F, C * branches]
         return self.head2(F.elu(self.head1(feats)))
 
