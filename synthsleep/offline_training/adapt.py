@@ -32,6 +32,19 @@ the unadapted model's stages are wrong on 20-40 % of the epochs, so the groups a
 An artifact without ``train_stage_mix`` (made before 2026-11-30) cannot be balanced (plain, with
 a warning).
 
+Tried after AdaBN and not kept (2026-11-30, bundled H, the same four held-out randomised nights,
+EEG only, adapted on the whole night; mean accuracy of the PyTorch model, state carried, no
+``unknown``: as is 0.719, plain AdaBN 0.818; a one-off
+script, not in the repository):
+- the self-supervised losses continued on the site's epochs (NeuroNet masked reconstruction +
+  contrastive, BatchNorm statistics frozen, 40 steps of 32 epochs): all encoder weights at lr 1e-4
+  0.683; the transformers only at lr 3e-5 0.818 (no change); without AdaBN first 0.585. The
+  pretext tasks do not move the features toward what the stage head reads.
+- information maximisation (SHOT-like; no label): per-epoch entropy down, the night's mean stage
+  distribution pulled to ``train_stage_mix`` (KL), 40 steps on 40-epoch windows with the state
+  carried: BatchNorm affines only 0.706 (0.646 without AdaBN), all encoder weights at lr 1e-4
+  0.698. Entropy minimisation sharpens the model's own errors (20-40 % of epochs here).
+
 The new artifact's provenance names the base model (content hash), the method, and each
 recording adapted on (name, SHA-256, epochs), so a score can always be traced to what the model
 saw. The weights are written beside it (``.safetensors`` + ``.json``) so it can be adapted or
