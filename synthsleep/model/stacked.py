@@ -9,7 +9,8 @@ every per-modality weight stacked along a modality axis, so each layer is ONE no
     x [N, M, 3000] (absent modalities zeroed)
       frames / epoch as the columns of one image [1, M, W, R] (R = N*F frames, or N epochs)
       -> grouped convolutions with kernels [k, 1] down it (groups = M; BatchNorm folded in)
-      -> squeeze-excitation and every Linear as a batched matmul  x [.., M, S, in] @ W [M, in, out]
+      -> squeeze-excitation as column means and grouped 1x1 convolutions, every other Linear as a
+         batched matmul  x [.., M, S, in] @ W [M, in, out]
       -> feature maps pooled / averaged -> frame features [N, M, F, frame_dim]
       -> embed + positions, per-modality CLS -> transformer (LayerNorm affine [M, 1, D],
          attention over [N*M, H, 1+F, hd]) -> tokens [N, M, F, nn_dim]
