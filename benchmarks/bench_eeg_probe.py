@@ -13,6 +13,8 @@ nights (seed 4242, subjects no other run draws), then scores, per epoch:
 - the 8 DREAMS excerpts (their hypnograms used to score only), reported, never used to choose;
 beside the model's own head from a zero state each epoch and with the state carried. A probe's
 probabilities are also averaged causally over the last 3 epochs (the crudest temporal context).
+One more probe is trained on the same nights with every sensor present and scored on EEG alone:
+whether a readout fitted to EEG-only embeddings is what matters.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from synthsleep.offline_training.selection import predict_embedded
     from synthsleep.psg.preprocess import PreprocessParams
     from synthsleep.psg.recording import Signal, write_edf
-    from synthsleep.psg.synthetic import SubjectParams, synthesize_night
+    from synthsleep.psg.synthetic import SubjectParams, synthesize_night, write_night
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=Path(BUNDLED_MODEL), help="artifact with weights beside it")
@@ -85,18 +87,20 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench_eeg_probe_") as tmp:
         work = Path(tmp)
-        emb, bp, ys = [], [], []
+        emb, bp, ys, emb_full = [], [], [], []
         for j in range(args.train_nights):
             subj = SubjectParams.draw(np.random.default_rng([TRAIN_SEED, j]), None, randomize=True)
             night = synthesize_night(seed=TRAIN_SEED * 100 + j, hours=4.0, subject=subj)
             eeg = night.signal("EEG C4-M1")
             e, f, _, _ = load(write_edf(work / f"train{j}.edf", [Signal(eeg.label, eeg.rate, np.asarray(eeg.data))]))
             n = min(len(e), len(night.stages))
+            emb_full.append(load(write_night(night, work / f"train{j}-full.edf"))[0][:n])
             emb.append(e[:n])
             bp.append(f[:n])
             ys.append(np.asarray(night.stages)[:n])
         train = {"embedding": np.concatenate(emb), "band powers": np.concatenate(bp)}
         train["both"] = np.hstack([train["embedding"], train["band powers"]])
+        full = np.concatenate(emb_full)  # the same nights with every sensor: is EEG-only training the point?
         y = np.concatenate(ys)
         print(f"trained on {args.train_nights} randomised 4-h EEG-only nights ({int((y >= 0).sum())} epochs)")
 
@@ -128,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
                 per_epoch = np.concatenate([probe.predict(x) for x in feats[what]])
                 smoothed = np.concatenate([causal_mean(probe.predict_proba(x)).argmax(1) for x in feats[what]])
                 print(f"  linear probe on {what:12s}             {acc(per_epoch):.3f}  (causal 3-epoch mean {acc(smoothed):.3f})")
+            probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1)).fit(full[y >= 0], y[y >= 0])
+            print(f"  linear probe on embedding, trained on the full montage  "
+                  f"{acc(np.concatenate([probe.predict(x) for x in feats['embedding']])):.3f}")
     return 0
 
 
