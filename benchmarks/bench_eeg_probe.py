@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             ty = np.concatenate(truth)
             keep = ty >= 0
 
-            def acc(pred: np.ndarray) -> float:
+            def acc(pred: np.ndarray, ty: np.ndarray = ty, keep: np.ndarray = keep) -> float:
                 return float((pred[keep] == ty[keep]).mean())
 
             own1 = np.concatenate([r[2][:len(t)] for (r, _), t in zip(loaded, truth)])
