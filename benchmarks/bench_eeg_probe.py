@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from synthsleep.bed_session import BUNDLED_MODEL
     from synthsleep.export.artifact import read_artifact
     from synthsleep.model import load_model
-    from synthsleep.offline_training.adapt import read_epochs
+    from synthsleep.offline_training.adapt import embed_epochs, read_epochs
     from synthsleep.offline_training.selection import predict_embedded
     from synthsleep.psg.preprocess import PreprocessParams
     from synthsleep.psg.recording import Signal, write_edf
@@ -75,15 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     params = PreprocessParams.from_dict(info.preprocess)
 
-    def load(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(embedding [T, d], band powers [T, 6], own head per epoch [T], own head carried [T])."""
+    def load(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """(embedding [T, d], band powers [T, 6]) of one recording."""
         x, p = read_epochs(path, params)
-        with torch.no_grad():
-            e = torch.cat([model.encode_epochs(torch.from_numpy(x[s:s + 64]), torch.from_numpy(p[s:s + 64]))
-                           for s in range(0, len(x), 64)])
-        own1 = predict_embedded(model, e, "window", 1)[0].argmax(1)
-        carried = predict_embedded(model, e, "carried")[0].argmax(1)
-        return e.numpy(), band_powers(x), own1, carried
+        return embed_epochs(model, x, p).numpy(), band_powers(x)
+
+    def own_head(e: np.ndarray, mode: str) -> np.ndarray:
+        """The model's own stage per epoch from embeddings [T, d]: from a zero state every epoch
+        (``window``) or with the state carried (``carried``): [T]."""
+        return predict_embedded(model, torch.from_numpy(e), mode, 1)[0].argmax(1)
 
     with tempfile.TemporaryDirectory(prefix="bench_eeg_probe_") as tmp:
         work = Path(tmp)
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             subj = SubjectParams.draw(np.random.default_rng([TRAIN_SEED, j]), None, randomize=True)
             night = synthesize_night(seed=TRAIN_SEED * 100 + j, hours=4.0, subject=subj)
             eeg = night.signal("EEG C4-M1")
-            e, f, _, _ = load(write_edf(work / f"train{j}.edf", [Signal(eeg.label, eeg.rate, np.asarray(eeg.data))]))
+            e, f = load(write_edf(work / f"train{j}.edf", [Signal(eeg.label, eeg.rate, np.asarray(eeg.data))]))
             n = min(len(e), len(night.stages))
             emb_full.append(load(write_night(night, work / f"train{j}-full.edf"))[0][:n])
             emb.append(e[:n])
@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             def acc(pred: np.ndarray, ty: np.ndarray = ty, keep: np.ndarray = keep) -> float:
                 return float((pred[keep] == ty[keep]).mean())
 
-            own1 = np.concatenate([r[2][:len(t)] for (r, _), t in zip(loaded, truth)])
-            carried = np.concatenate([r[3][:len(t)] for (r, _), t in zip(loaded, truth)])
+            own1 = np.concatenate([own_head(e, "window") for e in feats["embedding"]])
+            carried = np.concatenate([own_head(e, "carried") for e in feats["embedding"]])
             print(f"\n{name} ({int(keep.sum())} epochs)")
             print(f"  model's own head, zero state each epoch  {acc(own1):.3f}")
             print(f"  model's own head, state carried          {acc(carried):.3f}")

@@ -21,6 +21,7 @@ minutes on 2 cores; the file names carry a hash of that code).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -39,6 +40,7 @@ def calibration_epochs(n: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return synthetic_calibration_epochs(None, n, seed)
 
 
+@functools.cache
 def code_tag() -> str:
     """Short hash of the model and export code. Cached exports are named by it, so a change to
     either is never timed with a stale export."""

@@ -141,16 +141,22 @@ def _batchnorm_pass(model: nn.Module, bns: list[nn.modules.batchnorm._BatchNorm]
 
 
 @torch.no_grad()
+@torch.no_grad()
+def embed_epochs(model: nn.Module, x: np.ndarray, present: np.ndarray, batch: int = 64) -> torch.Tensor:
+    """Per-epoch embeddings of one recording (x [T, M, 3000], present [T, M]) in batches of
+    ``batch`` epochs, the model in eval mode: [T, fusion_dim]."""
+    model.eval()
+    return torch.cat([model.encode_epochs(torch.from_numpy(np.ascontiguousarray(x[s:s + batch], dtype=np.float32)),
+                                          torch.from_numpy(np.ascontiguousarray(present[s:s + batch])))
+                      for s in range(0, len(x), batch)])
+
+
 def predict_stages(model: nn.Module, x: np.ndarray, present: np.ndarray, batch: int = 64) -> np.ndarray:
     """The model's stage per epoch of one recording (x [T, M, 3000], present [T, M]), the
     temporal state carried from its start, as ``score`` runs it: int [T] (0-4)."""
     from .selection import predict_embedded
 
-    model.eval()
-    emb = torch.cat([model.encode_epochs(torch.from_numpy(np.ascontiguousarray(x[s:s + batch], dtype=np.float32)),
-                                         torch.from_numpy(np.ascontiguousarray(present[s:s + batch])))
-                     for s in range(0, len(x), batch)])
-    return predict_embedded(model, emb, "carried")[0].argmax(axis=1)
+    return predict_embedded(model, embed_epochs(model, x, present, batch), "carried")[0].argmax(axis=1)
 
 
 def _stage_groups(model: nn.Module, nights: Sequence[tuple[np.ndarray, np.ndarray]], stage_mix: Sequence[float],
