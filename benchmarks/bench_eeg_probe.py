@@ -75,15 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     params = PreprocessParams.from_dict(info.preprocess)
 
-    def load(path: Path) -> tuple[np.ndarray, np.ndarray]:
-        """(embedding [T, d], band powers [T, 6]) of one recording."""
+    def load(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(embedding [T, d], band powers [T, 6], present [T, M]) of one recording."""
         x, p = read_epochs(path, params)
-        return embed_epochs(model, x, p).numpy(), band_powers(x)
+        return embed_epochs(model, x, p).numpy(), band_powers(x), p
 
-    def own_head(e: np.ndarray, mode: str) -> np.ndarray:
-        """The model's own stage per epoch from embeddings [T, d]: from a zero state every epoch
-        (``window``) or with the state carried (``carried``): [T]."""
-        return predict_embedded(model, torch.from_numpy(e), mode, 1)[0].argmax(1)
+    def own_head(e: np.ndarray, present: np.ndarray, mode: str) -> np.ndarray:
+        """The model's own stage per epoch from embeddings [T, d] (its EEG-alone readout where it
+        has one): from a zero state every epoch (``window``) or with the state carried: [T]."""
+        return predict_embedded(model, torch.from_numpy(e), mode, 1, torch.from_numpy(present))[0].argmax(1)
 
     with tempfile.TemporaryDirectory(prefix="bench_eeg_probe_") as tmp:
         work = Path(tmp)
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             subj = SubjectParams.draw(np.random.default_rng([TRAIN_SEED, j]), None, randomize=True)
             night = synthesize_night(seed=TRAIN_SEED * 100 + j, hours=4.0, subject=subj)
             eeg = night.signal("EEG C4-M1")
-            e, f = load(write_edf(work / f"train{j}.edf", [Signal(eeg.label, eeg.rate, np.asarray(eeg.data))]))
+            e, f, _ = load(write_edf(work / f"train{j}.edf", [Signal(eeg.label, eeg.rate, np.asarray(eeg.data))]))
             n = min(len(e), len(night.stages))
             emb_full.append(load(write_night(night, work / f"train{j}-full.edf"))[0][:n])
             emb.append(e[:n])
@@ -120,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             def acc(pred: np.ndarray, ty: np.ndarray = ty, keep: np.ndarray = keep) -> float:
                 return float((pred[keep] == ty[keep]).mean())
 
-            own1 = np.concatenate([own_head(e, "window") for e in feats["embedding"]])
-            carried = np.concatenate([own_head(e, "carried") for e in feats["embedding"]])
+            pres = [r[2][:len(t)] for (r, _), t in zip(loaded, truth)]
+            own1 = np.concatenate([own_head(e, p, "window") for e, p in zip(feats["embedding"], pres)])
+            carried = np.concatenate([own_head(e, p, "carried") for e, p in zip(feats["embedding"], pres)])
             print(f"\n{name} ({int(keep.sum())} epochs)")
             print(f"  model's own head, zero state each epoch  {acc(own1):.3f}")
             print(f"  model's own head, state carried          {acc(carried):.3f}")

@@ -193,7 +193,7 @@ def bench_steps(model: Path, steps: int = 900) -> dict[str, Any]:
         return 1e3 * float(np.median(times[10])), 1e3 * float(np.median(times[steps]))
 
     res["step_epoch10_ms"], res["step_epoch900_ms"] = at_10_and_900(rt.step, (x, present))
-    res["temporal_epoch10_ms"], res["temporal_epoch900_ms"] = at_10_and_900(sp.step, (sp.encode(x, present),))
+    res["temporal_epoch10_ms"], res["temporal_epoch900_ms"] = at_10_and_900(sp.step, (sp.encode(x, present), present))
     q = model.with_name("model.int8.onnx")
     if not q.is_file():
         quantize_artifact(model, q)

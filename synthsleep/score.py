@@ -101,7 +101,7 @@ def score_recording(edf: str | Path, runtime: StepRuntime, overrides: dict[str, 
             x, present = runtime.inputs_from_epochs(chunk)
             emb = split.encode(x, present, batch=batch)  # [n, D], the stateless part, batched
             for i, epoch in enumerate(chunk):
-                out, session.model_state = split.step(emb[i:i + 1], session.model_state)
+                out, session.model_state = split.step(emb[i:i + 1], present[i:i + 1], session.model_state)
                 handle(epoch, out)
     if bar is not None:
         bar.close()

@@ -145,6 +145,18 @@ def _load_exported(raw: Path) -> onnx.ModelProto:
     return proto
 
 
+def _keep_inputs(graph: onnx.GraphProto, names_in: tuple[str, ...], io_in: Mapping[str, Any]) -> None:
+    """Give ``graph`` every input of its contract, in order. The TorchScript exporter drops an
+    input the function does not read (``present`` of a temporal graph without an EEG-alone
+    readout); ONNX allows an unused input, and the runtime then feeds every graph alike."""
+    have = {i.name for i in graph.input}
+    kinds = {"float32": onnx.TensorProto.FLOAT, "bool": onnx.TensorProto.BOOL}
+    for pos, name in enumerate(names_in):
+        if name not in have:
+            shape = ["batch" if d == -1 else d for d in io_in[name]["shape"]]
+            graph.input.insert(pos, onnx.helper.make_tensor_value_info(name, kinds[io_in[name]["dtype"]], shape))
+
+
 def _export_graph(wrapper: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path,
                   exporter: str, opset: int, names_in: tuple[str, ...] = INPUT_NAMES,
                   names_out: tuple[str, ...] = OUTPUT_NAMES,
@@ -232,8 +244,9 @@ def export_split(model: torch.nn.Module, cfg: Any, step_path: str | Path, *, exp
          {"x": {"dtype": "float32", "shape": [-1, len(modalities), cfg.epoch_samples]},
           "present": {"dtype": "bool", "shape": [-1, len(modalities)]}},
          {"embedding": {"dtype": "float32", "shape": [-1, d]}}),
-        (TemporalWrapper(m).eval(), (e, conv, ssm), TEMPORAL_FORMAT, TEMPORAL_INPUTS, OUTPUT_NAMES,
+        (TemporalWrapper(m).eval(), (e, present, conv, ssm), TEMPORAL_FORMAT, TEMPORAL_INPUTS, OUTPUT_NAMES,
          {"embedding": {"dtype": "float32", "shape": [-1, d]},
+          "present": {"dtype": "bool", "shape": [-1, len(modalities)]},
           "conv_state": {"dtype": "float32", "shape": state_shapes["conv_state"]},
           "ssm_state": {"dtype": "float32", "shape": state_shapes["ssm_state"]}},
          info.outputs),
@@ -247,6 +260,7 @@ def export_split(model: torch.nn.Module, cfg: Any, step_path: str | Path, *, exp
             if extra:
                 raise ArtifactError(f"the exporter wrote external data files {extra} for {path.name}")
             proto = _load_exported(raw)
+            _keep_inputs(proto.graph, names_in, io_in)
             set_metadata(proto, {"format": fmt, "schema_version": str(SPLIT_SCHEMA_VERSION),
                                  "step_hash": info.content_hash, "inputs": _json(io_in),
                                  "outputs": _json(io_out)})

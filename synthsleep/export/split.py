@@ -7,8 +7,9 @@ export`` (``export_step``) writes, beside ``model.onnx``:
 
 ``model.encoder.onnx``  inputs ``x`` float32 [N, M, 3000], ``present`` bool [N, M]
                         -> ``embedding`` float32 [N, D] (``SleepModel.encode_epochs``)
-``model.temporal.onnx`` inputs ``embedding`` [B, D], ``conv_state``, ``ssm_state`` -> the step
-                        graph's outputs (``SleepModel.temporal_step``)
+``model.temporal.onnx`` inputs ``embedding`` [B, D], ``present`` bool [B, M] (the sensor set the
+                        embedding came from: it picks the stage readout), ``conv_state``,
+                        ``ssm_state`` -> the step graph's outputs (``SleepModel.temporal_step``)
 
 Each carries ``metadata_props``: ``format`` (``synthsleep-encoder`` / ``synthsleep-temporal``),
 ``schema_version``, ``step_hash`` (content hash of the step artifact they were cut from),
@@ -40,10 +41,10 @@ log = logging.getLogger(__name__)
 
 ENCODER_FORMAT = "synthsleep-encoder"
 TEMPORAL_FORMAT = "synthsleep-temporal"
-SPLIT_SCHEMA_VERSION = 1
+SPLIT_SCHEMA_VERSION = 2  # 2: the temporal graph takes ``present``
 ENCODER_INPUTS = ("x", "present")
 ENCODER_OUTPUTS = ("embedding",)
-TEMPORAL_INPUTS = ("embedding", "conv_state", "ssm_state")
+TEMPORAL_INPUTS = ("embedding", "present", "conv_state", "ssm_state")
 #: epochs per encoder call offline (memory: 64 x 8 x 3000 float32 = 6 MB of input)
 DEFAULT_BATCH = 64
 
@@ -141,14 +142,20 @@ class SplitRuntime:
             parts = [run(i) for i in starts]
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
-    def step(self, embedding: np.ndarray, state: StepState) -> tuple[StepOutput, StepState]:
-        """One temporal step for B beds: embedding float32 [B, D] (rows of :meth:`encode`)."""
+    def step(self, embedding: np.ndarray, present: np.ndarray, state: StepState
+             ) -> tuple[StepOutput, StepState]:
+        """One temporal step for B beds: embedding float32 [B, D] (rows of :meth:`encode`) and
+        the present bool [B, M] they were encoded with."""
         e = np.ascontiguousarray(embedding, dtype=np.float32)
+        pr = np.ascontiguousarray(present, dtype=bool)
         if e.ndim == 1:
-            e = e[None]
+            e, pr = e[None], pr.reshape(1, -1)
+        if pr.shape != (e.shape[0], len(self.step_runtime.modalities)):
+            raise ValueError(f"present must be bool [{e.shape[0]}, {len(self.step_runtime.modalities)}], "
+                             f"got {pr.shape}")
         self.step_runtime.check_state(state, e.shape[0])
         stage, apnea, hyp, conv, ssm = self.temporal.run(self._outputs, {
-            "embedding": e, "conv_state": state.conv_state.astype(np.float32, copy=False),
+            "embedding": e, "present": pr, "conv_state": state.conv_state.astype(np.float32, copy=False),
             "ssm_state": state.ssm_state.astype(np.float32, copy=False)})
         return StepOutput(stage, apnea, hyp), StepState(conv, ssm)
 

@@ -98,6 +98,11 @@ class ModelConfig:
     head_hidden: int = 256
     head_dropout: float = 0.1
     n_stages: int = 5
+    #: a second stage readout (one Linear on the temporal output h) used for the epochs whose only
+    #: present modality is EEG; ``make_model`` refits it last on EEG-only training nights with
+    #: everything else frozen (``offline_training.readout``). A single-channel EEG is the common
+    #: real recording and the one the shared head, trained mostly on fuller montages, reads worst.
+    eeg_stage_head: bool = False
 
     dropout: float = 0.0  # transformer dropout
 
@@ -183,6 +188,8 @@ class ModelConfig:
             r = getattr(self, key)
             if not 0.0 <= r < 1.0:
                 raise ConfigError(f"config {self.name!r}: {key}={r} must be in [0, 1)")
+        if self.eeg_stage_head and "eeg" not in self.modalities:
+            raise ConfigError(f"config {self.name!r}: eeg_stage_head needs 'eeg' among the modalities")
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ConfigError(f"config {self.name!r}: modality_dropout={self.modality_dropout}")
         if self.mamba_layers < 1 or self.mamba_chunk_size < 1 or self.mamba_d_conv < 1:

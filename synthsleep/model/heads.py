@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .config import ModelConfig
@@ -17,7 +18,11 @@ def mlp_head(d_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequentia
 
 
 class Heads(nn.Module):
-    """h [N, d] -> (stage_logits [N, n_stages], apnea_logit [N], hypopnea_logit [N])."""
+    """h [N, d] -> (stage_logits [N, n_stages], apnea_logit [N], hypopnea_logit [N]).
+
+    With ``cfg.eeg_stage_head`` the epochs flagged ``eeg_alone`` [N] take their stage logits from
+    ``stage_eeg`` (Linear [d] -> [n_stages]) instead of the shared ``stage`` MLP.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -25,6 +30,10 @@ class Heads(nn.Module):
         self.stage = mlp_head(d, cfg.head_hidden, cfg.n_stages, cfg.head_dropout)
         self.apnea = mlp_head(d, cfg.head_hidden, 1, cfg.head_dropout)
         self.hypopnea = mlp_head(d, cfg.head_hidden, 1, cfg.head_dropout)
+        self.stage_eeg = nn.Linear(d, cfg.n_stages) if cfg.eeg_stage_head else None
 
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return self.stage(h), self.apnea(h)[:, 0], self.hypopnea(h)[:, 0]
+    def forward(self, h: Tensor, eeg_alone: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        stage = self.stage(h)
+        if self.stage_eeg is not None and eeg_alone is not None:
+            stage = torch.where(eeg_alone[:, None], self.stage_eeg(h), stage)
+        return stage, self.apnea(h)[:, 0], self.hypopnea(h)[:, 0]

@@ -5,6 +5,8 @@
       -> Fusion.embed -> epoch embedding e [B, T, d]          (absent modalities masked)
       -> for each Mamba layer: h = h + Mamba2(BatchNorm(h))   (causal, state carried)
       -> heads -> stage logits [B, T, 5], apnea / hypopnea logits [B, T]
+         (with cfg.eeg_stage_head, epochs whose only present modality is EEG read their stage
+          from the EEG-alone readout; ``present`` therefore reaches the heads as well)
 
 ``forward`` scans a whole sequence (training; the state comes back for truncated BPTT),
 ``step`` does one epoch per call (inference; probabilities and the new state as plain tensors).
@@ -77,10 +79,13 @@ class SleepModel(nn.Module):
 
         Absent modalities' samples are replaced by zeros (never NaN-propagating) before encoding;
         in training mode only present rows go through each encoder (clean BatchNorm statistics),
-        absent rows get zero tokens.
+        absent rows get zero tokens. In eval mode a modality absent from every row is not encoded
+        at all (zero tokens: the fusion zeroes absent tokens anyway, so nothing changes; an
+        EEG-only night runs 1 encoder of 8). An exported (or meta) graph encodes every modality.
         """
         n = x.shape[0]
         x = torch.where(present[:, :, None], x, torch.zeros_like(x))
+        traced = torch.onnx.is_in_onnx_export() or x.is_meta  # no data to look at
         out = []
         for i, m in enumerate(self.cfg.modalities):
             enc = self.encoders[m]
@@ -89,8 +94,10 @@ class SleepModel(nn.Module):
                 tok = x.new_zeros(n, self.cfg.n_frames, self.cfg.nn_dim)
                 if idx.numel() > 0:  # (BatchNorm sees idx.numel() * 27 frames)
                     tok = tok.index_copy(0, idx, enc.encode(x[:, i].index_select(0, idx))[0])
-            else:
+            elif traced or bool(present[:, i].any()):
                 tok = enc.encode(x[:, i])[0]
+            else:
+                tok = x.new_zeros(n, self.cfg.n_frames, self.cfg.nn_dim)
             out.append(tok)
         return torch.stack(out, dim=1)
 
@@ -98,6 +105,13 @@ class SleepModel(nn.Module):
         """Fused per-epoch embedding: x [N, M, 3000], present bool [N, M] -> [N, fusion_dim]."""
         self._check_epochs(x, present, (x.shape[0],), "encode_epochs")
         return self.fusion.embed(self.neuronet_tokens(x, present), present)
+
+    def eeg_alone(self, present: Tensor) -> Tensor | None:
+        """present bool [N, M] -> bool [N]: EEG is the only present modality (the epochs the
+        EEG-alone stage readout reads); None when the model has no such readout."""
+        if not self.cfg.eeg_stage_head:
+            return None
+        return present[:, self.cfg.modalities.index("eeg")] & (present.to(torch.int32).sum(-1) == 1)
 
     # ------------------------------------------------------------------ temporal
     def allocate_state(self, batch: int, device: torch.device | str | None = None) -> State:
@@ -165,7 +179,7 @@ class SleepModel(nn.Module):
                      state: State | None) -> tuple[SleepOutputs, State]:
         e = self.fusion.embed(tokens, flat_present).reshape(b, t, -1)
         h, new_state = self.temporal(e, state)
-        stage, apnea, hyp = self.heads(h.reshape(b * t, -1))
+        stage, apnea, hyp = self.heads(h.reshape(b * t, -1), self.eeg_alone(flat_present))
         return SleepOutputs(stage.reshape(b, t, -1), apnea.reshape(b, t),
                             hyp.reshape(b, t)), new_state
 
@@ -177,13 +191,14 @@ class SleepModel(nn.Module):
         Returns (stage_prob [B, 5], apnea_prob [B], hypopnea_prob [B], conv_state, ssm_state).
         Call in eval mode. ONNX-exportable (inputs x, present, conv_state, ssm_state).
         """
-        return self.temporal_step(self.encode_epochs(x, present), conv_state, ssm_state)
+        return self.temporal_step(self.encode_epochs(x, present), present, conv_state, ssm_state)
 
-    def temporal_step(self, e: Tensor, conv_state: Tensor, ssm_state: Tensor
+    def temporal_step(self, e: Tensor, present: Tensor, conv_state: Tensor, ssm_state: Tensor
                       ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """The stateful part of ``step``: fused embeddings e [B, fusion_dim] (``encode_epochs``)
-        and states -> (stage_prob [B, 5], apnea_prob [B], hypopnea_prob [B], conv_state,
-        ssm_state). ``step(x, present, ...) == temporal_step(encode_epochs(x, present), ...)``:
+        """The stateful part of ``step``: fused embeddings e [B, fusion_dim] (``encode_epochs``),
+        the sensor set they came from (present bool [B, M]: picks the stage readout) and states
+        -> (stage_prob [B, 5], apnea_prob [B], hypopnea_prob [B], conv_state, ssm_state).
+        ``step(x, present, ...) == temporal_step(encode_epochs(x, present), present, ...)``:
         offline scoring runs ``encode_epochs`` batched over a whole night, then this per epoch.
         """
         h = e
@@ -193,7 +208,7 @@ class SleepModel(nn.Module):
             h = h + y
             convs.append(c)
             ssms.append(s)
-        stage, apnea, hyp = self.heads(h)
+        stage, apnea, hyp = self.heads(h, self.eeg_alone(present))
         return (torch.softmax(stage, dim=-1), torch.sigmoid(apnea), torch.sigmoid(hyp),
                 torch.stack(convs), torch.stack(ssms))
 
@@ -217,7 +232,7 @@ class StepWrapper(nn.Module):
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         if self.encoder is None:
             return self.model.step(x, present, conv_state, ssm_state)
-        return self.model.temporal_step(self.encoder(x, present), conv_state, ssm_state)
+        return self.model.temporal_step(self.encoder(x, present), present, conv_state, ssm_state)
 
 
 class EncoderWrapper(nn.Module):
@@ -242,13 +257,13 @@ class EncoderWrapper(nn.Module):
 class TemporalWrapper(nn.Module):
     """``forward = SleepModel.temporal_step`` for the temporal graph of the split artifact."""
 
-    input_names = ("embedding", "conv_state", "ssm_state")
+    input_names = ("embedding", "present", "conv_state", "ssm_state")
     output_names = StepWrapper.output_names
 
     def __init__(self, model: SleepModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, embedding: Tensor, conv_state: Tensor, ssm_state: Tensor
+    def forward(self, embedding: Tensor, present: Tensor, conv_state: Tensor, ssm_state: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        return self.model.temporal_step(embedding, conv_state, ssm_state)
+        return self.model.temporal_step(embedding, present, conv_state, ssm_state)

@@ -141,7 +141,6 @@ def _batchnorm_pass(model: nn.Module, bns: list[nn.modules.batchnorm._BatchNorm]
 
 
 @torch.no_grad()
-@torch.no_grad()
 def embed_epochs(model: nn.Module, x: np.ndarray, present: np.ndarray, batch: int = 64) -> torch.Tensor:
     """Per-epoch embeddings of one recording (x [T, M, 3000], present [T, M]) in batches of
     ``batch`` epochs, the model in eval mode: [T, fusion_dim]."""
@@ -156,7 +155,8 @@ def predict_stages(model: nn.Module, x: np.ndarray, present: np.ndarray, batch: 
     temporal state carried from its start, as ``score`` runs it: int [T] (0-4)."""
     from .selection import predict_embedded
 
-    return predict_embedded(model, embed_epochs(model, x, present, batch), "carried")[0].argmax(axis=1)
+    return predict_embedded(model, embed_epochs(model, x, present, batch), "carried",
+                            present=torch.from_numpy(np.ascontiguousarray(present)))[0].argmax(axis=1)
 
 
 def _stage_groups(model: nn.Module, nights: Sequence[tuple[np.ndarray, np.ndarray]], stage_mix: Sequence[float],

@@ -37,7 +37,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import FinetuneConfig, RunConfig, add_config_arguments, load_run_config
 from .lanes import plan_lanes
 from .metrics import jsonable
-from .night_trainer import NightTrainer, build_model, embed_nights, set_bn_eval
+from .night_trainer import NightTrainer, build_model, embed_nights, night_presents, set_bn_eval
 from .selection import evaluate_embedded, selection_score, short_metrics
 from .shards import Night, load_nights
 from .tasks import TASKS, TaskLoss, build_task_loss, task_weights
@@ -161,6 +161,7 @@ def _night_phase(job: _Job, lab_train: list[Night], val: list[Night],
     t0 = time.monotonic()
     embeds_train = embed_nights(model, lab_train, device, desc="embed train") if frozen else None
     night_train = list(lab_train)
+    presents = night_presents(lab_train)
     if frozen and fcfg.montage_dropout > 0:
         # extra copies of some training nights, each embedded with one reduced sensor set, so the
         # temporal model learns the embeddings of partial montages too (labels are the same)
@@ -172,6 +173,7 @@ def _night_phase(job: _Job, lab_train: list[Night], val: list[Night],
             embeds_train += embed_nights(model, [n for n, _ in picks], device, desc="embed reduced",
                                          keep=[k for _, k in picks])
             night_train += [n for n, _ in picks]
+            presents += night_presents([n for n, _ in picks], [k for _, k in picks])
         job.summary["reduced_montage_nights"] = len(picks)
     embeds_val = embed_nights(model, val, device, desc="embed val")
     job.timings["embed_s"] = time.monotonic() - t0
@@ -192,10 +194,11 @@ def _night_phase(job: _Job, lab_train: list[Night], val: list[Night],
 
     def validate() -> dict[str, Any]:
         return evaluate_embedded(model, embeds_val if frozen else embed_nights(model, val, device),
-                                 val, "carried", tune=True)
+                                 val, "carried", tune=True, presents=night_presents(val))
 
     passes = fcfg.night_passes
-    nt = NightTrainer(model, night_train, embeds_train, job.loss, fcfg, job.seed, di, device, job.run_cfg.amp)
+    nt = NightTrainer(model, night_train, embeds_train, job.loss, fcfg, job.seed, di, device, job.run_cfg.amp,
+                      presents=presents)
     opt = make_optimizer(params, fcfg.night_lr, fcfg.weight_decay)
     steps_per_pass = len(plan_lanes([len(n) for n in night_train], nt.lanes_global, nt.chunk,
                                     np.random.default_rng(0))[0]) if lab_train else 1
@@ -294,7 +297,7 @@ def finetune(shard_dir: str | Path, out_dir: str | Path, run_cfg: RunConfig, tas
     embeds_val, chunk, history, eps = _night_phase(job, lab_train, val, stop_at_pass)
     # the final validation metrics of the selected model (thresholds tuned on val)
     val_m = evaluate_embedded(model, embeds_val if embeds_val is not None else embed_nights(model, val, device),
-                              val, "carried", tune=True)
+                              val, "carried", tune=True, presents=night_presents(val))
     summary = job.summary
     summary.update({"val": val_m, "thresholds": val_m["thresholds"], "history": history,
                     "night_epochs_per_s": float(np.mean(eps)) if eps else None,

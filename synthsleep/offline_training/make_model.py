@@ -13,6 +13,8 @@ Stages (each timed; a summary table is printed at the end and stored in eval_rep
 5. fine-tune all tasks: end-to-end windows, then whole-night truncated BPTT with the state
    carried; model selection and apnea/hypopnea thresholds on the VALIDATION split; the thresholds
    are then folded into the heads' output biases so that probability 0.5 is the decision point;
+   with ``eeg_stage_head`` in the model config the EEG-alone stage readout is refitted on frozen
+   features of the train nights, its L2 strength chosen on val (``readout.py``);
 6. evaluate on the held-out TEST subjects, (a) 20-epoch windows from a zero state and (b) the
    state carried all night (PyTorch), then the ONNX artifact through ONNX Runtime;
 7. export ``model.onnx`` and copy ``model.safetensors``,
@@ -45,8 +47,9 @@ import torch
 from .config import RunConfig, load_run_config
 from .finetune import finetune
 from .metrics import jsonable
-from .night_trainer import embed_nights
+from .night_trainer import embed_nights, night_presents
 from .pretrain import pretrain_multimodal, pretrain_unimodal
+from .readout import fit_eeg_readout
 from .selection import evaluate_embedded, predict_embedded, short_metrics
 from .shards import load_nights, stage_mix
 from .trainer import setup_threads
@@ -147,8 +150,9 @@ def evaluate_test(model_dir: Path, shards: Path, window: int, reduced: bool = Tr
     model, cfg = load_model(model_dir / "model")
     test = load_nights(shards, "test", cfg.modalities)
     emb = embed_nights(model, test, torch.device("cpu"), desc="embed test")
-    res = {"carried": evaluate_embedded(model, emb, test, "carried"),
-           f"window{window}": evaluate_embedded(model, emb, test, "window", window)}
+    presents = night_presents(test)
+    res = {"carried": evaluate_embedded(model, emb, test, "carried", presents=presents),
+           f"window{window}": evaluate_embedded(model, emb, test, "window", window, presents=presents)}
     # the same test nights with fewer sensors (state carried): how gracefully staging degrades
     from .augment import montage_mask
 
@@ -156,7 +160,8 @@ def evaluate_test(model_dir: Path, shards: Path, window: int, reduced: bool = Tr
     for name, montage in REPORTED_MONTAGES if reduced else ():
         keep = montage_mask(montage, tuple(cfg.modalities))
         emb_r = embed_nights(model, test, torch.device("cpu"), desc=f"embed test {name}", keep=keep)
-        res["reduced_montages"][name] = evaluate_embedded(model, emb_r, test, "carried")
+        res["reduced_montages"][name] = evaluate_embedded(model, emb_r, test, "carried",
+                                                          presents=night_presents(test, keep))
     res["test_nights"] = len(test)
     res["test_subjects"] = len({n.subject for n in test})
     res["test_epochs"] = int(sum(len(n) for n in test))
@@ -194,8 +199,9 @@ def stage_confidence_threshold(model_dir: Path, shards: Path, max_unknown: float
     val = load_nights(shards, "val", cfg.modalities)
     conf, right = [], []
     for keep in (None, montage_mask(("eeg",), tuple(cfg.modalities))):
-        for n, e in zip(val, embed_nights(model, val, torch.device("cpu"), desc="embed val", keep=keep)):
-            st, _, _ = predict_embedded(model, e, "carried")
+        embeds = embed_nights(model, val, torch.device("cpu"), desc="embed val", keep=keep)
+        for n, e, pr in zip(val, embeds, night_presents(val, keep)):
+            st, _, _ = predict_embedded(model, e, "carried", present=pr)
             m = n.stage >= 0
             conf.append(st.max(-1)[m])
             right.append(st.argmax(-1)[m] == n.stage[m])
@@ -275,6 +281,9 @@ def make_model(out: Path, work: Path, rc: RunConfig, subjects: int, two_night: i
                    1.0, work / "multimodal")
     thresholds = ft["thresholds"]
     timer.run("fold val thresholds into heads", fold_thresholds, work / "finetune", thresholds)
+    readout = None
+    if cfg.eeg_stage_head:
+        readout = timer.run("fit EEG-alone stage readout", fit_eeg_readout, work / "finetune", shards)
     window = rc.finetune.eval_window
     confidence = timer.run("stage confidence threshold on val", stage_confidence_threshold,
                            work / "finetune", shards)
@@ -292,7 +301,7 @@ def make_model(out: Path, work: Path, rc: RunConfig, subjects: int, two_night: i
         "run_config": rc.to_dict(), "metrics": {"test_carried": short_metrics(test["carried"]),
                                                  f"test_window{window}": short_metrics(test[f"window{window}"]),
                                                  "val": short_metrics(ft["val"])},
-        "thresholds_folded": thresholds, "stage_confidence": confidence,
+        "thresholds_folded": thresholds, "stage_confidence": confidence, "eeg_readout": readout,
         "train_stage_mix": stage_mix(shards, "train"),  # what synthsleep adapt balances to
     }
     onnx_rep = timer.run("export ONNX + evaluate artifact (ORT)", export_and_check, work / "finetune", out,

@@ -86,16 +86,29 @@ def embed_nights(model: nn.Module, nights: Sequence[Night], device: torch.device
     return out
 
 
+def night_presents(nights: Sequence[Night], keep: Sequence[np.ndarray] | np.ndarray | None = None
+                   ) -> list[Tensor]:
+    """The sensor set each epoch of ``embed_nights(nights, keep=keep)`` was encoded with: list of
+    bool [T, M] (what ``temporal_heads`` needs to pick the stage readout)."""
+    keeps = [keep] * len(nights) if keep is None or isinstance(keep, np.ndarray) else list(keep)
+    return [torch.from_numpy(n.present if kp is None else n.present & kp[None]) for n, kp in zip(nights, keeps)]
+
+
 State = tuple[Tensor, Tensor]  # (conv [L, B, conv_dim, d_conv], ssm [L, B, H, P, N])
 
 
-def temporal_heads(model: nn.Module, e: Tensor, state: State | None = None
+def temporal_heads(model: nn.Module, e: Tensor, state: State | None = None, present: Tensor | None = None
                    ) -> tuple[Tensor, Tensor, Tensor, State]:
     """Fused embeddings e [B, T, d] through Mamba2 (from ``state``, zeros when None) and the heads
-    -> (stage_logits [B, T, 5], apnea_logit [B, T], hypopnea_logit [B, T], new state)."""
+    -> (stage_logits [B, T, 5], apnea_logit [B, T], hypopnea_logit [B, T], new state).
+
+    ``present`` bool [B, T, M]: the sensor set each embedding came from (it picks the stage
+    readout, ``SleepModel.eeg_alone``); None reads every epoch with the shared heads.
+    """
     b, t, _ = e.shape
     h, new_state = model.temporal(e, state)
-    st, ap, hy = model.heads(h.reshape(b * t, -1))
+    alone = None if present is None else model.eeg_alone(present.reshape(b * t, -1))
+    st, ap, hy = model.heads(h.reshape(b * t, -1), alone)
     return st.reshape(b, t, -1), ap.reshape(b, t), hy.reshape(b, t), new_state
 
 
@@ -104,30 +117,36 @@ class NightTrainer:
 
     def __init__(self, model: nn.Module, nights: Sequence[Night], embeds: list[Tensor] | None,
                  loss: TaskLoss, fcfg: FinetuneConfig, seed: int, di: DistInfo,
-                 device: torch.device, amp: bool = False) -> None:
+                 device: torch.device, amp: bool = False, presents: list[Tensor] | None = None) -> None:
+        """``embeds``: cached embeddings per night (frozen encoder) or None (encoded per chunk);
+        ``presents``: the bool [T, M] sensor set each cached embedding came from (default: the
+        nights' own ``present``)."""
         self.model, self.nights, self.embeds = model, [n for n in nights], embeds
+        self.presents = presents if presents is not None else night_presents(self.nights)
         self.loss, self.fcfg, self.seed, self.di, self.device = loss, fcfg, seed, di, device
         self.chunk = int(fcfg.chunk)
         self.lanes_global = int(fcfg.lanes) * di.world
         self.labelled = [i for i, n in enumerate(self.nights) if n.labelled]
         self.amp = amp
 
-    def _embed_chunk(self, items: list[LaneItem]) -> tuple[Tensor, dict[str, Tensor]]:
-        """e [B, chunk, d] and labels [B, chunk] (padding: zeros / -1)."""
+    def _embed_chunk(self, items: list[LaneItem]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """e [B, chunk, d], the sensor set it came from (bool [B, chunk, M]) and labels [B, chunk]
+        (padding: zeros / False / -1)."""
         c, b = self.chunk, len(items)
-        d = self.model.cfg.fusion_dim
+        d, m = self.model.cfg.fusion_dim, self.model.cfg.n_modalities
         labels = {k: torch.full((b, c), -1, dtype=torch.long) for k in TASKS}
         if self.embeds is not None:
             e = torch.zeros(b, c, d)
+            pr = torch.zeros(b, c, m, dtype=torch.bool)
             for j, (i, s, _) in enumerate(items):
                 if i < 0:
                     continue
                 seg = self.embeds[self.labelled[i]][s:s + c]
                 e[j, : len(seg)] = seg
+                pr[j, : len(seg)] = self.presents[self.labelled[i]][s:s + c]
         else:  # encoder trained through the chunk
             from synthsleep.model import drop_modalities
 
-            m = self.model.cfg.n_modalities
             x = torch.zeros(b, c, m, 3000)
             pr = torch.zeros(b, c, m, dtype=torch.bool)
             for j, (i, s, _) in enumerate(items):
@@ -141,7 +160,7 @@ class NightTrainer:
             if self.model.training:
                 flat = drop_modalities(flat, self.model.cfg.modality_dropout)
             e = self.model.encode_epochs(x.reshape(b * c, m, 3000).to(self.device), flat)
-            e = e.reshape(b, c, -1)
+            e, pr = e.reshape(b, c, -1), flat.reshape(b, c, m)
         for j, (i, s, _) in enumerate(items):
             if i < 0:
                 continue
@@ -149,7 +168,7 @@ class NightTrainer:
             for k in TASKS:
                 seg = torch.from_numpy(getattr(n, k)[s:s + c].astype(np.int64))
                 labels[k][j, : len(seg)] = seg
-        return e.to(self.device), {k: v.to(self.device) for k, v in labels.items()}
+        return e.to(self.device), pr.to(self.device), {k: v.to(self.device) for k, v in labels.items()}
 
     def run_pass(self, p: int, optimizer: torch.optim.Optimizer, params: list[Tensor],
                  train_mode: Callable[[], None], metrics: MetricsLog, step0: int) -> tuple[int, float]:
@@ -166,7 +185,7 @@ class NightTrainer:
         for k in range(width):
             seed_everything(step_seed(self.seed, step, self.di.rank))
             items = [lane[k] for lane in mine]
-            e, lab = self._embed_chunk(items)
+            e, pr, lab = self._embed_chunk(items)
             b = len(items)
             if state is None:
                 state = self.model.allocate_state(b, self.device)
@@ -176,7 +195,7 @@ class NightTrainer:
             state = (state[0] * keep[None, :, None, None], state[1] * keep[None, :, None, None, None])
             optimizer.zero_grad(set_to_none=True)
             with autocast(self.device, self.amp):
-                st, ap, hy, new_state = temporal_heads(self.model, e, state)
+                st, ap, hy, new_state = temporal_heads(self.model, e, state, pr)
             new_state = (new_state[0].float(), new_state[1].float())
             out = self.loss(st.reshape(-1, st.shape[-1]), ap.reshape(-1), hy.reshape(-1),
                             lab["stage"].reshape(-1), lab["apnea"].reshape(-1),

@@ -46,26 +46,29 @@ def best_threshold(y: np.ndarray, prob: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def predict_embedded(model: nn.Module, e: Tensor, mode: str = "carried", window: int = 20
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict_embedded(model: nn.Module, e: Tensor, mode: str = "carried", window: int = 20,
+                     present: Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Probabilities for one night from its embeddings e [T, d] (model in eval mode).
 
     mode ``carried``: one scan over the whole night from a zero state (equal to the live step
     loop); ``window``: consecutive non-overlapping windows of ``window`` epochs, each from a zero
-    state (the original SynthSleepNet protocol). Returns (stage [T,5], apnea [T], hypopnea [T]).
+    state (the original SynthSleepNet protocol). ``present`` bool [T, M]: the sensor set the
+    embeddings came from (picks the stage readout as the live step does; None: the shared heads).
+    Returns (stage [T,5], apnea [T], hypopnea [T]).
     """
     was = model.training
     model.eval()
     d = next(model.parameters()).device
     if mode == "carried":
-        parts = [e]
+        parts = [(e, present)]
     elif mode == "window":
-        parts = list(torch.split(e, window))
+        es = torch.split(e, window)
+        parts = list(zip(es, torch.split(present, window) if present is not None else [None] * len(es)))
     else:
         raise ValueError(f"mode must be 'carried' or 'window', got {mode!r}")
     sp, ap, hp = [], [], []
-    for p in parts:
-        st, a, h, _ = temporal_heads(model, p[None].to(d))
+    for p, pr in parts:
+        st, a, h, _ = temporal_heads(model, p[None].to(d), present=None if pr is None else pr[None].to(d))
         sp.append(torch.softmax(st[0].float(), -1).cpu())
         ap.append(torch.sigmoid(a[0].float()).cpu())
         hp.append(torch.sigmoid(h[0].float()).cpu())
@@ -75,9 +78,12 @@ def predict_embedded(model: nn.Module, e: Tensor, mode: str = "carried", window:
 
 def evaluate_embedded(model: nn.Module, embeds: Sequence[Tensor], nights: Sequence[Night],
                       mode: str = "carried", window: int = 20,
-                      thresholds: dict[str, float] | None = None, tune: bool = False
-                      ) -> dict[str, Any]:
+                      thresholds: dict[str, float] | None = None, tune: bool = False,
+                      presents: Sequence[Tensor] | None = None) -> dict[str, Any]:
     """Stage / apnea / hypopnea / AHI metrics over nights (labels -1 ignored).
+
+    ``presents``: per night the bool [T, M] sensor set its embeddings came from (picks the stage
+    readout, see ``predict_embedded``); None: the shared heads for every epoch.
 
     ``tune``: choose the apnea/hypopnea thresholds maximising F1 on these nights (validation only).
     AHI: predicted = runs of consecutive positive epochs (apnea + hypopnea) per hour of predicted
@@ -86,8 +92,8 @@ def evaluate_embedded(model: nn.Module, embeds: Sequence[Tensor], nights: Sequen
     ys, ps, ya, pa, yh, ph = [], [], [], [], [], []
     ahi_err, ahi_rows = [], []
     per_night = []
-    for e, n in zip(embeds, nights):
-        sprob, aprob, hprob = predict_embedded(model, e, mode, window)
+    for i, (e, n) in enumerate(zip(embeds, nights)):
+        sprob, aprob, hprob = predict_embedded(model, e, mode, window, None if presents is None else presents[i])
         ys.append(n.stage), ps.append(sprob.argmax(1))
         ya.append(n.apnea), pa.append(aprob)
         yh.append(n.hypopnea), ph.append(hprob)

@@ -17,10 +17,11 @@ PROVENANCE = {"data_fingerprint": "sha256:feedbeef", "metrics": {"val_kappa": 0.
 THRESHOLDS = {"apnea": 0.4, "hypopnea": 0.6}
 
 
-def tiny_model(seed: int = 0) -> tuple[SleepModel, object]:
-    """Random tiny model with non-trivial BatchNorm statistics and slow SSM decay (the state matters)."""
+def tiny_model(seed: int = 0, **overrides: object) -> tuple[SleepModel, object]:
+    """Random tiny model with non-trivial BatchNorm statistics and slow SSM decay (the state
+    matters); ``overrides``: config keys beyond ``TINY``."""
     torch.manual_seed(seed)
-    cfg = load_config("small", overrides=TINY)
+    cfg = load_config("small", overrides={**TINY, **overrides})
     model = SleepModel(cfg)
     with torch.no_grad():
         for mod in model.modules():

@@ -19,6 +19,8 @@ def _inputs(rt: StepRuntime, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
     x = rng.normal(0, 1, (n, m, 3000)).astype(np.float32)
     present = rng.random((n, m)) > 0.25
     present[:, 0] |= ~present.any(axis=1)
+    present[::5] = False
+    present[::5, 0] = True  # EEG alone: the epochs the EEG-alone stage readout reads
     return x, present
 
 
@@ -36,12 +38,41 @@ def test_encoder_then_temporal_equals_step_graph(which, artifact, tiny_artifact)
     s_step, s_split = rt.new_state(1), rt.new_state(1)
     for i in range(40):
         ref, s_step = rt.step(x[i:i + 1], present[i:i + 1], s_step)
-        out, s_split = split.step(emb[i:i + 1], s_split)
+        out, s_split = split.step(emb[i:i + 1], present[i:i + 1], s_split)
         np.testing.assert_allclose(out.stage_prob, ref.stage_prob, atol=1e-5)
         np.testing.assert_allclose(out.apnea_prob, ref.apnea_prob, atol=1e-5)
         np.testing.assert_allclose(out.hypopnea_prob, ref.hypopnea_prob, atol=1e-5)
     np.testing.assert_allclose(s_split.ssm_state, s_step.ssm_state, atol=1e-4)
     np.testing.assert_allclose(s_split.conv_state, s_step.conv_state, atol=1e-5)
+
+
+def test_temporal_graph_takes_present_even_without_an_eeg_readout(tmp_path):
+    """Without the EEG-alone readout nothing reads ``present`` after the encoder and the
+    TorchScript exporter would drop it: the graph keeps it (its contract), and agrees with the step."""
+    import onnx
+    from export_fixtures import PROVENANCE, THRESHOLDS, tiny_model
+
+    from synthsleep.export.onnx_export import export_step
+    from synthsleep.psg.preprocess import PreprocessParams
+
+    model, cfg = tiny_model(eeg_stage_head=False)
+    path = tmp_path / "plain.onnx"
+    export_step(model, cfg, path, PROVENANCE, PreprocessParams(modalities=tuple(cfg.modalities)), THRESHOLDS,
+                exporter="torchscript")
+    temporal = onnx.load(str(split_paths(path)[1]))
+    assert [i.name for i in temporal.graph.input] == ["embedding", "present", "conv_state", "ssm_state"]
+    rt = StepRuntime(path)
+    split = load_split(rt)
+    assert split is not None
+    x, present = _inputs(rt, 6)
+    emb = split.encode(x, present)
+    s_step, s_split = rt.new_state(1), rt.new_state(1)
+    for i in range(6):
+        ref, s_step = rt.step(x[i:i + 1], present[i:i + 1], s_step)
+        out, s_split = split.step(emb[i:i + 1], present[i:i + 1], s_split)
+        np.testing.assert_allclose(out.stage_prob, ref.stage_prob, atol=1e-5)
+    with pytest.raises(ValueError, match="present must be bool"):
+        split.step(emb[:1], present[:1, :2], s_split)
 
 
 def test_encoder_checks_inputs_like_the_step(artifact):

@@ -22,6 +22,7 @@ def _batch(cfg, b=2, t=6):
     present = torch.ones(b, t, cfg.n_modalities, dtype=torch.bool)
     present[0, t // 2, 1] = present[b - 1, t - 1, 6] = False
     present[b - 1, 0] = False  # an epoch with every sensor off
+    present[0, min(1, t - 1), 1:] = False  # EEG alone: read by the EEG-alone stage readout
     return x, present
 
 
@@ -141,6 +142,34 @@ def test_load_mismatched_weights_is_a_clear_error(tiny_cfg, tmp_path, make_cfg):
         load_model(tmp_path / "m")
     with pytest.raises(FileNotFoundError, match="nope.json"):
         load_model(tmp_path / "nope")
+
+
+def test_eeg_alone_epochs_read_their_own_stage_readout(make_cfg):
+    cfg = make_cfg()
+    assert cfg.eeg_stage_head  # small ships with it
+    model = SleepModel(cfg)
+    _warm_bn(model, cfg)
+    with torch.no_grad():  # a readout that can only say "N3": where it is used shows at once
+        model.heads.stage_eeg.weight.zero_()
+        model.heads.stage_eeg.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 30.0, 0.0]))
+    m = cfg.n_modalities
+    x = torch.randn(4, m, 3000)
+    present = torch.ones(4, m, dtype=torch.bool)
+    present[1, 1:] = False  # EEG alone
+    present[2, 2:] = False  # EEG + EOG
+    present[3, 0] = present[3, 2:] = False  # EOG alone
+    # the same weights without the readout: every epoch reads the shared head
+    plain = SleepModel(make_cfg(eeg_stage_head=False))
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if "stage_eeg" not in k})
+    plain.eval()
+    with torch.no_grad():
+        sp, ap, *_ = model.step(x, present, *model.allocate_state(4))
+        shared, ap_plain, *_ = plain.step(x, present, *plain.allocate_state(4))
+    assert sp[1, 3] > 0.999 and shared[1, 3] < 0.9
+    torch.testing.assert_close(sp[[0, 2, 3]], shared[[0, 2, 3]], atol=TOL, rtol=TOL)
+    torch.testing.assert_close(ap, ap_plain, atol=TOL, rtol=TOL)  # the readout is for stages only
+    with pytest.raises(ConfigError, match="eeg_stage_head needs 'eeg'"):
+        make_cfg(modalities=["eog", "ecg"])
 
 
 def test_config_errors_name_the_problem(tmp_path):

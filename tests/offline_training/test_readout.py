@@ -1,0 +1,64 @@
+"""The EEG-alone stage readout: the logistic fit, and the readout fitted into a saved model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _train_fixtures import TINY_MODEL, shared_shards
+
+from synthsleep.model import SleepModel, load_config, load_model, save_model
+from synthsleep.offline_training.augment import montage_mask
+from synthsleep.offline_training.night_trainer import embed_nights, night_presents
+from synthsleep.offline_training.readout import eeg_alone_features, fit_eeg_readout, fit_logistic
+from synthsleep.offline_training.selection import predict_embedded
+from synthsleep.offline_training.shards import load_nights
+
+
+def test_fit_logistic_separates_classes_and_l2_shrinks_the_weights():
+    rng = np.random.default_rng(0)
+    centres = np.array([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 4.0]])
+    y = rng.integers(0, 3, 600)
+    x = torch.from_numpy((centres[y] + rng.normal(0, 0.5, (600, 3))).astype(np.float32))
+    y = torch.from_numpy(y)
+    w, b = fit_logistic(x, y, 3, c=1.0)
+    assert ((x @ w.T + b).argmax(1) == y).float().mean() == 1.0
+    w_strong, _ = fit_logistic(x, y, 3, c=1e-3)
+    assert w_strong.norm() < 0.5 * w.norm()
+
+
+def test_readout_fitted_on_train_chosen_on_val_and_saved(tmp_path_factory, tmp_path):
+    shards = shared_shards(tmp_path_factory)
+    torch.manual_seed(0)
+    cfg = load_config("small", {**TINY_MODEL, "eeg_stage_head": False})
+    before = SleepModel(cfg).eval()
+    save_model(before, cfg, tmp_path / "model", metadata={"kept": 1})
+
+    rep = fit_eeg_readout(tmp_path, shards, cs=(0.01, 1.0))
+
+    model, cfg2 = load_model(tmp_path / "model")
+    assert cfg2.eeg_stage_head and not cfg.eeg_stage_head
+    assert rep["C"] in (0.01, 1.0) and rep["val_accuracy"] == max(t["val_accuracy"] for t in rep["tried"])
+    assert rep["train_epochs"] > 0 and rep["val_epochs"] > 0
+    # everything but the readout is the model it started from
+    for k, v in before.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v)
+    # the saved readout (standardisation folded in) is what the model uses for EEG-alone epochs:
+    # read through the normal evaluation path, validation accuracy is the reported one
+    val = [n for n in load_nights(shards, "val", cfg2.modalities) if n.labelled]
+    keep = montage_mask(("eeg",), tuple(cfg2.modalities))
+    right = total = 0
+    for n, e, pr in zip(val, embed_nights(model, val, torch.device("cpu"), keep=keep), night_presents(val, keep)):
+        st, _, _ = predict_embedded(model, e, "carried", present=pr)
+        ok = n.stage >= 0
+        right += int((st.argmax(1)[ok] == n.stage[ok]).sum())
+        total += int(ok.sum())
+    assert right / total == pytest.approx(rep["val_accuracy"], abs=1.5 / total)
+    # with every sensor the shared head reads them, as before the fit
+    h, _ = eeg_alone_features(model, val[:1], "check")
+    full, _, _ = predict_embedded(model, embed_nights(model, val[:1], torch.device("cpu"))[0], "carried",
+                                  present=night_presents(val[:1])[0])
+    plain, _, _ = predict_embedded(before, embed_nights(before, val[:1], torch.device("cpu"))[0], "carried")
+    np.testing.assert_allclose(full, plain, atol=1e-5)
+    assert h.shape[1] == cfg2.fusion_dim
+
