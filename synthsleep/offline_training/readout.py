@@ -40,7 +40,7 @@ from .shards import Night, load_nights
 log = logging.getLogger(__name__)
 
 #: candidate inverse L2 strengths (scikit-learn's C: loss summed over epochs + 0.5 |W|^2 / C)
-DEFAULT_CS = (0.01, 0.03, 0.1, 0.3, 1.0)
+DEFAULT_CS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
 @torch.no_grad()
