@@ -172,6 +172,22 @@ def test_eeg_alone_epochs_read_their_own_stage_readout(make_cfg):
         make_cfg(modalities=["eog", "ecg"])
 
 
+def test_skipping_encoders_of_absent_modalities_changes_nothing(tiny_cfg):
+    """In eval mode a modality absent from every row is not encoded: the same embeddings as when
+    another row in the batch makes it run."""
+    model = SleepModel(tiny_cfg)
+    _warm_bn(model, tiny_cfg)
+    m = tiny_cfg.n_modalities
+    x = torch.randn(4, m, 3000)
+    present = torch.zeros(4, m, dtype=torch.bool)
+    present[:3, 0] = True  # three EEG-only epochs ...
+    present[3] = True  # ... and one with every sensor, so every encoder runs in this batch
+    with torch.no_grad():
+        alone = model.encode_epochs(x[:3], present[:3])
+        mixed = model.encode_epochs(x, present)[:3]
+    torch.testing.assert_close(alone, mixed, atol=1e-6, rtol=1e-6)
+
+
 def test_config_errors_name_the_problem(tmp_path):
     with pytest.raises(ConfigError, match="nn_dimm"):
         load_config("small", {"nn_dimm": 3})
