@@ -110,6 +110,7 @@ def pretrain_unimodal(shard_dir: str | Path, out_dir: str | Path, run_cfg: RunCo
     seed_everything(seed)
     ov = dict(run_cfg.model_overrides)
     ov["modalities"] = [modality]
+    ov["eeg_stage_head"] = False  # one modality's encoder; no stage is read from this model
     cfg = load_config(run_cfg.model, ov)
     model = SleepModel(cfg).to(device)
     nights = load_nights(shard_dir, "train", (modality,))
