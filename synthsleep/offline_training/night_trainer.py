@@ -57,6 +57,11 @@ def set_bn_eval(module: nn.Module) -> None:
             m.eval()
 
 
+def _per_night(keep: Sequence[np.ndarray] | np.ndarray | None, n: int) -> list[np.ndarray | None]:
+    """``keep`` (one bool [M] sensor set for all nights, one per night, or None) as one per night."""
+    return [keep] * n if keep is None or isinstance(keep, np.ndarray) else list(keep)
+
+
 @torch.no_grad()
 def embed_nights(model: nn.Module, nights: Sequence[Night], device: torch.device,
                  batch: int = 64, desc: str = "embed",
@@ -71,8 +76,7 @@ def embed_nights(model: nn.Module, nights: Sequence[Night], device: torch.device
     was = model.training
     model.eval()
     out = []
-    keeps = [keep] * len(nights) if keep is None or isinstance(keep, np.ndarray) else list(keep)
-    for n, kp in tqdm(list(zip(nights, keeps)), desc=desc, leave=False, disable=len(nights) < 2):
+    for n, kp in tqdm(list(zip(nights, _per_night(keep, len(nights)))), desc=desc, leave=False, disable=len(nights) < 2):
         parts = []
         for s in range(0, len(n), batch):
             present = n.present[s:s + batch] if kp is None else n.present[s:s + batch] & kp[None]
@@ -90,8 +94,8 @@ def night_presents(nights: Sequence[Night], keep: Sequence[np.ndarray] | np.ndar
                    ) -> list[Tensor]:
     """The sensor set each epoch of ``embed_nights(nights, keep=keep)`` was encoded with: list of
     bool [T, M] (what ``temporal_heads`` needs to pick the stage readout)."""
-    keeps = [keep] * len(nights) if keep is None or isinstance(keep, np.ndarray) else list(keep)
-    return [torch.from_numpy(n.present if kp is None else n.present & kp[None]) for n, kp in zip(nights, keeps)]
+    return [torch.from_numpy(n.present if kp is None else n.present & kp[None])
+            for n, kp in zip(nights, _per_night(keep, len(nights)))]
 
 
 State = tuple[Tensor, Tensor]  # (conv [L, B, conv_dim, d_conv], ssm [L, B, H, P, N])
