@@ -75,15 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     params = PreprocessParams.from_dict(info.preprocess)
 
-    def load(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(embedding [T, d], band powers [T, 6], present [T, M]) of one recording."""
-        x, p = read_epochs(path, params)
-        return embed_epochs(model, x, p).numpy(), band_powers(x), p
+    def load(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """(embedding [T, d], band powers [T, 6], (present [T, M], side [T, 7])) of one recording."""
+        x, p, side = read_epochs(path, params)
+        return embed_epochs(model, x, p).numpy(), band_powers(x), (p, side)
 
-    def own_head(e: np.ndarray, present: np.ndarray, mode: str) -> np.ndarray:
+    def own_head(e: np.ndarray, present_side: tuple[np.ndarray, np.ndarray], mode: str) -> np.ndarray:
         """The model's own stage per epoch from embeddings [T, d] (its EEG-alone readout where it
-        has one): from a zero state every epoch (``window``) or with the state carried: [T]."""
-        return predict_embedded(model, torch.from_numpy(e), mode, 1, torch.from_numpy(present))[0].argmax(1)
+        has one, with the side features): from a zero state every epoch (``window``) or with the
+        state carried: [T]."""
+        present, side = present_side
+        return predict_embedded(model, torch.from_numpy(e), mode, 1, torch.from_numpy(present),
+                                torch.from_numpy(side))[0].argmax(1)
 
     with tempfile.TemporaryDirectory(prefix="bench_eeg_probe_") as tmp:
         work = Path(tmp)
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             def acc(pred: np.ndarray, ty: np.ndarray = ty, keep: np.ndarray = keep) -> float:
                 return float((pred[keep] == ty[keep]).mean())
 
-            pres = [r[2][:len(t)] for (r, _), t in zip(loaded, truth)]
+            pres = [(r[2][0][:len(t)], r[2][1][:len(t)]) for (r, _), t in zip(loaded, truth)]
             own1 = np.concatenate([own_head(e, p, "window") for e, p in zip(feats["embedding"], pres)])
             carried = np.concatenate([own_head(e, p, "carried") for e, p in zip(feats["embedding"], pres)])
             print(f"\n{name} ({int(keep.sum())} epochs)")

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from synthsleep.bed_session import resolve_model_path
     from synthsleep.export.runtime import StepRuntime
     from synthsleep.psg.annotations import epoch_labels, load_scoring
-    from synthsleep.psg.epoch import STAGES, stack_for_model
+    from synthsleep.psg.epoch import STAGES
     from synthsleep.psg.montage import resolve_channels
     from synthsleep.psg.preprocess import PreprocessParams, iter_recording_epochs
     from synthsleep.psg.recording import open_recording
@@ -45,13 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     params = PreprocessParams.from_dict(rt.preprocess_params)
     cmap = resolve_channels([c.label for c in rec.channels], required=("eeg",), wanted=params.modalities)
     epochs = list(iter_recording_epochs(rec, cmap, params))
-    x, present = stack_for_model(epochs, rt.modalities)
+    x, present, side = rt.inputs_from_epochs(epochs)
     truth, _, _ = epoch_labels(load_scoring(edf), len(epochs))
 
     def run(mask: np.ndarray) -> tuple[float, np.ndarray]:
         state, pred = rt.new_state(1), []
         for t in range(len(x)):
-            out, state = rt.step(x[t:t + 1], present[t:t + 1] & mask[None], state)
+            out, state = rt.step(x[t:t + 1], present[t:t + 1] & mask[None], state, side[t:t + 1])
             pred.append(int(np.argmax(out.stage_prob[0])))
         p, ok = np.array(pred), truth >= 0
         return float(np.mean(p[ok] == truth[ok])), np.bincount(p, minlength=len(STAGES))

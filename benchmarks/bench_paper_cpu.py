@@ -114,7 +114,7 @@ def time_step(path: Path, x: np.ndarray, present: np.ndarray, reps: int = 12) ->
     return float(np.median(times[1:1 + reps] if len(times) > reps else times)), probs
 
 
-def run_mode(work: Path, mode: str, cal: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+def run_mode(work: Path, mode: str, cal: tuple[np.ndarray, np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
              stacked: bool = False, int8: tuple[str, ...] = ("dynamic", "static", "hybrid")) -> dict[str, Any]:
     """Export, quantise (``int8``: dynamic, static QDQ, hybrid) and time one mode; returns the figures."""
     from synthsleep.export.quantize import (
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    x, present = calibration_epochs(40)
-    cal, test = (x[:16], present[:16]), (x[16:], present[16:])
+    x, present, side = calibration_epochs(40)
+    cal, test = (x[:16], present[:16], side[:16]), (x[16:], present[16:])
     results = []
     int8 = tuple(v for v in args.int8.split(",") if v)
     for mode in args.modes.split(","):

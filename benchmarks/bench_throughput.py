@@ -254,17 +254,17 @@ def bench_backbone_modes(work: Path, configs: tuple[str, ...]) -> dict[str, Any]
 
             src = work / f"enc-small-epoch-{code_tag()}.onnx"
             qdq = src.with_suffix(".qdq.onnx")
-            cx, cp = synthetic_calibration_epochs(None, 40)
+            cx, cp, cs = synthetic_calibration_epochs(None, 40)
             if not qdq.is_file():
-                quantize_artifact_static(src, cx[:16], cp[:16], dst=qdq)
+                quantize_artifact_static(src, cx[:16], cp[:16], cs[:16], dst=qdq)
             a, b = StepRuntime(src, threads=1), StepRuntime(qdq, threads=1)
             sa, sb, ta, tb = a.new_state(1), b.new_state(1), [], []
             for i in range(16, 40):
                 t0 = time.perf_counter()
-                _, sa = a.step(cx[i:i + 1], cp[i:i + 1], sa)
+                _, sa = a.step(cx[i:i + 1], cp[i:i + 1], sa, cs[i:i + 1])
                 ta.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                _, sb = b.step(cx[i:i + 1], cp[i:i + 1], sb)
+                _, sb = b.step(cx[i:i + 1], cp[i:i + 1], sb, cs[i:i + 1])
                 tb.append(time.perf_counter() - t0)
             res["small_epoch_step_fp32_ms"] = 1e3 * float(np.median(ta[2:]))
             res["small_epoch_step_int8_static_ms"] = 1e3 * float(np.median(tb[2:]))

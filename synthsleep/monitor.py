@@ -425,11 +425,11 @@ class Monitor:
     def _step(self, ready: list[_Bed]) -> int:
         batch = [b.pending.popleft() for b in ready]
         self.steps += 1
-        x, present = self.runtime.inputs_from_epochs([ep for ep, _ in batch])
+        x, present, side = self.runtime.inputs_from_epochs([ep for ep, _ in batch])
         t0 = time.perf_counter()
         try:
             state = StepState.concatenate([b.session.model_state for b in ready])
-            out, new_state = self.runtime.step(x, present, state)
+            out, new_state = self.runtime.step(x, present, state, side)
         except Exception as exc:  # noqa: BLE001
             if len(ready) == 1:
                 self._fault(ready[0], f"scoring epoch {batch[0][0].index}", exc)

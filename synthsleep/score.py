@@ -91,17 +91,19 @@ def score_recording(edf: str | Path, runtime: StepRuntime, overrides: dict[str, 
     epochs = iter_recording_epochs(rec, channel_map, params, vectorised=vectorised)
     if not split:
         for epoch in epochs:
-            out, session.model_state = runtime.step(*runtime.inputs_from_epochs([epoch]), session.model_state)
+            x, present, side = runtime.inputs_from_epochs([epoch])
+            out, session.model_state = runtime.step(x, present, session.model_state, side)
             handle(epoch, out)
     else:
         # one batch per encoder thread; the next chunk is read and preprocessed while this one
         # is encoded (ORT and most of numpy/scipy release the GIL)
         chunks = _chunks(epochs, batch * split.threads)
         for chunk in _prefetched(chunks) if prefetch else chunks:
-            x, present = runtime.inputs_from_epochs(chunk)
+            x, present, side = runtime.inputs_from_epochs(chunk)
             emb = split.encode(x, present, batch=batch)  # [n, D], the stateless part, batched
             for i, epoch in enumerate(chunk):
-                out, session.model_state = split.step(emb[i:i + 1], present[i:i + 1], session.model_state)
+                out, session.model_state = split.step(emb[i:i + 1], present[i:i + 1], session.model_state,
+                                                      side[i:i + 1])
                 handle(epoch, out)
     if bar is not None:
         bar.close()

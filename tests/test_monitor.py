@@ -253,7 +253,8 @@ def test_batched_steps_hold_at_most_max_batch_beds(tiny_artifact, tmp_path):
     mon = Monitor(specs, rt, tmp_path / "events.jsonl", markers=False, resolve_timeout=0.5, max_batch=2)
     rng = np.random.default_rng(0)
     epochs = {s.bed: [Epoch(k, 30.0 * k, mods, rng.normal(0, 1, (len(mods), 3000)).astype(np.float32),
-                            np.zeros(len(mods), np.uint8), np.ones(len(mods), bool)) for k in range(3)]
+                            np.zeros(len(mods), np.uint8), np.ones(len(mods), bool),
+                            np.zeros(len(mods), np.float32)) for k in range(3)]
               for s in specs}
     for name, bed in mon.beds.items():
         bed.session.keep_history = True
@@ -266,8 +267,8 @@ def test_batched_steps_hold_at_most_max_batch_beds(tiny_artifact, tmp_path):
     for name, bed in mon.beds.items():
         state, alone = rt.new_state(1), []
         for ep in epochs[name]:
-            x, present = rt.inputs_from_epochs([ep])
-            out, state = rt.step(x, present, state)
+            x, present, side = rt.inputs_from_epochs([ep])
+            out, state = rt.step(x, present, state, side)
             alone.append(out.stage_prob[0])
         assert [s.index for s in bed.session.scored] == [0, 1, 2]
         np.testing.assert_allclose(np.stack([s.stage_prob for s in bed.session.scored]), np.stack(alone),

@@ -6,11 +6,12 @@ Metadata keys (values are strings; ``*`` = JSON):
 key                   value
 ====================  ==========================================================================
 format                ``synthsleep-step``
-schema_version        ``1``
+schema_version        ``2`` (1: before the ``side`` input; re-export such an artifact)
 montage*              modality names, the row order of input ``x`` / ``present``
 preprocess*           ``PreprocessParams.to_dict()`` the model was trained with
 class_names*          ``{"stage": ["W", "N1", "N2", "N3", "REM"], "apnea": ..., "hypopnea": ...}``
-inputs*               ``{name: {"dtype", "shape"}}`` with -1 for the batch axis; ``present`` is bool
+inputs*               ``{name: {"dtype", "shape"}}`` with -1 for the batch axis; ``present`` is bool,
+                      ``side`` float32 [B, 7] (NaN row: unknown)
 outputs*              likewise for the outputs
 states*               ``[{"name", "input", "output", "shape", "dtype", "batch_axis"}]``
 thresholds*           decision thresholds, e.g. ``{"apnea": 0.5, "hypopnea": 0.5}``
@@ -35,12 +36,12 @@ import onnx
 log = logging.getLogger(__name__)
 
 FORMAT = "synthsleep-step"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: input ``side`` (EEG side features, psg.side_features)
 HASH_KEY = "content_hash"
 JSON_KEYS = ("montage", "preprocess", "class_names", "inputs", "outputs", "states", "thresholds",
              "provenance")
 REQUIRED_KEYS = ("format", "schema_version", *JSON_KEYS, HASH_KEY)
-INPUT_NAMES = ("x", "present", "conv_state", "ssm_state")
+INPUT_NAMES = ("x", "present", "conv_state", "ssm_state", "side")
 OUTPUT_NAMES = ("stage_prob", "apnea_prob", "hypopnea_prob", "conv_state_out", "ssm_state_out")
 
 
@@ -160,7 +161,8 @@ def info_from_proto(model: onnx.ModelProto, path: str | Path = "<bytes>",
     except ValueError:
         raise ArtifactError(f"{path}: schema_version {meta['schema_version']!r} is not an integer") from None
     if version != SCHEMA_VERSION:
-        raise ArtifactError(f"{path}: schema_version {version} unsupported (this code reads {SCHEMA_VERSION})")
+        raise ArtifactError(f"{path}: schema_version {version} unsupported (this code reads {SCHEMA_VERSION}; "
+                            f"re-export the model: synthsleep export MODEL --like {path} --out NEW.onnx)")
     parsed: dict[str, Any] = {}
     for k in JSON_KEYS:
         try:

@@ -48,6 +48,7 @@ from synthsleep.export.artifact import (
     set_metadata,
 )
 from synthsleep.export.graph_rewrite import expand_elu
+from synthsleep.psg.side_features import N_SIDE
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +146,14 @@ def _load_exported(raw: Path) -> onnx.ModelProto:
     return proto
 
 
+def _dummy_side(batch: int, gen: torch.Generator) -> torch.Tensor:
+    """Example EEG side features [batch, N_SIDE] to trace the graphs with (values do not matter)."""
+    return torch.randn(batch, N_SIDE, generator=gen)
+
+
 def _keep_inputs(graph: onnx.GraphProto, names_in: tuple[str, ...], io_in: Mapping[str, Any]) -> None:
     """Give ``graph`` every input of its contract, in order. The TorchScript exporter drops an
-    input the function does not read (``present`` of a temporal graph without an EEG-alone
+    input the function does not read (``present`` / ``side`` of a graph without an EEG-alone
     readout); ONNX allows an unused input, and the runtime then feeds every graph alike."""
     have = {i.name for i in graph.input}
     kinds = {"float32": onnx.TensorProto.FLOAT, "bool": onnx.TensorProto.BOOL}
@@ -233,6 +239,7 @@ def export_split(model: torch.nn.Module, cfg: Any, step_path: str | Path, *, exp
     x = torch.randn(batch, len(modalities), cfg.epoch_samples, generator=gen)
     present = torch.ones(batch, len(modalities), dtype=torch.bool)
     present[1, -1] = False
+    side = _dummy_side(batch, gen)
     with torch.no_grad():
         e = m.encode_epochs(x, present)
     conv, ssm = m.allocate_state(batch)
@@ -244,11 +251,12 @@ def export_split(model: torch.nn.Module, cfg: Any, step_path: str | Path, *, exp
          {"x": {"dtype": "float32", "shape": [-1, len(modalities), cfg.epoch_samples]},
           "present": {"dtype": "bool", "shape": [-1, len(modalities)]}},
          {"embedding": {"dtype": "float32", "shape": [-1, d]}}),
-        (TemporalWrapper(m).eval(), (e, present, conv, ssm), TEMPORAL_FORMAT, TEMPORAL_INPUTS, OUTPUT_NAMES,
+        (TemporalWrapper(m).eval(), (e, present, conv, ssm, side), TEMPORAL_FORMAT, TEMPORAL_INPUTS, OUTPUT_NAMES,
          {"embedding": {"dtype": "float32", "shape": [-1, d]},
           "present": {"dtype": "bool", "shape": [-1, len(modalities)]},
           "conv_state": {"dtype": "float32", "shape": state_shapes["conv_state"]},
-          "ssm_state": {"dtype": "float32", "shape": state_shapes["ssm_state"]}},
+          "ssm_state": {"dtype": "float32", "shape": state_shapes["ssm_state"]},
+          "side": {"dtype": "float32", "shape": [-1, N_SIDE]}},
          info.outputs),
     ]
     written = []
@@ -329,7 +337,8 @@ def export_step(model: torch.nn.Module, cfg: Any, out_path: str | Path, provenan
     io_inputs = {"x": {"dtype": "float32", "shape": [-1, m_count, cfg.epoch_samples]},
                  "present": {"dtype": "bool", "shape": [-1, m_count]},
                  "conv_state": {"dtype": "float32", "shape": list(states[0].shape)},
-                 "ssm_state": {"dtype": "float32", "shape": list(states[1].shape)}}
+                 "ssm_state": {"dtype": "float32", "shape": list(states[1].shape)},
+                 "side": {"dtype": "float32", "shape": [-1, N_SIDE]}}
     n_stages = int(getattr(cfg, "n_stages", 5))
     io_outputs = {"stage_prob": {"dtype": "float32", "shape": [-1, n_stages]},
                   "apnea_prob": {"dtype": "float32", "shape": [-1]},
@@ -350,12 +359,13 @@ def export_step(model: torch.nn.Module, cfg: Any, out_path: str | Path, provenan
         raw = Path(tmp) / "step.onnx"
         # the exporters print progress on stdout and warn about traced shape checks: keep the
         # CLI's stdout for its summary, and the (expected) tracer warnings out of the user's way
-        _quiet_export(wrapper, (x, present, conv, ssm), raw, exporter, opset)
+        _quiet_export(wrapper, (x, present, conv, ssm, _dummy_side(batch, gen)), raw, exporter, opset)
         extra = [p.name for p in Path(tmp).iterdir() if p.name != raw.name]
         if extra:
             raise ArtifactError(f"the exporter wrote external data files {extra}; the artifact must be "
                                 f"one self-contained file")
         proto = _load_exported(raw)
+        _keep_inputs(proto.graph, INPUT_NAMES, io_inputs)
         set_metadata(proto, {
             "format": FORMAT,
             "schema_version": str(SCHEMA_VERSION),

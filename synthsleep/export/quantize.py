@@ -149,7 +149,7 @@ def unshare_conv_biases(graph: onnx.GraphProto) -> int:
     return copied
 
 
-def _calibration_reader(src: Path, x: np.ndarray, present: np.ndarray) -> Any:
+def _calibration_reader(src: Path, x: np.ndarray, present: np.ndarray, side: np.ndarray) -> Any:
     """ORT ``CalibrationDataReader`` over calibration epochs in night order: each feed is one
     epoch (batch 1) with the fp32 artifact's state after the epochs before it (the activations
     the quantised graph will see live, the Mamba state included)."""
@@ -162,8 +162,10 @@ def _calibration_reader(src: Path, x: np.ndarray, present: np.ndarray) -> Any:
     state = rt.new_state(1)
     for i in range(x.shape[0]):
         xi, pi = rt.check_inputs(x[i:i + 1], present[i:i + 1])
-        feeds.append({"x": xi, "present": pi, "conv_state": state.conv_state, "ssm_state": state.ssm_state})
-        _, state = rt.step(xi, pi, state)
+        si = rt.check_side(side[i:i + 1], 1)
+        feeds.append({"x": xi, "present": pi, "conv_state": state.conv_state, "ssm_state": state.ssm_state,
+                      "side": si})
+        _, state = rt.step(xi, pi, state, si)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -176,8 +178,10 @@ def _calibration_reader(src: Path, x: np.ndarray, present: np.ndarray) -> Any:
 
 
 def synthetic_calibration_epochs(preprocess: dict[str, Any] | None = None, n: int = 16, seed: int = 3,
-                                 modalities: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """x float32 [n, M, 3000], present bool [n, M]: the first ``n`` epochs of a synthetic night
+                                 modalities: Sequence[str] | None = None
+                                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x float32 [n, M, 3000], present bool [n, M], side float32 [n, 7] (EEG side features,
+    ``psg.side_features``): the first ``n`` epochs of a synthetic night
     (``psg.synthetic``, written to EDF and read back), preprocessed with ``preprocess`` (an
     artifact's ``PreprocessParams`` dict; default parameters when None), rows in the order of
     ``modalities`` (the model's; default: the preprocessing's)."""
@@ -185,6 +189,7 @@ def synthetic_calibration_epochs(preprocess: dict[str, Any] | None = None, n: in
     from synthsleep.psg.montage import resolve_channels
     from synthsleep.psg.preprocess import PreprocessParams, iter_recording_epochs
     from synthsleep.psg.recording import open_recording
+    from synthsleep.psg.side_features import side_features_for_rows
     from synthsleep.psg.synthetic import synthesize_night, write_night
 
     params = PreprocessParams.from_dict(preprocess) if preprocess else PreprocessParams()
@@ -193,10 +198,12 @@ def synthetic_calibration_epochs(preprocess: dict[str, Any] | None = None, n: in
         rec = open_recording(path)
         cmap = resolve_channels([c.label for c in rec.channels], wanted=params.modalities)
         eps = list(iter_recording_epochs(rec, cmap, params))[:n]
-    return stack_for_model(eps, modalities or params.modalities)
+    mods = tuple(modalities or params.modalities)
+    x, present, log_scale = stack_for_model(eps, mods)
+    return x, present, side_features_for_rows(x, present, log_scale, mods)
 
 
-def quantize_artifact_static(src: str | Path, x: np.ndarray, present: np.ndarray,
+def quantize_artifact_static(src: str | Path, x: np.ndarray, present: np.ndarray, side: np.ndarray,
                              dst: str | Path | None = None, ops: tuple[str, ...] = STATIC_OPS,
                              per_channel: bool = True) -> ArtifactInfo:
     """Write the static int8 (QDQ) variant of the artifact ``src``.
@@ -206,6 +213,7 @@ def quantize_artifact_static(src: str | Path, x: np.ndarray, present: np.ndarray
         x: float32 [N, M, 3000] calibration epochs of one night, in order (preprocessed, e.g.
             ``iter_recording_epochs`` of a synthetic night; a few dozen suffice).
         present: bool [N, M].
+        side: float32 [N, 7] their EEG side features (``synthetic_calibration_epochs`` makes all three).
         dst: output (default ``int8_path(src)``).
         ops: node types quantised (weights per channel, activations per tensor, MinMax ranges;
             the stacked 3-D MatMul weights stay float, see ``stacked_matmuls``).
@@ -214,7 +222,7 @@ def quantize_artifact_static(src: str | Path, x: np.ndarray, present: np.ndarray
         ArtifactError: ``src`` is not a valid artifact, or the result fails the artifact checks.
     """
     def run(fp32: Path, q8: Path) -> None:
-        _static_qdq(src, fp32, q8, x, present, ops, per_channel)
+        _static_qdq(src, fp32, q8, x, present, side, ops, per_channel)
 
     return _write_quantized(src, dst, run, {
         "method": "onnxruntime static int8 (QDQ, MinMax calibration)", "ops": list(ops),
@@ -223,11 +231,11 @@ def quantize_artifact_static(src: str | Path, x: np.ndarray, present: np.ndarray
 
 
 def _static_qdq(src: str | Path, fp32: Path, q8: Path, x: np.ndarray, present: np.ndarray,
-                ops: Sequence[str], per_channel: bool) -> None:
+                side: np.ndarray, ops: Sequence[str], per_channel: bool) -> None:
     """ORT ``quantize_static`` of ``fp32`` (the graph of the artifact ``src``) into ``q8``."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    quantize_static(str(fp32), str(q8), _calibration_reader(Path(src), x, present),
+    quantize_static(str(fp32), str(q8), _calibration_reader(Path(src), x, present, side),
                     quant_format=QuantFormat.QDQ, op_types_to_quantize=list(ops),
                     per_channel=per_channel, nodes_to_exclude=stacked_matmuls(fp32) if per_channel else [],
                     activation_type=QuantType.QUInt8,
@@ -249,9 +257,9 @@ def _dynamic(fp32: Path, q8: Path, ops: Sequence[str], per_channel: bool) -> Non
                          op_types_to_quantize=["MatMul"], nodes_to_quantize=stacked)
 
 
-def quantize_artifact_hybrid(src: str | Path, x: np.ndarray, present: np.ndarray,
+def quantize_artifact_hybrid(src: str | Path, x: np.ndarray, present: np.ndarray, side: np.ndarray,
                              dst: str | Path | None = None) -> ArtifactInfo:
-    """Write the hybrid int8 variant of ``src``: Conv static QDQ (calibrated on ``x``/``present``
+    """Write the hybrid int8 variant of ``src``: Conv static QDQ (calibrated on ``x``/``present``/``side``
     as in :func:`quantize_artifact_static`), then MatMul/Gemm dynamic (:func:`quantize_artifact`).
 
     Raises:
@@ -259,7 +267,7 @@ def quantize_artifact_hybrid(src: str | Path, x: np.ndarray, present: np.ndarray
     """
     def run(fp32: Path, q8: Path) -> None:
         conv = q8.with_name(q8.stem + ".conv.onnx")
-        _static_qdq(src, fp32, conv, x, present, ("Conv",), True)
+        _static_qdq(src, fp32, conv, x, present, side, ("Conv",), True)
         _dynamic(conv, q8, DEFAULT_OPS, True)
 
     return _write_quantized(src, dst, run, {

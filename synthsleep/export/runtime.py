@@ -2,7 +2,8 @@
 
     rt = StepRuntime("model.onnx")                 # CUDA when usable, else CPU; 1 thread
     state = rt.new_state(batch=n_beds)
-    out, state = rt.step(x, present, state)       # x float32 [B, M, 3000], present bool [B, M]
+    x, present, side = rt.inputs_from_epochs(epochs)  # from psg Epoch objects, one per bed
+    out, state = rt.step(x, present, state, side)  # x float32 [B, M, 3000], present bool [B, M]
     out.stage_prob [B, 5], out.apnea_prob [B], out.hypopnea_prob [B]
 
 The recurrent state is explicit (:class:`StepState`, numpy arrays) and serialisable without
@@ -24,6 +25,7 @@ import onnxruntime as ort
 
 from synthsleep.export.artifact import ArtifactError, ArtifactInfo, info_from_proto, load_proto
 from synthsleep.psg.epoch import stack_for_model
+from synthsleep.psg.side_features import N_SIDE, side_features_for_rows
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +223,19 @@ class StepRuntime:
         self.check_state(state, x.shape[0])
         return x, present
 
-    def step(self, x: Any, present: Any, state: StepState) -> tuple[StepOutput, StepState]:
+    def check_side(self, side: Any, batch: int) -> np.ndarray:
+        """EEG side features float32 [batch, N_SIDE] (``psg.side_features``) as fed to the graph;
+        None: unknown for every bed (all NaN: the shared stage head reads the epochs)."""
+        if side is None:
+            return np.full((batch, N_SIDE), np.nan, np.float32)
+        side = np.asarray(side, np.float32)
+        if side.ndim == 1:
+            side = side[None]
+        if side.shape != (batch, N_SIDE):
+            raise RuntimeInputError(f"side has shape {side.shape}; expected {(batch, N_SIDE)}")
+        return np.ascontiguousarray(side)
+
+    def step(self, x: Any, present: Any, state: StepState, side: Any = None) -> tuple[StepOutput, StepState]:
         """Score one epoch for each of B beds.
 
         Args:
@@ -229,6 +243,9 @@ class StepRuntime:
                 for one bed). Rows of absent modalities are ignored (use zeros).
             present: bool [B, M] (0/1 accepted).
             state: :class:`StepState` of the same B beds.
+            side: float32 [B, 7] EEG side features (``inputs_from_epochs`` makes them from the
+                epochs' log scales); the EEG-alone stage readout reads them. None (or a NaN row):
+                unknown, that bed's epoch is read by the shared stage head.
 
         Returns:
             (StepOutput, new StepState); the input state is not modified.
@@ -236,12 +253,15 @@ class StepRuntime:
         x, present = self._check(x, present, state)
         outs = self.session.run(None, {"x": x, "present": present,
                                        "conv_state": state.conv_state.astype(np.float32, copy=False),
-                                       "ssm_state": state.ssm_state.astype(np.float32, copy=False)})
+                                       "ssm_state": state.ssm_state.astype(np.float32, copy=False),
+                                       "side": self.check_side(side, x.shape[0])})
         stage, apnea, hyp, conv, ssm = outs
         return StepOutput(stage, apnea, hyp), StepState(conv, ssm)
 
-    def inputs_from_epochs(self, epochs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    def inputs_from_epochs(self, epochs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stack ``psg.epoch.Epoch`` objects (one per bed, or consecutive ones of a night) into
-        (x [B, M, 3000], present [B, M]) in this model's row order (``psg.epoch.stack_for_model``:
-        rows picked by modality name; one the epoch lacks is absent)."""
-        return stack_for_model(epochs, self.modalities)
+        (x [B, M, 3000], present [B, M], side [B, 7]) in this model's row order
+        (``psg.epoch.stack_for_model``: rows picked by modality name; one the epoch lacks is
+        absent; side from the EEG row and its log scale, ``psg.side_features``)."""
+        x, present, log_scale = stack_for_model(epochs, self.modalities)
+        return x, present, side_features_for_rows(x, present, log_scale, self.modalities)

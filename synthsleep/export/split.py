@@ -9,7 +9,8 @@ export`` (``export_step``) writes, beside ``model.onnx``:
                         -> ``embedding`` float32 [N, D] (``SleepModel.encode_epochs``)
 ``model.temporal.onnx`` inputs ``embedding`` [B, D], ``present`` bool [B, M] (the sensor set the
                         embedding came from: it picks the stage readout), ``conv_state``,
-                        ``ssm_state`` -> the step graph's outputs (``SleepModel.temporal_step``)
+                        ``ssm_state``, ``side`` float32 [B, 7] (EEG side features, NaN row:
+                        unknown) -> the step graph's outputs (``SleepModel.temporal_step``)
 
 Each carries ``metadata_props``: ``format`` (``synthsleep-encoder`` / ``synthsleep-temporal``),
 ``schema_version``, ``step_hash`` (content hash of the step artifact they were cut from),
@@ -41,10 +42,10 @@ log = logging.getLogger(__name__)
 
 ENCODER_FORMAT = "synthsleep-encoder"
 TEMPORAL_FORMAT = "synthsleep-temporal"
-SPLIT_SCHEMA_VERSION = 2  # 2: the temporal graph takes ``present``
+SPLIT_SCHEMA_VERSION = 3  # 2: the temporal graph takes ``present``; 3: and ``side``
 ENCODER_INPUTS = ("x", "present")
 ENCODER_OUTPUTS = ("embedding",)
-TEMPORAL_INPUTS = ("embedding", "present", "conv_state", "ssm_state")
+TEMPORAL_INPUTS = ("embedding", "present", "conv_state", "ssm_state", "side")
 #: epochs per encoder call offline (memory: 64 x 8 x 3000 float32 = 6 MB of input)
 DEFAULT_BATCH = 64
 
@@ -142,10 +143,11 @@ class SplitRuntime:
             parts = [run(i) for i in starts]
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
-    def step(self, embedding: np.ndarray, present: np.ndarray, state: StepState
-             ) -> tuple[StepOutput, StepState]:
-        """One temporal step for B beds: embedding float32 [B, D] (rows of :meth:`encode`) and
-        the present bool [B, M] they were encoded with."""
+    def step(self, embedding: np.ndarray, present: np.ndarray, state: StepState,
+             side: np.ndarray | None = None) -> tuple[StepOutput, StepState]:
+        """One temporal step for B beds: embedding float32 [B, D] (rows of :meth:`encode`), the
+        present bool [B, M] they were encoded with, and their EEG side features [B, 7] (None:
+        unknown; see ``StepRuntime.step``)."""
         e = np.ascontiguousarray(embedding, dtype=np.float32)
         pr = np.ascontiguousarray(present, dtype=bool)
         if e.ndim == 1:
@@ -156,7 +158,8 @@ class SplitRuntime:
         self.step_runtime.check_state(state, e.shape[0])
         stage, apnea, hyp, conv, ssm = self.temporal.run(self._outputs, {
             "embedding": e, "present": pr, "conv_state": state.conv_state.astype(np.float32, copy=False),
-            "ssm_state": state.ssm_state.astype(np.float32, copy=False)})
+            "ssm_state": state.ssm_state.astype(np.float32, copy=False),
+            "side": self.step_runtime.check_side(side, e.shape[0])})
         return StepOutput(stage, apnea, hyp), StepState(conv, ssm)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from synthsleep.export.artifact import ArtifactError, check_artifact
 from synthsleep.export.runtime import StepRuntime
+from synthsleep.psg.side_features import N_SIDE
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +79,23 @@ class VerifyReport:
 
 
 def random_epochs(n_modalities: int, steps: int, batch: int, seed: int = 0,
-                  n_samples: int = 3000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``steps`` random (x float32 [B, M, n_samples], present bool [B, M]); >= 1 modality present."""
+                  n_samples: int = 3000) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``steps`` random (x float32 [B, M, n_samples], present bool [B, M], side float32 [B, 7]);
+    >= 1 modality present; every other step has EEG alone (row 0) in bed 0, so an EEG-alone
+    readout is exercised; side around real EEG side features (ln uV^2/Hz and ln uV ~ 1-5)."""
     rng = np.random.default_rng(seed)
-    for _ in range(steps):
+    for k in range(steps):
         x = rng.standard_normal((batch, n_modalities, n_samples)).astype(np.float32)
         present = rng.random((batch, n_modalities)) > 0.2
         present[np.arange(batch), rng.integers(0, n_modalities, batch)] = True
+        if k % 2:
+            present[0] = False
+            present[0, 0] = True
         x[~present] = 0.0
-        yield x, present
+        yield x, present, (3.0 + rng.standard_normal((batch, N_SIDE))).astype(np.float32)
 
 
-def edf_epochs(path: str | Path, rt: StepRuntime, steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def edf_epochs(path: str | Path, rt: StepRuntime, steps: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The first ``steps`` preprocessed epochs of an EDF, as batch-1 model inputs."""
     from synthsleep.psg.montage import resolve_channels
     from synthsleep.psg.preprocess import PreprocessParams, iter_recording_epochs
@@ -108,7 +114,7 @@ def edf_epochs(path: str | Path, rt: StepRuntime, steps: int) -> list[tuple[np.n
     return out
 
 
-def _run_sequence(rt: StepRuntime, model: Any, seq: list[tuple[np.ndarray, np.ndarray]],
+def _run_sequence(rt: StepRuntime, model: Any, seq: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
                   report: VerifyReport, ref_rt: StepRuntime | None = None) -> None:
     batch = seq[0][0].shape[0]
     state = rt.new_state(batch)
@@ -120,9 +126,9 @@ def _run_sequence(rt: StepRuntime, model: Any, seq: list[tuple[np.ndarray, np.nd
         import torch
 
         tstate = tuple(torch.from_numpy(a.copy()) for a in (state.conv_state, state.ssm_state))
-    for x, present in seq:
+    for x, present, side in seq:
         t0 = time.perf_counter()
-        out, state = rt.step(x, present, state)
+        out, state = rt.step(x, present, state, side)
         t_ort.append(time.perf_counter() - t0)
         got = (out.stage_prob, out.apnea_prob, out.hypopnea_prob, state.conv_state, state.ssm_state)
         for name, arr in zip(OUTPUTS, got):
@@ -132,7 +138,7 @@ def _run_sequence(rt: StepRuntime, model: Any, seq: list[tuple[np.ndarray, np.nd
         if not np.allclose(sums, 1.0, atol=1e-4):
             report.sanity_errors.append(f"stage_prob rows sum to {sums.tolist()}, not 1")
         if ref_rt is not None:  # another artifact, its own state carried
-            ref_out, ref_state = ref_rt.step(x, present, ref_state)
+            ref_out, ref_state = ref_rt.step(x, present, ref_state, side)
             ref = (ref_out.stage_prob, ref_out.apnea_prob, ref_out.hypopnea_prob, ref_state.conv_state,
                    ref_state.ssm_state)
             for name, a, b in zip(OUTPUTS, got, ref):
@@ -145,7 +151,7 @@ def _run_sequence(rt: StepRuntime, model: Any, seq: list[tuple[np.ndarray, np.nd
             continue
         with torch.no_grad():
             t0 = time.perf_counter()
-            ref = model.step(torch.from_numpy(x), torch.from_numpy(present), *tstate)
+            ref = model.step(torch.from_numpy(x), torch.from_numpy(present), *tstate, torch.from_numpy(side))
             t_torch.append(time.perf_counter() - t0)
         tstate = (ref[3], ref[4])  # each side carries its own state
         for name, a, b in zip(OUTPUTS, got, ref):

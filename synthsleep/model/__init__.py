@@ -5,7 +5,7 @@ Public API (see docs/CONTRACTS.md, Model section)::
     cfg = load_config("small")                   # or "paper", or a .toml path; overrides={...}
     model = SleepModel(cfg)
     out, state = model(x, present, state)        # x [B, T, M, 3000], present bool [B, T, M]
-    probs = model.step(x, present, *model.allocate_state(B))
+    probs = model.step(x, present, side, *model.allocate_state(B))  # side: psg.side_features
     save_model(model, cfg, "runs/m"); model, cfg = load_model("runs/m")
 """
 

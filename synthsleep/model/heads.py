@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..psg.side_features import N_SIDE
 from .config import ModelConfig
 
 
@@ -21,7 +22,10 @@ class Heads(nn.Module):
     """h [N, d] -> (stage_logits [N, n_stages], apnea_logit [N], hypopnea_logit [N]).
 
     With ``cfg.eeg_stage_head`` the epochs flagged ``eeg_alone`` [N] take their stage logits from
-    ``stage_eeg`` (Linear [d] -> [n_stages]) instead of the shared ``stage`` MLP.
+    ``stage_eeg`` instead of the shared ``stage`` MLP: one Linear on [h, side] [d + N_SIDE] ->
+    [n_stages], where side [N, N_SIDE] are the epoch's EEG side features (absolute log band
+    powers and the running log scale, ``psg.side_features``), which the normalised input hides.
+    An epoch without known side features (NaN, or no ``side`` given) keeps the shared head.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -30,10 +34,15 @@ class Heads(nn.Module):
         self.stage = mlp_head(d, cfg.head_hidden, cfg.n_stages, cfg.head_dropout)
         self.apnea = mlp_head(d, cfg.head_hidden, 1, cfg.head_dropout)
         self.hypopnea = mlp_head(d, cfg.head_hidden, 1, cfg.head_dropout)
-        self.stage_eeg = nn.Linear(d, cfg.n_stages) if cfg.eeg_stage_head else None
+        self.stage_eeg = nn.Linear(d + N_SIDE, cfg.n_stages) if cfg.eeg_stage_head else None
 
-    def forward(self, h: Tensor, eeg_alone: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, h: Tensor, eeg_alone: Tensor | None = None, side: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """h [N, d]; eeg_alone bool [N] (None: no readout); side float [N, N_SIDE] (None, or a row
+        with a NaN: unknown, that epoch is read by the shared head)."""
         stage = self.stage(h)
-        if self.stage_eeg is not None and eeg_alone is not None:
-            stage = torch.where(eeg_alone[:, None], self.stage_eeg(h), stage)
+        if self.stage_eeg is not None and eeg_alone is not None and side is not None:
+            known = torch.isfinite(side).all(-1)
+            s = torch.where(known[:, None], side, torch.zeros_like(side)).to(h.dtype)
+            stage = torch.where((eeg_alone & known)[:, None], self.stage_eeg(torch.cat([h, s], -1)), stage)
         return stage, self.apnea(h)[:, 0], self.hypopnea(h)[:, 0]

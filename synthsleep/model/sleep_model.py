@@ -143,9 +143,13 @@ class SleepModel(nn.Module):
         return h, (torch.stack(convs), torch.stack(ssms))
 
     # ------------------------------------------------------------------ training
-    def forward(self, x: Tensor, present: Tensor, state: State | None = None
+    def forward(self, x: Tensor, present: Tensor, state: State | None = None, side: Tensor | None = None
                 ) -> tuple[SleepOutputs, State]:
         """x [B, T, M, 3000], present bool [B, T, M] -> (SleepOutputs, new state).
+
+        ``side`` float [B, T, N_SIDE]: the epochs' EEG side features (``psg.side_features``),
+        read by the EEG-alone stage readout (``cfg.eeg_stage_head``); None or a NaN row: unknown,
+        the shared stage head reads the epoch.
 
         Training mode applies modality dropout (cfg.modality_dropout). Detach the returned state
         (``detach_state``) before feeding it to the next chunk of a night.
@@ -156,10 +160,10 @@ class SleepModel(nn.Module):
         if self.training:
             flat_present = drop_modalities(flat_present, self.cfg.modality_dropout)
         tokens = self.neuronet_tokens(x.reshape(b * t, m, s), flat_present)
-        return self._from_tokens(tokens, flat_present, b, t, state)
+        return self._from_tokens(tokens, flat_present, b, t, state, side)
 
-    def forward_tokens(self, tokens: Tensor, present: Tensor, state: State | None = None
-                       ) -> tuple[SleepOutputs, State]:
+    def forward_tokens(self, tokens: Tensor, present: Tensor, state: State | None = None,
+                       side: Tensor | None = None) -> tuple[SleepOutputs, State]:
         """Like ``forward`` but from precomputed NeuroNet tokens [B, T, M, S, nn_dim].
 
         For fine-tuning with frozen NeuroNets: compute ``neuronet_tokens`` once (no grad), cache
@@ -173,30 +177,34 @@ class SleepModel(nn.Module):
         flat_present = present.reshape(b * t, m)
         if self.training:
             flat_present = drop_modalities(flat_present, self.cfg.modality_dropout)
-        return self._from_tokens(tokens.reshape(b * t, *want[2:]), flat_present, b, t, state)
+        return self._from_tokens(tokens.reshape(b * t, *want[2:]), flat_present, b, t, state, side)
 
     def _from_tokens(self, tokens: Tensor, flat_present: Tensor, b: int, t: int,
-                     state: State | None) -> tuple[SleepOutputs, State]:
+                     state: State | None, side: Tensor | None) -> tuple[SleepOutputs, State]:
         e = self.fusion.embed(tokens, flat_present).reshape(b, t, -1)
         h, new_state = self.temporal(e, state)
-        stage, apnea, hyp = self.heads(h.reshape(b * t, -1), self.eeg_alone(flat_present))
+        flat_side = None if side is None else side.reshape(b * t, -1)
+        stage, apnea, hyp = self.heads(h.reshape(b * t, -1), self.eeg_alone(flat_present), flat_side)
         return SleepOutputs(stage.reshape(b, t, -1), apnea.reshape(b, t),
                             hyp.reshape(b, t)), new_state
 
     # ------------------------------------------------------------------ inference
-    def step(self, x: Tensor, present: Tensor, conv_state: Tensor, ssm_state: Tensor
-             ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """One epoch per bed: x [B, M, 3000], present bool [B, M], states from allocate_state.
+    def step(self, x: Tensor, present: Tensor, conv_state: Tensor, ssm_state: Tensor,
+             side: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """One epoch per bed: x [B, M, 3000], present bool [B, M], states from allocate_state,
+        side float [B, N_SIDE] (EEG side features, ``psg.side_features``; a NaN row or None:
+        unknown, the shared stage head reads the epoch).
 
         Returns (stage_prob [B, 5], apnea_prob [B], hypopnea_prob [B], conv_state, ssm_state).
-        Call in eval mode. ONNX-exportable (inputs x, present, conv_state, ssm_state).
+        Call in eval mode. ONNX-exportable (inputs x, present, conv_state, ssm_state, side).
         """
-        return self.temporal_step(self.encode_epochs(x, present), present, conv_state, ssm_state)
+        return self.temporal_step(self.encode_epochs(x, present), present, conv_state, ssm_state, side)
 
-    def temporal_step(self, e: Tensor, present: Tensor, conv_state: Tensor, ssm_state: Tensor
-                      ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def temporal_step(self, e: Tensor, present: Tensor, conv_state: Tensor, ssm_state: Tensor,
+                      side: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """The stateful part of ``step``: fused embeddings e [B, fusion_dim] (``encode_epochs``),
-        the sensor set they came from (present bool [B, M]: picks the stage readout) and states
+        the sensor set they came from (present bool [B, M]: picks the stage readout), the EEG
+        side features (side [B, N_SIDE]: read by the EEG-alone readout only) and states
         -> (stage_prob [B, 5], apnea_prob [B], hypopnea_prob [B], conv_state, ssm_state).
         ``step(x, present, ...) == temporal_step(encode_epochs(x, present), present, ...)``:
         offline scoring runs ``encode_epochs`` batched over a whole night, then this per epoch.
@@ -208,7 +216,7 @@ class SleepModel(nn.Module):
             h = h + y
             convs.append(c)
             ssms.append(s)
-        stage, apnea, hyp = self.heads(h, self.eeg_alone(present))
+        stage, apnea, hyp = self.heads(h, self.eeg_alone(present), side)
         return (torch.softmax(stage, dim=-1), torch.sigmoid(apnea), torch.sigmoid(hyp),
                 torch.stack(convs), torch.stack(ssms))
 
@@ -220,7 +228,7 @@ class StepWrapper(nn.Module):
     ``stacked.StackedEncoder``: the modalities as one network, ~3x fewer graph nodes).
     """
 
-    input_names = ("x", "present", "conv_state", "ssm_state")
+    input_names = ("x", "present", "conv_state", "ssm_state", "side")
     output_names = ("stage_prob", "apnea_prob", "hypopnea_prob", "conv_state_out", "ssm_state_out")
 
     def __init__(self, model: SleepModel, encoder: nn.Module | None = None) -> None:
@@ -228,11 +236,11 @@ class StepWrapper(nn.Module):
         self.model = model
         self.encoder = encoder
 
-    def forward(self, x: Tensor, present: Tensor, conv_state: Tensor, ssm_state: Tensor
+    def forward(self, x: Tensor, present: Tensor, conv_state: Tensor, ssm_state: Tensor, side: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         if self.encoder is None:
-            return self.model.step(x, present, conv_state, ssm_state)
-        return self.model.temporal_step(self.encoder(x, present), present, conv_state, ssm_state)
+            return self.model.step(x, present, conv_state, ssm_state, side)
+        return self.model.temporal_step(self.encoder(x, present), present, conv_state, ssm_state, side)
 
 
 class EncoderWrapper(nn.Module):
@@ -257,13 +265,13 @@ class EncoderWrapper(nn.Module):
 class TemporalWrapper(nn.Module):
     """``forward = SleepModel.temporal_step`` for the temporal graph of the split artifact."""
 
-    input_names = ("embedding", "present", "conv_state", "ssm_state")
+    input_names = ("embedding", "present", "conv_state", "ssm_state", "side")
     output_names = StepWrapper.output_names
 
     def __init__(self, model: SleepModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, embedding: Tensor, present: Tensor, conv_state: Tensor, ssm_state: Tensor
+    def forward(self, embedding: Tensor, present: Tensor, conv_state: Tensor, ssm_state: Tensor, side: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        return self.model.temporal_step(embedding, present, conv_state, ssm_state)
+        return self.model.temporal_step(embedding, present, conv_state, ssm_state, side)

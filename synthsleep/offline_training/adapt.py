@@ -67,6 +67,7 @@ from ..psg.epoch import stack_for_model
 from ..psg.montage import parse_overrides, resolve_channels
 from ..psg.preprocess import PreprocessParams, iter_recording_epochs
 from ..psg.recording import open_recording
+from ..psg.side_features import side_features_for_rows
 from .prepare import sha256_of
 
 log = logging.getLogger(__name__)
@@ -99,16 +100,19 @@ def find_recordings(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def read_epochs(path: Path, params: PreprocessParams, overrides: dict[str, str] | None = None,
-                modalities: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One recording's preprocessed epochs: (x float32 [T, M, 3000], present bool [T, M]), rows
-    in the order of ``modalities`` (the model's; default: the preprocessing's)."""
+                modalities: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One recording's preprocessed epochs: (x float32 [T, M, 3000], present bool [T, M], side
+    float32 [T, 7] EEG side features, ``psg.side_features``), rows in the order of ``modalities``
+    (the model's; default: the preprocessing's)."""
     with open_recording(path) as rec:
         chmap = resolve_channels([c.label for c in rec.channels], overrides, required=("eeg",),
                                  wanted=params.modalities, source=str(path))
         eps = list(iter_recording_epochs(rec, chmap, params))
     if not eps:
         raise ValueError(f"{path}: no complete 30-s epoch")
-    return stack_for_model(eps, modalities or params.modalities)
+    mods = tuple(modalities or params.modalities)
+    x, present, log_scale = stack_for_model(eps, mods)
+    return x, present, side_features_for_rows(x, present, log_scale, mods)
 
 
 def _encoder_batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -117,7 +121,7 @@ def _encoder_batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNor
 
 
 def _batchnorm_pass(model: nn.Module, bns: list[nn.modules.batchnorm._BatchNorm],
-                    nights: Sequence[tuple[np.ndarray, np.ndarray]], batch: int) -> int:
+                    nights: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], batch: int) -> int:
     """Reset ``bns`` and run the encoder over ``nights`` in batch mode, so each BatchNorm's running
     statistics become the cumulative average over the epochs (present rows only). Returns the
     number of epochs with any modality."""
@@ -129,7 +133,7 @@ def _batchnorm_pass(model: nn.Module, bns: list[nn.modules.batchnorm._BatchNorm]
         if isinstance(m, nn.Dropout):
             m.eval()
     n = 0
-    for x, present in nights:
+    for x, present, _ in nights:
         for s in range(0, len(x), batch):
             xb = torch.from_numpy(np.ascontiguousarray(x[s:s + batch], dtype=np.float32))
             pb = torch.from_numpy(np.ascontiguousarray(present[s:s + batch]))
@@ -150,22 +154,25 @@ def embed_epochs(model: nn.Module, x: np.ndarray, present: np.ndarray, batch: in
                       for s in range(0, len(x), batch)])
 
 
-def predict_stages(model: nn.Module, x: np.ndarray, present: np.ndarray, batch: int = 64) -> np.ndarray:
-    """The model's stage per epoch of one recording (x [T, M, 3000], present [T, M]), the
-    temporal state carried from its start, as ``score`` runs it: int [T] (0-4)."""
+def predict_stages(model: nn.Module, x: np.ndarray, present: np.ndarray, side: np.ndarray,
+                   batch: int = 64) -> np.ndarray:
+    """The model's stage per epoch of one recording (x [T, M, 3000], present [T, M], side [T, 7]:
+    ``read_epochs``), the temporal state carried from its start, as ``score`` runs it: int [T] (0-4)."""
     from .selection import predict_embedded
 
     return predict_embedded(model, embed_epochs(model, x, present, batch), "carried",
-                            present=torch.from_numpy(np.ascontiguousarray(present)))[0].argmax(axis=1)
+                            present=torch.from_numpy(np.ascontiguousarray(present)),
+                            side=torch.from_numpy(np.ascontiguousarray(side)))[0].argmax(axis=1)
 
 
-def _stage_groups(model: nn.Module, nights: Sequence[tuple[np.ndarray, np.ndarray]], stage_mix: Sequence[float],
-                  batch: int) -> tuple[list[tuple[float, list[tuple[np.ndarray, np.ndarray]]]], dict[str, Any]]:
+def _stage_groups(model: nn.Module, nights: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                  stage_mix: Sequence[float], batch: int
+                  ) -> tuple[list[tuple[float, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]], dict[str, Any]]:
     """The epochs split by the stage the unadapted model predicts, each group with its weight from
     ``stage_mix`` (stages with fewer than ``MIN_STAGE_EPOCHS`` epochs left out, the rest
     renormalised; all epochs as one group when no stage has enough): ([(weight, nights)], record)."""
     prior = np.asarray(stage_mix, dtype=float)
-    stages = [predict_stages(model, x, p, batch) for x, p in nights]
+    stages = [predict_stages(model, x, p, sd, batch) for x, p, sd in nights]
     counts = np.bincount(np.concatenate(stages), minlength=len(prior))[:len(prior)]
     w = np.where(counts >= MIN_STAGE_EPOCHS, prior, 0.0)
     if not w.any():  # no stage has enough epochs: all of them as one group (plain AdaBN)
@@ -173,13 +180,14 @@ def _stage_groups(model: nn.Module, nights: Sequence[tuple[np.ndarray, np.ndarra
         w = np.eye(len(prior))[int(counts.argmax())]
     else:
         w = w / w.sum()
-        groups = [(float(w[c]), [(x[st == c], p[st == c]) for (x, p), st in zip(nights, stages) if (st == c).any()])
+        groups = [(float(w[c]), [(x[st == c], p[st == c], sd[st == c]) for (x, p, sd), st in zip(nights, stages)
+                                 if (st == c).any()])
                   for c in np.flatnonzero(w)]
     return groups, {"predicted_stage_epochs": counts.tolist(), "stage_weights": [round(float(v), 4) for v in w]}
 
 
 @torch.no_grad()
-def reestimate_batchnorm(model: nn.Module, nights: Sequence[tuple[np.ndarray, np.ndarray]],
+def reestimate_batchnorm(model: nn.Module, nights: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
                          batch: int = 64, stage_mix: Sequence[float] | None = None) -> dict[str, Any]:
     """AdaBN on the per-epoch encoder, in place; the model is left in eval mode.
 
@@ -190,7 +198,8 @@ def reestimate_batchnorm(model: nn.Module, nights: Sequence[tuple[np.ndarray, np
 
     Args:
         model: a ``SleepModel``.
-        nights: per recording (x float32 [T, M, 3000], present bool [T, M]).
+        nights: per recording (x float32 [T, M, 3000], present bool [T, M], side [T, 7]) as
+            ``read_epochs`` gives them (side is read by the balanced method's stage predictions).
         batch: epochs per forward pass.
         stage_mix: weights of the stages W, N1, N2, N3, REM, or None.
 
@@ -263,8 +272,8 @@ def adapt(recordings: Sequence[Path], model_path: str | Path, out: str | Path,
 
         it = tqdm(recordings, unit="file", desc="reading")
     for path in it:
-        x, present = read_epochs(Path(path), params, overrides, cfg.modalities)
-        nights.append((x, present))
+        x, present, side = read_epochs(Path(path), params, overrides, cfg.modalities)
+        nights.append((x, present, side))
         files.append({"file": Path(path).name, "sha256": sha256_of(Path(path)), "epochs": len(x),
                       "modalities": [m for m, k in zip(cfg.modalities, present.any(axis=0)) if k]})
     if method not in METHODS:

@@ -160,16 +160,18 @@ def write_report(report: Mapping[str, Any], out_dir: Path | str, name: str = "re
 
 
 class Predictor(Protocol):
-    """Runs a model over one night. x float32 [n, M, 3000], present bool [n, M] →
+    """Runs a model over one night. x float32 [n, M, 3000], present bool [n, M], side float32
+    [n, 7] (EEG side features, ``psg.side_features``; NaN rows: unknown) →
     (stage_prob [n, 5], apnea_prob [n], hypopnea_prob [n]). ``thresholds``: the model's own
     apnea/hypopnea decision thresholds (empty: 0.5)."""
 
     modalities: tuple[str, ...]
     thresholds: dict[str, float]
 
-    def carried(self, x: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def carried(self, x: np.ndarray, present: np.ndarray, side: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
-    def windows(self, x: np.ndarray, present: np.ndarray, window: int
+    def windows(self, x: np.ndarray, present: np.ndarray, side: np.ndarray, window: int
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
@@ -198,17 +200,19 @@ class TorchPredictor:
         return (t.softmax(out.stage_logits, -1).numpy(), t.sigmoid(out.apnea_logit).numpy(),
                 t.sigmoid(out.hypopnea_logit).numpy())
 
-    def carried(self, x: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def carried(self, x: np.ndarray, present: np.ndarray, side: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         t = self.torch
         state = None
         parts = []
         with t.inference_mode():
             for sl in _window_slices(x.shape[0], self.chunk):
-                out, state = self.model(t.from_numpy(x[None, sl]), t.from_numpy(present[None, sl]), state)
+                out, state = self.model(t.from_numpy(x[None, sl]), t.from_numpy(present[None, sl]), state,
+                                        t.from_numpy(side[None, sl]))
                 parts.append([a[0] for a in self._probs(out)])
         return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
 
-    def windows(self, x: np.ndarray, present: np.ndarray, window: int = 20
+    def windows(self, x: np.ndarray, present: np.ndarray, side: np.ndarray, window: int = 20
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         t = self.torch
         n = x.shape[0]
@@ -219,10 +223,13 @@ class TorchPredictor:
                 b1 = min(b0 + self.batch, full)
                 xs = x[b0 * window:b1 * window].reshape(b1 - b0, window, *x.shape[1:])
                 ps = present[b0 * window:b1 * window].reshape(b1 - b0, window, present.shape[1])
-                out, _ = self.model(t.from_numpy(np.ascontiguousarray(xs)), t.from_numpy(np.ascontiguousarray(ps)))
+                ss = side[b0 * window:b1 * window].reshape(b1 - b0, window, side.shape[1])
+                out, _ = self.model(t.from_numpy(np.ascontiguousarray(xs)), t.from_numpy(np.ascontiguousarray(ps)),
+                                    None, t.from_numpy(np.ascontiguousarray(ss)))
                 parts.append(tuple(a.reshape(-1, *a.shape[2:]) for a in self._probs(out)))
             if full * window < n:  # the remainder: a shorter window, also from zero
-                out, _ = self.model(t.from_numpy(x[None, full * window:]), t.from_numpy(present[None, full * window:]))
+                out, _ = self.model(t.from_numpy(x[None, full * window:]), t.from_numpy(present[None, full * window:]),
+                                    None, t.from_numpy(side[None, full * window:]))
                 parts.append(tuple(a[0] for a in self._probs(out)))
         return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
 
@@ -238,20 +245,22 @@ class OnnxPredictor:
         self.modalities = self.rt.modalities
         self.thresholds = dict(self.rt.thresholds)
 
-    def _step(self, x: np.ndarray, present: np.ndarray, state: StepState
+    def _step(self, x: np.ndarray, present: np.ndarray, side: np.ndarray, state: StepState
               ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], StepState]:
-        out, state = self.rt.step(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(present, bool), state)
+        out, state = self.rt.step(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(present, bool), state,
+                                  side)
         return (out.stage_prob, out.apnea_prob.reshape(-1), out.hypopnea_prob.reshape(-1)), state
 
-    def carried(self, x: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def carried(self, x: np.ndarray, present: np.ndarray, side: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         state = self.rt.new_state(1)
         res = []
         for i in range(x.shape[0]):
-            r, state = self._step(x[i:i + 1], present[i:i + 1], state)
+            r, state = self._step(x[i:i + 1], present[i:i + 1], side[i:i + 1], state)
             res.append(r)
         return tuple(np.concatenate([r[k] for r in res]) for k in range(3))  # type: ignore[return-value]
 
-    def windows(self, x: np.ndarray, present: np.ndarray, window: int = 20
+    def windows(self, x: np.ndarray, present: np.ndarray, side: np.ndarray, window: int = 20
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = x.shape[0]
         out = [np.zeros((n, len(STAGES)), np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32)]
@@ -263,7 +272,7 @@ class OnnxPredictor:
             if not live.any():
                 break
             sel = np.where(live, idx, n - 1)  # finished lanes repeat a real epoch; results ignored
-            r, state = self._step(x[sel], present[sel], state)
+            r, state = self._step(x[sel], present[sel], side[sel], state)
             for k in range(3):
                 out[k][idx[live]] = r[k][live]
         return out[0], out[1], out[2]
@@ -291,6 +300,7 @@ def run_split(predictor: Predictor, shard_dir: Path | str, split: str = "test", 
 
     Nights come from ``shards.iter_nights`` (the reader training uses), float32, one at a time.
     """
+    from ..psg.side_features import side_features_for_rows
     from .shards import iter_nights, split_files
 
     n_nights = len(split_files(shard_dir, split))
@@ -305,8 +315,9 @@ def run_split(predictor: Predictor, shard_dir: Path | str, split: str = "test", 
     for n in nights:
         truth.append(NightTruth(n.night, n.stage.astype(np.int64), n.apnea.astype(np.int64),
                                 n.hypopnea.astype(np.int64), n.events, n.subject))
-        carried.append(NightPredictions(n.night, *predictor.carried(n.x, n.present)))
-        windows.append(NightPredictions(n.night, *predictor.windows(n.x, n.present, window)))
+        side = side_features_for_rows(n.x, n.present, n.log_scale, tuple(predictor.modalities))
+        carried.append(NightPredictions(n.night, *predictor.carried(n.x, n.present, side)))
+        windows.append(NightPredictions(n.night, *predictor.windows(n.x, n.present, side, window)))
     return truth, carried, windows
 
 

@@ -47,7 +47,7 @@ import torch
 from .config import RunConfig, load_run_config
 from .finetune import finetune
 from .metrics import jsonable
-from .night_trainer import embed_nights, night_presents
+from .night_trainer import embed_nights, night_presents, night_sides
 from .pretrain import pretrain_multimodal, pretrain_unimodal
 from .readout import fit_eeg_readout
 from .selection import evaluate_embedded, predict_embedded, short_metrics
@@ -200,8 +200,10 @@ def stage_confidence_threshold(model_dir: Path, shards: Path, max_unknown: float
     conf, right = [], []
     for keep in (None, montage_mask(("eeg",), tuple(cfg.modalities))):
         embeds = embed_nights(model, val, torch.device("cpu"), desc="embed val", keep=keep)
-        for n, e, pr in zip(val, embeds, night_presents(val, keep)):
-            st, _, _ = predict_embedded(model, e, "carried", present=pr)
+        presents = night_presents(val, keep)
+        sides = night_sides(val, [p.numpy() for p in presents], tuple(cfg.modalities))
+        for n, e, pr, sd in zip(val, embeds, presents, sides):
+            st, _, _ = predict_embedded(model, e, "carried", present=pr, side=sd)
             m = n.stage >= 0
             conf.append(st.max(-1)[m])
             right.append(st.argmax(-1)[m] == n.stage[m])

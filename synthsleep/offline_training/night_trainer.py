@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..psg.side_features import N_SIDE, side_features_for_rows
 from .config import FinetuneConfig, RunConfig
 from .lanes import LaneItem, plan_lanes, rank_lanes
 from .shards import Night
@@ -98,21 +99,32 @@ def night_presents(nights: Sequence[Night], keep: Sequence[np.ndarray] | np.ndar
             for n, kp in zip(nights, _per_night(keep, len(nights)))]
 
 
+def night_sides(nights: Sequence[Night], presents: Sequence[np.ndarray], modalities: tuple[str, ...]
+                ) -> list[Tensor]:
+    """The EEG side features (``psg.side_features``) of each night's epochs read with sensor sets
+    ``presents`` (bool [T, M] per night): list of float32 [T, 7], zeros where the EEG is not
+    present, NaN rows for shards written before ``log_scale`` (the readout then leaves them to
+    the shared head)."""
+    return [torch.from_numpy(side_features_for_rows(n.x, np.asarray(pr), n.log_scale, modalities))
+            for n, pr in zip(nights, presents)]
+
+
 State = tuple[Tensor, Tensor]  # (conv [L, B, conv_dim, d_conv], ssm [L, B, H, P, N])
 
 
-def temporal_heads(model: nn.Module, e: Tensor, state: State | None = None, present: Tensor | None = None
-                   ) -> tuple[Tensor, Tensor, Tensor, State]:
+def temporal_heads(model: nn.Module, e: Tensor, state: State | None = None, present: Tensor | None = None,
+                   side: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, State]:
     """Fused embeddings e [B, T, d] through Mamba2 (from ``state``, zeros when None) and the heads
     -> (stage_logits [B, T, 5], apnea_logit [B, T], hypopnea_logit [B, T], new state).
 
     ``present`` bool [B, T, M]: the sensor set each embedding came from (it picks the stage
-    readout, ``SleepModel.eeg_alone``); None reads every epoch with the shared heads.
+    readout, ``SleepModel.eeg_alone``); None reads every epoch with the shared heads. ``side``
+    float [B, T, 7]: the EEG side features that readout reads (None: unknown, the shared heads).
     """
     b, t, _ = e.shape
     h, new_state = model.temporal(e, state)
     alone = None if present is None else model.eeg_alone(present.reshape(b * t, -1))
-    st, ap, hy = model.heads(h.reshape(b * t, -1), alone)
+    st, ap, hy = model.heads(h.reshape(b * t, -1), alone, None if side is None else side.reshape(b * t, -1))
     return st.reshape(b, t, -1), ap.reshape(b, t), hy.reshape(b, t), new_state
 
 
@@ -124,21 +136,24 @@ class NightTrainer:
                  device: torch.device, amp: bool = False, presents: list[Tensor] | None = None) -> None:
         """``embeds``: cached embeddings per night (frozen encoder) or None (encoded per chunk);
         ``presents``: the bool [T, M] sensor set each cached embedding came from (default: the
-        nights' own ``present``)."""
+        nights' own ``present``); the EEG side features the EEG-alone readout reads follow from
+        them and the nights (``night_sides``)."""
         self.model, self.nights, self.embeds = model, [n for n in nights], embeds
         self.presents = presents if presents is not None else night_presents(self.nights)
+        self.sides = night_sides(self.nights, [p.numpy() for p in self.presents], tuple(model.cfg.modalities))
         self.loss, self.fcfg, self.seed, self.di, self.device = loss, fcfg, seed, di, device
         self.chunk = int(fcfg.chunk)
         self.lanes_global = int(fcfg.lanes) * di.world
         self.labelled = [i for i, n in enumerate(self.nights) if n.labelled]
         self.amp = amp
 
-    def _embed_chunk(self, items: list[LaneItem]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """e [B, chunk, d], the sensor set it came from (bool [B, chunk, M]) and labels [B, chunk]
-        (padding: zeros / False / -1)."""
+    def _embed_chunk(self, items: list[LaneItem]) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        """e [B, chunk, d], the sensor set it came from (bool [B, chunk, M]), its EEG side
+        features [B, chunk, 7] and labels [B, chunk] (padding: zeros / False / zeros / -1)."""
         c, b = self.chunk, len(items)
         d, m = self.model.cfg.fusion_dim, self.model.cfg.n_modalities
         labels = {k: torch.full((b, c), -1, dtype=torch.long) for k in TASKS}
+        side = torch.zeros(b, c, N_SIDE)
         if self.embeds is not None:
             e = torch.zeros(b, c, d)
             pr = torch.zeros(b, c, m, dtype=torch.bool)
@@ -148,6 +163,7 @@ class NightTrainer:
                 seg = self.embeds[self.labelled[i]][s:s + c]
                 e[j, : len(seg)] = seg
                 pr[j, : len(seg)] = self.presents[self.labelled[i]][s:s + c]
+                side[j, : len(seg)] = self.sides[self.labelled[i]][s:s + c]
         else:  # encoder trained through the chunk
             from synthsleep.model import drop_modalities
 
@@ -165,6 +181,13 @@ class NightTrainer:
                 flat = drop_modalities(flat, self.model.cfg.modality_dropout)
             e = self.model.encode_epochs(x.reshape(b * c, m, 3000).to(self.device), flat)
             e, pr = e.reshape(b, c, -1), flat.reshape(b, c, m)
+            for j, (i, s, _) in enumerate(items):
+                if i < 0:
+                    continue
+                n = self.nights[self.labelled[i]]
+                k = min(c, len(n) - s)
+                side[j, :k] = torch.from_numpy(side_features_for_rows(
+                    n.x[s:s + k], pr[j, :k].cpu().numpy(), n.log_scale[s:s + k], tuple(self.model.cfg.modalities)))
         for j, (i, s, _) in enumerate(items):
             if i < 0:
                 continue
@@ -172,7 +195,8 @@ class NightTrainer:
             for k in TASKS:
                 seg = torch.from_numpy(getattr(n, k)[s:s + c].astype(np.int64))
                 labels[k][j, : len(seg)] = seg
-        return e.to(self.device), pr.to(self.device), {k: v.to(self.device) for k, v in labels.items()}
+        return (e.to(self.device), pr.to(self.device), side.to(self.device),
+                {k: v.to(self.device) for k, v in labels.items()})
 
     def run_pass(self, p: int, optimizer: torch.optim.Optimizer, params: list[Tensor],
                  train_mode: Callable[[], None], metrics: MetricsLog, step0: int) -> tuple[int, float]:
@@ -189,7 +213,7 @@ class NightTrainer:
         for k in range(width):
             seed_everything(step_seed(self.seed, step, self.di.rank))
             items = [lane[k] for lane in mine]
-            e, pr, lab = self._embed_chunk(items)
+            e, pr, side, lab = self._embed_chunk(items)
             b = len(items)
             if state is None:
                 state = self.model.allocate_state(b, self.device)
@@ -199,7 +223,7 @@ class NightTrainer:
             state = (state[0] * keep[None, :, None, None], state[1] * keep[None, :, None, None, None])
             optimizer.zero_grad(set_to_none=True)
             with autocast(self.device, self.amp):
-                st, ap, hy, new_state = temporal_heads(self.model, e, state, pr)
+                st, ap, hy, new_state = temporal_heads(self.model, e, state, pr, side)
             new_state = (new_state[0].float(), new_state[1].float())
             out = self.loss(st.reshape(-1, st.shape[-1]), ap.reshape(-1), hy.reshape(-1),
                             lab["stage"].reshape(-1), lab["apnea"].reshape(-1),

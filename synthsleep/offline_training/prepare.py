@@ -2,30 +2,34 @@
 
 One shard per night, ``<out>/shards/<night>.parquet``, one row per 30-s epoch, produced by the
 same ``psg.preprocess.iter_recording_epochs`` the live monitor uses. Columns (CONTRACTS.md, plus
-the compatible ``present_<modality>`` addition):
+the compatible ``present_<modality>`` and ``log_scale_<modality>`` additions):
 
-==================  ===================================  ==========================================
-column              type                                 meaning
-==================  ===================================  ==========================================
-subject             string                               subject id
-night               string                               night id (= shard file stem)
-epoch               int32                                epoch index since the recording start
-start               float64                              epoch start, s since the recording start
-sig_<modality>      fixed_size_list<float32, 3000>       preprocessed signal (0 where absent)
-qual_<modality>     uint8                                ``Quality`` bits
-present_<modality>  bool                                 modality usable (exactly ``Epoch.present``)
-stage               int8                                 0..4 = W,N1,N2,N3,REM; -1 unknown
-apnea, hypopnea     int8                                 1 event in the epoch, 0 none, -1 unknown
-events              string                               JSON list of the scored events whose
-                                                         onset lies in this epoch:
-                                                         ``[{"type", "onset", "duration"}]``, s
-==================  ===================================  ==========================================
+====================  ===================================  ==========================================
+column                type                                 meaning
+====================  ===================================  ==========================================
+subject               string                               subject id
+night                 string                               night id (= shard file stem)
+epoch                 int32                                epoch index since the recording start
+start                 float64                              epoch start, s since the recording start
+sig_<modality>        fixed_size_list<float32, 3000>       preprocessed signal (0 where absent)
+qual_<modality>       uint8                                ``Quality`` bits
+present_<modality>    bool                                 modality usable (exactly ``Epoch.present``)
+log_scale_<modality>  float32                              ln of the scale (the modality's unit, e.g.
+                                                           uV) ``sig_`` was divided by (exactly
+                                                           ``Epoch.log_scale``; 0 where absent)
+stage                 int8                                 0..4 = W,N1,N2,N3,REM; -1 unknown
+apnea, hypopnea       int8                                 1 event in the epoch, 0 none, -1 unknown
+events                string                               JSON list of the scored events whose
+                                                           onset lies in this epoch:
+                                                           ``[{"type", "onset", "duration"}]``, s
+====================  ===================================  ==========================================
 
 Only the modalities in ``params.modalities`` are stored. Each event is listed once (in the epoch
 holding its onset), so a night's events can be counted from the shard (true AHI).
 
-The run is parallel over files, resumable (a file whose shard exists and whose sha256 matches the
-manifest is skipped) and crash-safe (shards and the manifest are written under a temporary name
+The run is parallel over files, resumable (a file whose shard exists and whose sha256 matches
+the manifest is skipped, when the manifest has the same parameters, overrides and
+``SCHEMA_VERSION``) and crash-safe (shards and the manifest are written under a temporary name
 and renamed). A bad file is recorded as ``failed`` with its reason and never aborts the run; so
 is a recording without a single usable epoch (no EEG/EOG signal anywhere: flat, missing,
 saturated...), which would otherwise go into the split as "ok". Each file's result is appended
@@ -34,7 +38,7 @@ skipping the files already done; the journal is removed once the manifest is wri
 processes die with their parent (Linux ``PR_SET_PDEATHSIG``): a SIGTERM or kill -9 of
 ``prepare`` leaves no orphan converting files.
 
-Why one module (~800 lines): discovery, per-file conversion, the resumable journal, the worker
+Why one module (~830 lines): discovery, per-file conversion, the resumable journal, the worker
 pool and the subject split all read and write the one manifest, whose consistency (a file is in
 it once, with its split and fingerprint) is this module's invariant; the shard format itself is
 read by ``shards`` and the recordings by ``psg``.
@@ -67,7 +71,8 @@ from ..psg.preprocess import PreprocessParams
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+#: 2: ``log_scale_<modality>`` columns. A run reuses only shards of this version.
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 PROGRESS_NAME = "progress.jsonl"
 #: modalities that can stage sleep: a recording with none usable in any epoch is failed
@@ -102,6 +107,8 @@ def shard_schema(modalities: Sequence[str]) -> pa.Schema:
         cols.append(pa.field(f"qual_{m}", pa.uint8()))
     for m in modalities:
         cols.append(pa.field(f"present_{m}", pa.bool_()))
+    for m in modalities:
+        cols.append(pa.field(f"log_scale_{m}", pa.float32()))
     cols += [
         pa.field("stage", pa.int8()),
         pa.field("apnea", pa.int8()),
@@ -117,7 +124,8 @@ class EpochRows:
 
     Attributes:
         data: float32 [n, M, 3000]; quality uint8 [n, M]; present bool [n, M];
-        epoch int [n]; start float [n] (s); stage/apnea/hypopnea int8 [n]; events: n JSON strings.
+        log_scale float32 [n, M] (ln of the scale each row was divided by); epoch int [n];
+        start float [n] (s); stage/apnea/hypopnea int8 [n]; events: n JSON strings.
     """
 
     epoch: list[int] = field(default_factory=list)
@@ -125,6 +133,7 @@ class EpochRows:
     data: list[np.ndarray] = field(default_factory=list)
     quality: list[np.ndarray] = field(default_factory=list)
     present: list[np.ndarray] = field(default_factory=list)
+    log_scale: list[np.ndarray] = field(default_factory=list)
     stage: list[int] = field(default_factory=list)
     apnea: list[int] = field(default_factory=list)
     hypopnea: list[int] = field(default_factory=list)
@@ -139,6 +148,8 @@ class EpochRows:
         data = np.stack(self.data).astype(np.float32, copy=False) if n else np.zeros((0, len(modalities), EPOCH_SAMPLES), np.float32)
         qual = np.stack(self.quality).astype(np.uint8) if n else np.zeros((0, len(modalities)), np.uint8)
         pres = np.stack(self.present).astype(bool) if n else np.zeros((0, len(modalities)), bool)
+        scale = (np.stack(self.log_scale).astype(np.float32) if n
+                 else np.zeros((0, len(modalities)), np.float32))
         arrays: list[pa.Array] = [
             pa.array([subject] * n, pa.string()),
             pa.array([night] * n, pa.string()),
@@ -150,6 +161,7 @@ class EpochRows:
             arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), EPOCH_SAMPLES))
         arrays += [pa.array(qual[:, i]) for i in range(len(modalities))]
         arrays += [pa.array(pres[:, i]) for i in range(len(modalities))]
+        arrays += [pa.array(scale[:, i]) for i in range(len(modalities))]
         arrays += [pa.array(np.asarray(v, np.int8)) for v in (self.stage, self.apnea, self.hypopnea)]
         arrays.append(pa.array(self.events, pa.string()))
         return pa.Table.from_arrays(arrays, schema=schema)
@@ -189,14 +201,16 @@ class ShardWriter:
                                         compression_level=1, use_dictionary=["subject", "night"])
 
     def add(self, epoch: int, start: float, data: np.ndarray, quality: np.ndarray, present: np.ndarray,
-            stage: int, apnea: int, hypopnea: int, events: str = "[]") -> None:
-        """Append one epoch (data float32 [M, 3000], quality uint8 [M], present bool [M])."""
+            log_scale: np.ndarray, stage: int, apnea: int, hypopnea: int, events: str = "[]") -> None:
+        """Append one epoch (data float32 [M, 3000], quality uint8 [M], present bool [M],
+        log_scale float32 [M]: ``Epoch.log_scale``)."""
         r = self.rows
         r.epoch.append(int(epoch))
         r.start.append(float(start))
         r.data.append(data)
         r.quality.append(quality)
         r.present.append(present)
+        r.log_scale.append(log_scale)
         r.stage.append(int(stage))
         r.apnea.append(int(apnea))
         r.hypopnea.append(int(hypopnea))
@@ -449,8 +463,8 @@ def _convert(cand: Candidate, shard_path: Path, params: PreprocessParams,
         with ShardWriter(shard_path, cand.subject, cand.night, params.modalities) as w:
             for ep in iter_recording_epochs(rec, chmap, params):
                 k = ep.index
-                w.add(k, ep.start, ep.data, ep.quality, ep.present, stage[k], apnea[k], hyp[k],
-                      json.dumps(events[k]) if events[k] else "[]")
+                w.add(k, ep.start, ep.data, ep.quality, ep.present, ep.log_scale, stage[k], apnea[k],
+                      hyp[k], json.dumps(events[k]) if events[k] else "[]")
                 n += 1
                 if any(ep.present[i] for i in staging) or (not staging and ep.any_present):
                     usable += 1
@@ -584,7 +598,10 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _progress_key(params: PreprocessParams, overrides: Mapping[str, str] | None) -> str:
-    return json.dumps({"params": params.to_dict(), "overrides": dict(overrides or {})}, sort_keys=True)
+    """Journal key: entries of an interrupted run are reused only under the same parameters,
+    overrides and shard schema version."""
+    return json.dumps({"params": params.to_dict(), "overrides": dict(overrides or {}),
+                       "schema_version": SCHEMA_VERSION}, sort_keys=True)
 
 
 def _read_progress(path: Path, key: str) -> dict[str, dict[str, Any]]:
@@ -663,11 +680,12 @@ def prepare(
     previous: dict[str, dict[str, Any]] = {}
     try:
         old = load_manifest(out_dir)
-        if old.params == params.to_dict() and old.extra.get("overrides", {}) == dict(overrides or {}):
+        if (old.params == params.to_dict() and old.extra.get("overrides", {}) == dict(overrides or {})
+                and old.schema_version == SCHEMA_VERSION):
             previous = {f["path"]: f for f in old.files}
         else:
-            log.info("preprocessing parameters or channel overrides changed since the last run: "
-                     "every file is redone")
+            log.info("preprocessing parameters, channel overrides or the shard schema changed since "
+                     "the last run: every file is redone")
     except FileNotFoundError:
         pass
     except ValueError as exc:

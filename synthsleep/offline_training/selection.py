@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..psg.clinical import count_runs, events_per_hour, predicted_ahi, sleep_hours
 from .metrics import binary_metrics, staging_metrics
-from .night_trainer import temporal_heads
+from .night_trainer import night_sides, temporal_heads
 from .shards import Night
 
 
@@ -47,28 +47,33 @@ def best_threshold(y: np.ndarray, prob: np.ndarray) -> float:
 
 @torch.no_grad()
 def predict_embedded(model: nn.Module, e: Tensor, mode: str = "carried", window: int = 20,
-                     present: Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     present: Tensor | None = None, side: Tensor | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Probabilities for one night from its embeddings e [T, d] (model in eval mode).
 
     mode ``carried``: one scan over the whole night from a zero state (equal to the live step
     loop); ``window``: consecutive non-overlapping windows of ``window`` epochs, each from a zero
     state (the original SynthSleepNet protocol). ``present`` bool [T, M]: the sensor set the
-    embeddings came from (picks the stage readout as the live step does; None: the shared heads).
+    embeddings came from (picks the stage readout as the live step does; None: the shared heads);
+    ``side`` float [T, 7]: the epochs' EEG side features the readout reads (None: unknown, shared heads).
     Returns (stage [T,5], apnea [T], hypopnea [T]).
     """
     was = model.training
     model.eval()
     d = next(model.parameters()).device
     if mode == "carried":
-        parts = [(e, present)]
+        parts = [(e, present, side)]
     elif mode == "window":
         es = torch.split(e, window)
-        parts = list(zip(es, torch.split(present, window) if present is not None else [None] * len(es)))
+        none = [None] * len(es)
+        parts = list(zip(es, torch.split(present, window) if present is not None else none,
+                         torch.split(side, window) if side is not None else none))
     else:
         raise ValueError(f"mode must be 'carried' or 'window', got {mode!r}")
     sp, ap, hp = [], [], []
-    for p, pr in parts:
-        st, a, h, _ = temporal_heads(model, p[None].to(d), present=None if pr is None else pr[None].to(d))
+    for p, pr, sd in parts:
+        st, a, h, _ = temporal_heads(model, p[None].to(d), present=None if pr is None else pr[None].to(d),
+                                     side=None if sd is None else sd[None].to(d))
         sp.append(torch.softmax(st[0].float(), -1).cpu())
         ap.append(torch.sigmoid(a[0].float()).cpu())
         hp.append(torch.sigmoid(h[0].float()).cpu())
@@ -83,7 +88,8 @@ def evaluate_embedded(model: nn.Module, embeds: Sequence[Tensor], nights: Sequen
     """Stage / apnea / hypopnea / AHI metrics over nights (labels -1 ignored).
 
     ``presents``: per night the bool [T, M] sensor set its embeddings came from (picks the stage
-    readout, see ``predict_embedded``); None: the shared heads for every epoch.
+    readout, see ``predict_embedded``; the readout's side features are computed from the night's
+    EEG and log scale, ``night_sides``); None: the shared heads for every epoch.
 
     ``tune``: choose the apnea/hypopnea thresholds maximising F1 on these nights (validation only).
     AHI: predicted = runs of consecutive positive epochs (apnea + hypopnea) per hour of predicted
@@ -93,7 +99,9 @@ def evaluate_embedded(model: nn.Module, embeds: Sequence[Tensor], nights: Sequen
     ahi_err, ahi_rows = [], []
     per_night = []
     for i, (e, n) in enumerate(zip(embeds, nights)):
-        sprob, aprob, hprob = predict_embedded(model, e, mode, window, None if presents is None else presents[i])
+        pr = None if presents is None else presents[i]
+        sd = None if pr is None else night_sides([n], [pr.numpy()], tuple(model.cfg.modalities))[0]
+        sprob, aprob, hprob = predict_embedded(model, e, mode, window, pr, sd)
         ys.append(n.stage), ps.append(sprob.argmax(1))
         ya.append(n.apnea), pa.append(aprob)
         yh.append(n.hypopnea), ph.append(hprob)

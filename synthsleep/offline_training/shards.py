@@ -8,7 +8,7 @@ per 30-s epoch) is read night by night into ``Night`` objects in a model's modal
   (DESIGN defect 6: every task loses its labels together), seeded;
 - ``read_shard``: one shard -> ``Night`` (modalities the shard lacks are absent everywhere;
   ``present`` is the shard's ``present_<modality>`` column, or inferred for older shards by
-  ``infer_present``);
+  ``infer_present``; ``log_scale`` its ``log_scale_<modality>`` column, NaN for older shards);
 - ``iter_nights`` (one night in memory at a time: evaluation) and ``load_nights`` (all of them:
   training, where embeddings are cached per night).
 """
@@ -39,7 +39,9 @@ class Night:
     """One prepared night in memory, in the model's modality order.
 
     x: [T, M, 3000] normalised signals (float16 for training, which halves the memory and is cast
-    per batch; float32 for evaluation); present: bool [T, M]; stage / apnea / hypopnea: int8 [T]
+    per batch; float32 for evaluation); present: bool [T, M]; log_scale: float32 [T, M], ln of
+    the scale (the modality's unit, e.g. uV) each row of x was divided by (``Epoch.log_scale``;
+    0 where absent; NaN: shard predates log_scale; re-run prepare); stage / apnea / hypopnea: int8 [T]
     (-1 unknown or label withheld); events: the scored events whose onset lies in the night
     (``{type, onset, duration}``, type lower-case); n_apnea_events / n_hypopnea_events: how many
     of them are apneas / hypopneas.
@@ -49,6 +51,7 @@ class Night:
     subject: str
     x: np.ndarray
     present: np.ndarray
+    log_scale: np.ndarray
     stage: np.ndarray
     apnea: np.ndarray
     hypopnea: np.ndarray
@@ -100,6 +103,9 @@ def parse_events(column: list[str | None], path: Path | str = "") -> list[dict[s
 def read_shard(path: Path, modalities: tuple[str, ...], dtype: type = np.float16) -> Night:
     """One Parquet shard -> Night with ``x`` of ``dtype`` in ``modalities`` order.
 
+    ``log_scale`` of a modality the shard lacks is 0 (absent); of a shard written before the
+    ``log_scale_<modality>`` columns it is NaN (a warning says to re-run ``prepare``).
+
     Raises:
         ValueError: the file cannot be read, lacks a label/id column, or a signal row does not
             hold 3000 samples (the message names the shard and the column).
@@ -109,7 +115,7 @@ def read_shard(path: Path, modalities: tuple[str, ...], dtype: type = np.float16
     try:
         have = set(pq.read_schema(path).names)
         wanted = [c for c in ("subject", "night", "stage", "apnea", "hypopnea", "events") if c in have]
-        wanted += [f"{p}_{m}" for m in modalities for p in ("sig", "qual", "present")
+        wanted += [f"{p}_{m}" for m in modalities for p in ("sig", "qual", "present", "log_scale")
                    if f"{p}_{m}" in have]
         table = pq.read_table(path, columns=wanted)
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a bad file
@@ -119,8 +125,13 @@ def read_shard(path: Path, modalities: tuple[str, ...], dtype: type = np.float16
         if col not in names:
             raise ValueError(f"shard {path} has no column {col!r} (columns: {sorted(names)})")
     n = table.num_rows
+    stale = [m for m in modalities if f"sig_{m}" in names and f"log_scale_{m}" not in names]
+    if stale:
+        log.warning("shard %s predates log_scale (no log_scale_<modality> for %s): NaN; re-run prepare",
+                    path, ", ".join(stale))
     x = np.zeros((n, len(modalities), EPOCH_SAMPLES), dtype)
     present = np.zeros((n, len(modalities)), bool)
+    log_scale = np.zeros((n, len(modalities)), np.float32)
     for i, m in enumerate(modalities):
         if f"sig_{m}" not in names:
             continue
@@ -134,14 +145,16 @@ def read_shard(path: Path, modalities: tuple[str, ...], dtype: type = np.float16
             present[:, i] = table.column(f"present_{m}").to_numpy(zero_copy_only=False)
         else:
             present[:, i] = infer_present(table.column(f"qual_{m}").to_numpy(), vals)
+        col = f"log_scale_{m}"
+        log_scale[:, i] = table.column(col).to_numpy(zero_copy_only=False) if col in names else np.nan
     lab = {c: table.column(c).to_numpy(zero_copy_only=False).astype(np.int8)
            for c in ("stage", "apnea", "hypopnea")}
     events = parse_events(table.column("events").to_pylist(), path) if "events" in names else []
     n_ap, n_hy = count_respiratory_events(events)
     subject = str(table.column("subject")[0].as_py()) if n else ""
     night = str(table.column("night")[0].as_py()) if n else path.stem
-    return Night(night, subject, x, present, lab["stage"], lab["apnea"], lab["hypopnea"], n_ap, n_hy,
-                 events)
+    return Night(night, subject, x, present, log_scale, lab["stage"], lab["apnea"], lab["hypopnea"],
+                 n_ap, n_hy, events)
 
 
 def label_subjects(subjects: list[str], fraction: float, seed: int) -> set[str]:

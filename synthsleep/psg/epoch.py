@@ -45,6 +45,11 @@ class Epoch:
         data: float32 [M, 3000], normalised signals at 100 Hz; 0 where a modality is absent.
         quality: uint8 [M] ``Quality`` bits.
         present: bool [M], modality usable by the model.
+        log_scale: float32 [M], ln of the scale (the modality's unit, e.g. uV) each row of data
+            was divided by: the running normaliser's scale after this epoch for
+            running-normalised modalities, the epoch's own robust scale for
+            per-epoch-normalised ones, ln(spec.scale) for fixed-normalised ones (SpO2); 0 where
+            the modality is absent.
     """
 
     index: int
@@ -53,6 +58,7 @@ class Epoch:
     data: np.ndarray
     quality: np.ndarray
     present: np.ndarray
+    log_scale: np.ndarray
 
     def __getitem__(self, modality: str) -> np.ndarray:
         """[1, 3000] view of one modality's signal."""
@@ -71,22 +77,26 @@ class Epoch:
         return bool(self.present.any())
 
 
-def stack_for_model(epochs: Sequence[Epoch], modalities: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def stack_for_model(epochs: Sequence[Epoch], modalities: Sequence[str]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stack epochs into a model's input rows, picked by modality name.
 
     The preprocessing may produce more modalities, or another order, than a model was trained on
     (a model trained on a subset of the montage): rows are matched by name, never by position.
-    A modality an epoch lacks, or holds absent, is an absent row (zeros, False).
+    A modality an epoch lacks, or holds absent, is an absent row (zeros, False, log scale 0).
 
     Args:
         epochs: one or more ``Epoch`` (e.g. one per bed, or consecutive epochs of one night).
         modalities: the model's modalities, in its row order.
 
     Returns:
-        (x float32 [B, M, 3000], present bool [B, M]) with M = len(modalities).
+        (x float32 [B, M, 3000], present bool [B, M], log_scale float32 [B, M]) with
+        M = len(modalities); log_scale is ``Epoch.log_scale`` (ln of the scale, in the
+        modality's unit, each row was divided by).
     """
     x = np.zeros((len(epochs), len(modalities), EPOCH_SAMPLES), np.float32)
     present = np.zeros((len(epochs), len(modalities)), np.bool_)
+    log_scale = np.zeros((len(epochs), len(modalities)), np.float32)
     for b, ep in enumerate(epochs):
         rows = {name: i for i, name in enumerate(ep.modalities)}
         for j, name in enumerate(modalities):
@@ -94,4 +104,5 @@ def stack_for_model(epochs: Sequence[Epoch], modalities: Sequence[str]) -> tuple
             if i is not None and bool(ep.present[i]):
                 x[b, j] = ep.data[i]
                 present[b, j] = True
-    return x, present
+                log_scale[b, j] = ep.log_scale[i]
+    return x, present, log_scale

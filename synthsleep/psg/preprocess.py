@@ -22,12 +22,13 @@ its data is late by ``max_delay`` on the live clock) it is processed on its own:
      cumulative for the first ``norm_warmup`` present epochs, then an exponential average with a
      ``norm_horizon``-epoch time constant. Absent epochs never update them.
    - *fixed* (SpO2): a constant offset and scale.
-   Never whole-night statistics.
+   Never whole-night statistics. Each epoch carries the ln of the scale each row was divided by
+   (``Epoch.log_scale``), so the absolute amplitude stays recoverable (``psg.side_features``).
 
 Because every step depends only on the epoch's own samples and the statistics carried from
 earlier epochs, feeding a recording whole or in random chunk sizes gives identical epochs.
 
-Why one module (~540 lines): filters, resampling, quality checks, the causal normaliser and the
+Why one module (~570 lines): filters, resampling, quality checks, the causal normaliser and the
 assembler are the one path from samples to epochs that live and offline share; kept together so
 the two cannot drift apart (``psg/preprocess_batch.py`` is the vectorised offline twin, tested equal).
 """
@@ -264,7 +265,7 @@ def preprocess_modality(
     rate: float,
     norm: NormaliserState,
     params: PreprocessParams,
-) -> tuple[np.ndarray, int, bool]:
+) -> tuple[np.ndarray, int, bool, float]:
     """Turn one modality's raw epoch into the model's input; updates ``norm`` in place.
 
     Args:
@@ -276,15 +277,19 @@ def preprocess_modality(
         params: preprocessing parameters.
 
     Returns:
-        (float32 [3000] normalised signal, Quality bits, present).
+        (float32 [3000] normalised signal, Quality bits, present, log_scale): log_scale is ln of
+        the scale (the modality's unit, e.g. uV) the signal was divided by: ``norm``'s running
+        log scale after this epoch (running normalisation), ln of the epoch's own robust scale
+        (``params.epoch_norm``), ln(spec.scale) (fixed, SpO2); 0.0 when absent. The filtered
+        signal in its unit is (signal * exp(log_scale)) + a centre, up to the clip.
     """
     spec = MODALITIES[mod]
     zeros = np.zeros(EPOCH_SAMPLES, np.float32)
     if raw is None or raw.size == 0:
-        return zeros, int(Quality.MISSING), False
+        return zeros, int(Quality.MISSING), False, 0.0
     q = Quality.OK
     if rate < spec.min_rate:
-        return zeros, int(Quality.LOW_RATE), False
+        return zeros, int(Quality.LOW_RATE), False, 0.0
     raw = np.asarray(raw, dtype=np.float64)
     got = np.ones(raw.shape[0], bool) if received is None else np.asarray(received, bool)
     finite = np.isfinite(raw)
@@ -294,12 +299,12 @@ def preprocess_modality(
         q |= Quality.NONFINITE
     good = got & finite
     if 1.0 - good.mean() > min(params.max_bad_fraction, MAX_BAD_FRACTION):
-        return zeros, int(q | (Quality.MISSING if not got.any() else 0)), False
+        return zeros, int(q | (Quality.MISSING if not got.any() else 0)), False, 0.0
     vals = raw[good]
     if spec.flat >= 0 and float(np.std(vals)) < spec.flat:
-        return zeros, int(q | Quality.FLAT), False
+        return zeros, int(q | Quality.FLAT), False, 0.0
     if spec.norm != "fixed" and _frozen(vals, mod in _FAST_MODALITIES):
-        return zeros, int(q | Quality.FLAT), False
+        return zeros, int(q | Quality.FLAT), False, 0.0
     lo, hi = float(vals.min()), float(vals.max())
     if hi > lo and spec.norm != "fixed":  # SpO2 sits at its integer maximum for hours: not clipping
         tol = 1e-6 * (hi - lo)
@@ -307,28 +312,31 @@ def preprocess_modality(
         if at_edge > params.clip_fraction * vals.size and at_edge > 4:
             q |= Quality.CLIPPED
         if at_edge > RAIL_FRACTION * vals.size:  # saturated: mostly at the rails
-            return zeros, int(q), False
+            return zeros, int(q), False, 0.0
     x = _resample(_fill_bad(raw, good), rate, params)
     if spec.band is not None:
         x = _sosfiltfilt(_band_sos(*spec.band, params.target_rate, params.filter_order), x)
     if spec.norm == "fixed":
         if not (0.0 <= float(np.median(vals)) <= spec.plausible * 1.0001):
-            return zeros, int(q | Quality.IMPLAUSIBLE), False
+            return zeros, int(q | Quality.IMPLAUSIBLE), False, 0.0
         y = (x - spec.offset) / spec.scale
+        log_scale = math.log(spec.scale)
     else:
         center, scale = _robust_stats(x)
         if scale * 1.349 > spec.plausible:
-            return zeros, int(q | Quality.IMPLAUSIBLE), False
+            return zeros, int(q | Quality.IMPLAUSIBLE), False, 0.0
         if mod in params.epoch_norm:
             y = (x - center) / scale
+            log_scale = math.log(scale)
         else:
             _update_normaliser(norm, mod, center, scale, params)
             y = (x - norm.center[mod]) / math.exp(norm.log_scale[mod])
+            log_scale = norm.log_scale[mod]
     if not good.all():  # zero where nothing real was measured (after resampling to 100 Hz)
         bad100 = _resample((~good).astype(np.float64), rate, params) > 0.5
         y[bad100] = 0.0
     y = np.clip(y, -params.clip, params.clip)
-    return y.astype(np.float32), int(q), True
+    return y.astype(np.float32), int(q), True, log_scale
 
 
 # ----------------------------------------------------------------------------------------------
@@ -504,6 +512,7 @@ class EpochAssembler:
         data = np.zeros((len(p.modalities), EPOCH_SAMPLES), np.float32)
         quality = np.zeros(len(p.modalities), np.uint8)
         present = np.zeros(len(p.modalities), bool)
+        log_scale = np.zeros(len(p.modalities), np.float32)
         for i, mod in enumerate(p.modalities):
             buf = self.buffers.get(mod)
             raw = received = None
@@ -513,8 +522,9 @@ class EpochAssembler:
                 got = buf.epochs.pop(e, None)
                 # a channel that exists but sent nothing in this epoch: a gap, not a missing sensor
                 raw, received = got if got is not None else (np.full(buf.n, np.nan), np.zeros(buf.n, bool))
-            data[i], quality[i], present[i] = preprocess_modality(mod, raw, received, rate, self.norm, p)
-        return Epoch(e, self.origin + e * p.epoch_seconds, p.modalities, data, quality, present)
+            data[i], quality[i], present[i], log_scale[i] = preprocess_modality(
+                mod, raw, received, rate, self.norm, p)
+        return Epoch(e, self.origin + e * p.epoch_seconds, p.modalities, data, quality, present, log_scale)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -89,7 +89,8 @@ def _few_distinct(vals: np.ndarray, probe: int = 64) -> np.ndarray:
 
 
 def preprocess_modality_epochs(mod: str, raw: np.ndarray, rate: float, norm: NormaliserState,
-                               params: PreprocessParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                               params: PreprocessParams
+                               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``preprocess_modality`` for E consecutive, fully received epochs of one modality.
 
     Args:
@@ -100,7 +101,8 @@ def preprocess_modality_epochs(mod: str, raw: np.ndarray, rate: float, norm: Nor
         params: preprocessing parameters.
 
     Returns:
-        (float32 [E, 3000] data, uint8 [E] Quality bits, bool [E] present), equal to E calls of
+        (float32 [E, 3000] data, uint8 [E] Quality bits, bool [E] present, float32 [E] log_scale
+        (ln of the scale each row was divided by, 0 where absent)), equal to E calls of
         ``preprocess_modality(mod, raw[i], None, rate, norm, params)``.
     """
     spec = MODALITIES[mod]
@@ -109,11 +111,12 @@ def preprocess_modality_epochs(mod: str, raw: np.ndarray, rate: float, norm: Nor
     data = np.zeros((n_ep, EPOCH_SAMPLES), np.float32)
     quality = np.zeros(n_ep, np.uint8)
     present = np.zeros(n_ep, bool)
+    log_scale = np.zeros(n_ep, np.float32)
     if n_ep == 0:
-        return data, quality, present
+        return data, quality, present, log_scale
     if rate < spec.min_rate:
         quality[:] = int(Quality.LOW_RATE)
-        return data, quality, present
+        return data, quality, present, log_scale
     clean = np.isfinite(raw).all(axis=1)  # others: per epoch, below
     vals = raw[clean]
     n = raw.shape[1]
@@ -150,7 +153,8 @@ def preprocess_modality_epochs(mod: str, raw: np.ndarray, rate: float, norm: Nor
     for i in range(n_ep):
         j = clean_pos.get(i)
         if j is None:  # non-finite samples: the per-epoch path (same order for the normaliser)
-            data[i], quality[i], present[i] = preprocess_modality(mod, raw[i], None, rate, norm, params)
+            data[i], quality[i], present[i], log_scale[i] = preprocess_modality(mod, raw[i], None, rate,
+                                                                                 norm, params)
             continue
         quality[i] = q[j]
         if not ok[j]:
@@ -162,6 +166,7 @@ def preprocess_modality_epochs(mod: str, raw: np.ndarray, rate: float, norm: Nor
                 quality[i] |= int(Quality.IMPLAUSIBLE)
                 continue
             y = (xi - spec.offset) / spec.scale
+            log_scale[i] = math.log(spec.scale)
         else:
             center, scale = float(q50[k]), float(max(q75[k] - q25[k], 1e-12) / 1.349)
             if scale * 1.349 > spec.plausible:
@@ -169,12 +174,14 @@ def preprocess_modality_epochs(mod: str, raw: np.ndarray, rate: float, norm: Nor
                 continue
             if mod in params.epoch_norm:
                 y = (xi - center) / scale
+                log_scale[i] = math.log(scale)
             else:
                 _update_normaliser(norm, mod, center, scale, params)
                 y = (xi - norm.center[mod]) / math.exp(norm.log_scale[mod])
+                log_scale[i] = norm.log_scale[mod]
         data[i] = np.clip(y, -params.clip, params.clip).astype(np.float32)
         present[i] = True
-    return data, quality, present
+    return data, quality, present, log_scale
 
 
 def iter_recording_epochs_batched(recording: Recording, channel_map: Mapping[str, str],
@@ -200,6 +207,7 @@ def iter_recording_epochs_batched(recording: Recording, channel_map: Mapping[str
         data = np.zeros((n_ep, len(params.modalities), EPOCH_SAMPLES), np.float32)
         quality = np.zeros((n_ep, len(params.modalities)), np.uint8)
         present = np.zeros((n_ep, len(params.modalities)), bool)
+        log_scale = np.zeros((n_ep, len(params.modalities)), np.float32)
         for m in params.modalities:
             if m not in used:
                 quality[:, rows[m]] = int(Quality.MISSING)
@@ -208,11 +216,13 @@ def iter_recording_epochs_batched(recording: Recording, channel_map: Mapping[str
             raw = recording.read(used[m], t0, t1)[: n_ep * per_epoch[m]]
             if raw.shape[0] < n_ep * per_epoch[m]:  # fewer samples than the header promised
                 raw = np.concatenate([raw, np.full(n_ep * per_epoch[m] - raw.shape[0], np.nan)])
-            d, qu, pr = preprocess_modality_epochs(m, raw.reshape(n_ep, per_epoch[m]), rates[m], norm, params)
-            data[:, rows[m]], quality[:, rows[m]], present[:, rows[m]] = d, qu, pr
+            j = rows[m]
+            data[:, j], quality[:, j], present[:, j], log_scale[:, j] = preprocess_modality_epochs(
+                m, raw.reshape(n_ep, per_epoch[m]), rates[m], norm, params)
         for i in range(n_ep):
             e = e0 + i
-            yield Epoch(e, e * params.epoch_seconds, params.modalities, data[i], quality[i], present[i])
+            yield Epoch(e, e * params.epoch_seconds, params.modalities, data[i], quality[i], present[i],
+                        log_scale[i])
     tail = n_full * params.epoch_seconds
     if tail < duration - 1e-9 and used:
         asm = EpochAssembler(rates, params)

@@ -14,9 +14,9 @@ from synthsleep.export.verify import random_epochs, verify_artifact
 ATOL = 1e-5
 
 
-def torch_step(model, x, present, state):
+def torch_step(model, x, present, state, side):
     with torch.no_grad():
-        return model.step(torch.from_numpy(x), torch.from_numpy(present), *state)
+        return model.step(torch.from_numpy(x), torch.from_numpy(present), *state, torch.from_numpy(side))
 
 
 @pytest.mark.parametrize("batch", [2, 1, 3])
@@ -28,9 +28,9 @@ def test_ort_equals_torch_over_20_steps(tiny, artifact, batch):
     assert state.conv_state.shape[1] == batch
     tstate = (torch.zeros(state.conv_state.shape), torch.zeros(state.ssm_state.shape))
     worst = 0.0
-    for x, present in random_epochs(cfg.n_modalities, 20, batch, seed=batch):
-        out, state = rt.step(x, present, state)
-        ref = torch_step(model, x, present, tstate)
+    for x, present, side in random_epochs(cfg.n_modalities, 20, batch, seed=batch):
+        out, state = rt.step(x, present, state, side)
+        ref = torch_step(model, x, present, tstate, side)
         tstate = (ref[3], ref[4])
         got = (out.stage_prob, out.apnea_prob, out.hypopnea_prob, state.conv_state, state.ssm_state)
         for a, b in zip(got, ref):
@@ -47,16 +47,17 @@ def test_state_matters_and_a_copied_state_resumes_exactly(tiny, artifact):
     rt = StepRuntime(artifact, providers="cpu")
     seq = list(random_epochs(cfg.n_modalities, 6, 1, seed=7))
     state = rt.new_state(1)
-    for x, p in seq[:3]:
-        _, state = rt.step(x, p, state)
+    for x, p, sd in seq[:3]:
+        _, state = rt.step(x, p, state, sd)
     loaded = StepState(state.conv_state.copy(), state.ssm_state.copy())  # as the monitor restores it
     a, b = state, loaded
-    for x, p in seq[3:]:
-        oa, a = rt.step(x, p, a)
-        ob, b = rt.step(x, p, b)
+    for x, p, sd in seq[3:]:
+        oa, a = rt.step(x, p, a, sd)
+        ob, b = rt.step(x, p, b, sd)
         np.testing.assert_array_equal(oa.stage_prob, ob.stage_prob)
-    fresh, _ = rt.step(*seq[3], rt.new_state(1))
-    carried, _ = rt.step(*seq[3], loaded)
+    x3, p3, s3 = seq[3]
+    fresh, _ = rt.step(x3, p3, rt.new_state(1), s3)
+    carried, _ = rt.step(x3, p3, loaded, s3)
     assert np.abs(fresh.stage_prob - carried.stage_prob).max() > 1e-6  # history changes the output
     # bed grouping and selection
     two = StepState.concatenate([state, rt.new_state(1)])
@@ -106,9 +107,10 @@ def test_verify_on_real_epochs_from_an_edf(tiny, artifact, tmp_path):
     rt = StepRuntime(artifact, providers="cpu")
     seq = edf_epochs(edf, rt, steps=4)
     assert len(seq) == 4
-    for x, present in seq:
+    for x, present, side in seq:
         assert x.shape == (1, 3, 3000) and present.all()  # eeg, eog, emg found and usable
         assert 0.1 < float(x.std()) < 10.0  # normalised signal, not zeros
+        assert side.shape == (1, 7) and np.isfinite(side).all() and side[0, -1] > 1.0  # ln uV scale of the EEG
     model, _ = tiny
     report = verify_artifact(artifact, model=model, steps=4, batch=1, edf=edf)
     assert report.ok, report.summary()
@@ -121,15 +123,16 @@ def test_inputs_from_epochs_picks_rows_by_name(artifact):
     rt = StepRuntime(artifact, providers="cpu")  # reads eeg, eog, emg
     rng = np.random.default_rng(0)
     a = Epoch(0, 0.0, ("emg", "eeg", "ecg"), rng.standard_normal((3, 3000)).astype(np.float32),
-              np.zeros(3, np.uint8), np.array([True, True, True]))
+              np.zeros(3, np.uint8), np.array([True, True, True]), np.array([1.0, 2.5, 0.0], np.float32))
     b = Epoch(0, 0.0, ("eeg", "eog", "emg"), rng.standard_normal((3, 3000)).astype(np.float32),
-              np.array([0, 2, 0], np.uint8), np.array([True, False, True]))
-    x, present = rt.inputs_from_epochs([a, b])
+              np.array([0, 2, 0], np.uint8), np.array([True, False, True]), np.zeros(3, np.float32))
+    x, present, side = rt.inputs_from_epochs([a, b])
     assert present.tolist() == [[True, False, True], [True, False, True]]  # a lacks eog; b's eog is flat
     np.testing.assert_array_equal(x[0, 0], a.data[1])  # eeg row of a
     np.testing.assert_array_equal(x[0, 2], a.data[0])  # emg row of a
     assert not x[0, 1].any() and not x[1, 1].any()
-    out, state = rt.step(x, present, rt.new_state(2))
+    assert side[0, -1] == np.float32(2.5) and side[1, -1] == 0.0  # the EEG's log scale, by name
+    out, state = rt.step(x, present, rt.new_state(2), side)
     assert out.stage.shape == (2,) and state.batch == 2
 
 
@@ -148,8 +151,8 @@ def test_the_stacked_export_is_the_same_step_with_fewer_nodes(tiny, artifact, tm
     assert n_nodes(artifact) < 0.6 * n_nodes(plain)
     a, b = StepRuntime(artifact, threads=1), StepRuntime(plain, threads=1)
     sa, sb = a.new_state(2), b.new_state(2)
-    for x, present in random_epochs(cfg.n_modalities, 5, 2, seed=7):
-        oa, sa = a.step(x, present, sa)
-        ob, sb = b.step(x, present, sb)
+    for x, present, side in random_epochs(cfg.n_modalities, 5, 2, seed=7):
+        oa, sa = a.step(x, present, sa, side)
+        ob, sb = b.step(x, present, sb, side)
         np.testing.assert_allclose(oa.stage_prob, ob.stage_prob, atol=ATOL)
         np.testing.assert_allclose(sa.ssm_state, sb.ssm_state, atol=ATOL)

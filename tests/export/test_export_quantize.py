@@ -38,9 +38,9 @@ def test_static_qdq_variant_quantises_conv_and_stays_close(artifact, tmp_path):
     fp32 = tmp_path / "m.onnx"
     fp32.write_bytes(artifact.read_bytes())
     src = read_artifact(fp32)
-    x, present = synthetic_calibration_epochs(src.preprocess, n=6, modalities=src.modalities)
+    x, present, side = synthetic_calibration_epochs(src.preprocess, n=6, modalities=src.modalities)
     assert x.shape == (6, len(src.modalities), 3000) and present.any()
-    q = quantize_artifact_static(fp32, x, present, dst=tmp_path / "m.qdq.onnx")
+    q = quantize_artifact_static(fp32, x, present, side, dst=tmp_path / "m.qdq.onnx")
     assert q.hash_ok and q.provenance["quantization"]["source"] == src.content_hash
     assert q.provenance["quantization"]["calibration_epochs"] == 6
     nodes = onnx.load(str(q.path)).graph.node
@@ -62,8 +62,8 @@ def test_hybrid_variant_has_integer_convolutions_and_dynamic_matmuls(artifact, t
     fp32 = tmp_path / "m.onnx"
     fp32.write_bytes(artifact.read_bytes())
     src = read_artifact(fp32)
-    x, present = synthetic_calibration_epochs(src.preprocess, n=6, modalities=src.modalities)
-    q = quantize_artifact_hybrid(fp32, x, present, dst=tmp_path / "m.hybrid.onnx")
+    x, present, side = synthetic_calibration_epochs(src.preprocess, n=6, modalities=src.modalities)
+    q = quantize_artifact_hybrid(fp32, x, present, side, dst=tmp_path / "m.hybrid.onnx")
     assert q.hash_ok and q.provenance["quantization"]["source"] == src.content_hash
     assert "hybrid" in q.provenance["quantization"]["method"]
     nodes = onnx.load(str(q.path)).graph.node

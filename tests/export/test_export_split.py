@@ -11,9 +11,10 @@ import pytest
 from synthsleep.export.artifact import seal
 from synthsleep.export.runtime import StepRuntime
 from synthsleep.export.split import SplitRuntime, load_split, split_paths
+from synthsleep.psg.side_features import N_SIDE
 
 
-def _inputs(rt: StepRuntime, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _inputs(rt: StepRuntime, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     m = len(rt.modalities)
     x = rng.normal(0, 1, (n, m, 3000)).astype(np.float32)
@@ -21,7 +22,8 @@ def _inputs(rt: StepRuntime, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
     present[:, 0] |= ~present.any(axis=1)
     present[::5] = False
     present[::5, 0] = True  # EEG alone: the epochs the EEG-alone stage readout reads
-    return x, present
+    side = (2.0 + rng.standard_normal((n, N_SIDE))).astype(np.float32)
+    return x, present, side
 
 
 @pytest.mark.parametrize("which", ["dynamo", "torchscript"])
@@ -30,15 +32,15 @@ def test_encoder_then_temporal_equals_step_graph(which, artifact, tiny_artifact)
     assert all(p.is_file() for p in split_paths(path))  # export writes them by default
     rt = StepRuntime(path)
     split = SplitRuntime(rt)
-    x, present = _inputs(rt, 40)
+    x, present, side = _inputs(rt, 40)
     emb = split.encode(x, present, batch=16)  # one batch of 16, 16 and 8
     assert emb.shape[0] == 40 and emb.dtype == np.float32
     # the batch size does not change the embedding beyond rounding
     np.testing.assert_allclose(split.encode(x, present, batch=1), emb, atol=1e-5)
     s_step, s_split = rt.new_state(1), rt.new_state(1)
     for i in range(40):
-        ref, s_step = rt.step(x[i:i + 1], present[i:i + 1], s_step)
-        out, s_split = split.step(emb[i:i + 1], present[i:i + 1], s_split)
+        ref, s_step = rt.step(x[i:i + 1], present[i:i + 1], s_step, side[i:i + 1])
+        out, s_split = split.step(emb[i:i + 1], present[i:i + 1], s_split, side[i:i + 1])
         np.testing.assert_allclose(out.stage_prob, ref.stage_prob, atol=1e-5)
         np.testing.assert_allclose(out.apnea_prob, ref.apnea_prob, atol=1e-5)
         np.testing.assert_allclose(out.hypopnea_prob, ref.hypopnea_prob, atol=1e-5)
@@ -47,8 +49,8 @@ def test_encoder_then_temporal_equals_step_graph(which, artifact, tiny_artifact)
 
 
 def test_temporal_graph_takes_present_even_without_an_eeg_readout(tmp_path):
-    """Without the EEG-alone readout nothing reads ``present`` after the encoder and the
-    TorchScript exporter would drop it: the graph keeps it (its contract), and agrees with the step."""
+    """Without the EEG-alone readout nothing reads ``present`` (after the encoder) or ``side`` and
+    the TorchScript exporter would drop them: the graphs keep them (their contract), and agree."""
     import onnx
     from export_fixtures import PROVENANCE, THRESHOLDS, tiny_model
 
@@ -60,16 +62,17 @@ def test_temporal_graph_takes_present_even_without_an_eeg_readout(tmp_path):
     export_step(model, cfg, path, PROVENANCE, PreprocessParams(modalities=tuple(cfg.modalities)), THRESHOLDS,
                 exporter="torchscript")
     temporal = onnx.load(str(split_paths(path)[1]))
-    assert [i.name for i in temporal.graph.input] == ["embedding", "present", "conv_state", "ssm_state"]
+    assert [i.name for i in temporal.graph.input] == ["embedding", "present", "conv_state", "ssm_state", "side"]
+    assert [i.name for i in onnx.load(str(path)).graph.input] == ["x", "present", "conv_state", "ssm_state", "side"]
     rt = StepRuntime(path)
     split = load_split(rt)
     assert split is not None
-    x, present = _inputs(rt, 6)
+    x, present, side = _inputs(rt, 6)
     emb = split.encode(x, present)
     s_step, s_split = rt.new_state(1), rt.new_state(1)
     for i in range(6):
-        ref, s_step = rt.step(x[i:i + 1], present[i:i + 1], s_step)
-        out, s_split = split.step(emb[i:i + 1], present[i:i + 1], s_split)
+        ref, s_step = rt.step(x[i:i + 1], present[i:i + 1], s_step, side[i:i + 1])
+        out, s_split = split.step(emb[i:i + 1], present[i:i + 1], s_split, side[i:i + 1])
         np.testing.assert_allclose(out.stage_prob, ref.stage_prob, atol=1e-5)
     with pytest.raises(ValueError, match="present must be bool"):
         split.step(emb[:1], present[:1, :2], s_split)
@@ -78,7 +81,7 @@ def test_temporal_graph_takes_present_even_without_an_eeg_readout(tmp_path):
 def test_encoder_checks_inputs_like_the_step(artifact):
     rt = StepRuntime(artifact)
     split = SplitRuntime(rt)
-    x, present = _inputs(rt, 2)
+    x, present, _ = _inputs(rt, 2)
     x[1, 0, 5] = np.nan
     present[1, 0] = True
     with pytest.raises(ValueError, match="NaN"):
@@ -137,7 +140,7 @@ def test_encoder_batches_on_several_threads_are_exact(tiny_artifact, synthetic_e
 
     rt = StepRuntime(tiny_artifact)
     one, three = SplitRuntime(rt, threads=1), SplitRuntime(rt, threads=3)
-    x, present = _inputs(rt, 40)
+    x, present, _ = _inputs(rt, 40)
     np.testing.assert_array_equal(three.encode(x, present, batch=6), one.encode(x, present, batch=6))
     a, _, _ = score_recording(synthetic_edf, rt, split=three, batch=5)
     b, _, _ = score_recording(synthetic_edf, rt, split=one, batch=5)

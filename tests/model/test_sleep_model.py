@@ -13,6 +13,7 @@ from synthsleep.model import (
     load_model,
     save_model,
 )
+from synthsleep.psg.side_features import N_SIDE
 
 TOL = 1e-4
 
@@ -149,9 +150,10 @@ def test_eeg_alone_epochs_read_their_own_stage_readout(make_cfg):
     assert cfg.eeg_stage_head  # small ships with it
     model = SleepModel(cfg)
     _warm_bn(model, cfg)
-    with torch.no_grad():  # a readout that can only say "N3": where it is used shows at once
+    with torch.no_grad():  # a readout that says "N3" exactly when the side feature 0 is high
         model.heads.stage_eeg.weight.zero_()
-        model.heads.stage_eeg.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 30.0, 0.0]))
+        model.heads.stage_eeg.weight[3, cfg.fusion_dim] = 10.0
+        model.heads.stage_eeg.bias.zero_()
     m = cfg.n_modalities
     x = torch.randn(4, m, 3000)
     present = torch.ones(4, m, dtype=torch.bool)
@@ -162,12 +164,20 @@ def test_eeg_alone_epochs_read_their_own_stage_readout(make_cfg):
     plain = SleepModel(make_cfg(eeg_stage_head=False))
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if "stage_eeg" not in k})
     plain.eval()
+    side = torch.full((4, N_SIDE), 3.0)
     with torch.no_grad():
-        sp, ap, *_ = model.step(x, present, *model.allocate_state(4))
-        shared, ap_plain, *_ = plain.step(x, present, *plain.allocate_state(4))
+        sp, ap, *_ = model.step(x, present, *model.allocate_state(4), side)
+        shared, ap_plain, *_ = plain.step(x, present, *plain.allocate_state(4), side)
+        low, *_ = model.step(x, present, *model.allocate_state(4), -side)
+        unknown, *_ = model.step(x, present, *model.allocate_state(4), torch.full((4, N_SIDE), float("nan")))
+        none, *_ = model.step(x, present, *model.allocate_state(4))
     assert sp[1, 3] > 0.999 and shared[1, 3] < 0.9
+    assert low[1, 3] < 1e-6  # the readout reads the side features
     torch.testing.assert_close(sp[[0, 2, 3]], shared[[0, 2, 3]], atol=TOL, rtol=TOL)
     torch.testing.assert_close(ap, ap_plain, atol=TOL, rtol=TOL)  # the readout is for stages only
+    # side features unknown (NaN, or not given): the shared head reads every epoch, no NaN out
+    torch.testing.assert_close(unknown, shared, atol=TOL, rtol=TOL)
+    torch.testing.assert_close(none, shared, atol=TOL, rtol=TOL)
     with pytest.raises(ConfigError, match="eeg_stage_head needs 'eeg'"):
         make_cfg(modalities=["eog", "ecg"])
 
@@ -256,25 +266,31 @@ def test_onnx_step_export_matches_torch(tiny_cfg, tmp_path):
     x, present = x[:, 0], present[:, 0]
     c, s = model.allocate_state(2)
     path = tmp_path / "step.onnx"
-    dyn = {name: {0: "batch"} for name in ("x", "present")}
+    dyn = {name: {0: "batch"} for name in ("x", "present", "side")}
     dyn.update({"conv_state": {1: "batch"}, "ssm_state": {1: "batch"}})
     dyn.update({n: {0: "batch"} for n in ("stage_prob", "apnea_prob", "hypopnea_prob")})
     dyn.update({"conv_state_out": {1: "batch"}, "ssm_state_out": {1: "batch"}})
-    torch.onnx.export(wrapper, (x, present, c, s), str(path), dynamo=False, opset_version=17,
+    side = torch.randn(2, N_SIDE)
+    torch.onnx.export(wrapper, (x, present, c, s, side), str(path), dynamo=False, opset_version=17,
                       input_names=list(StepWrapper.input_names),
                       output_names=list(StepWrapper.output_names), dynamic_axes=dyn)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    # three beds (a batch size not seen at export), two epochs, state fed back
+    # three beds (a batch size not seen at export), two epochs, state fed back; bed 0 EEG alone
     xb, pb = _batch(tiny_cfg, 3, 2)
+    pb[0] = False
+    pb[0, :, 0] = True
+    xb = xb * pb[..., None]
+    sides = torch.randn(3, 2, N_SIDE)
     cb, sb = model.allocate_state(3)
     feeds = {"conv_state": cb.numpy(), "ssm_state": sb.numpy()}
     for t in range(2):
         with torch.no_grad():
-            ref = model.step(xb[:, t], pb[:, t], cb, sb)
+            ref = model.step(xb[:, t], pb[:, t], cb, sb, sides[:, t])
         cb, sb = ref[3], ref[4]
-        got = sess.run(None, {"x": xb[:, t].numpy(), "present": pb[:, t].numpy(), **feeds})
+        got = sess.run(None, {"x": xb[:, t].numpy(), "present": pb[:, t].numpy(), "side": sides[:, t].numpy(),
+                              **feeds})
         for r, g in zip(ref, got):
             np.testing.assert_allclose(g, r.numpy(), atol=1e-4, rtol=1e-4)
         feeds = {"conv_state": got[3], "ssm_state": got[4]}

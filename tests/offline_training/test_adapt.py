@@ -70,13 +70,13 @@ def test_batchnorm_statistics_become_the_sites_and_unrecorded_modalities_keep_th
 
     model, cfg = load_model(base_artifact.with_suffix(""))
     params = PreprocessParams(modalities=tuple(cfg.modalities))
-    x, present = read_epochs(site_edf, params)
+    x, present, side = read_epochs(site_edf, params)
     assert present[:, 0].all() and present[:, 1].all() and not present[:, 2].any()  # eeg, eog; no emg
     eeg_bn = next(m for m in model.encoders["eeg"].modules() if isinstance(m, torch.nn.BatchNorm1d))
     emg_before = [b.running_mean.clone() for b in model.encoders["emg"].modules()
                   if isinstance(b, torch.nn.BatchNorm1d)]
     before = eeg_bn.running_mean.clone()
-    stats = reestimate_batchnorm(model, [(x, present)])
+    stats = reestimate_batchnorm(model, [(x, present, side)])
     assert stats["epochs"] == len(x) and stats["kept"] >= len(emg_before) > 0
     assert not torch.allclose(eeg_bn.running_mean, before, atol=1e-3)
     want = _bn_input_means(model, x, present, eeg_bn)  # the site's own statistics, measured
@@ -141,9 +141,9 @@ def test_predict_stages_is_what_score_stages(base_artifact, site_edf):
     from synthsleep.score import score_recording
 
     model, cfg = load_model(base_artifact.with_suffix(""))
-    x, present = read_epochs(site_edf, PreprocessParams(modalities=tuple(cfg.modalities)))
+    x, present, side = read_epochs(site_edf, PreprocessParams(modalities=tuple(cfg.modalities)))
     scored, _, _ = score_recording(site_edf, StepRuntime(base_artifact, threads=1))
-    np.testing.assert_array_equal(predict_stages(model, x, present),
+    np.testing.assert_array_equal(predict_stages(model, x, present, side),
                                   np.argmax([s.stage_prob for s in scored], axis=1))
 
 
@@ -155,7 +155,7 @@ def test_stage_balanced_statistics_mix_each_predicted_stage_by_the_training_mix(
     from synthsleep.psg.preprocess import PreprocessParams
 
     model, cfg = load_model(base_artifact.with_suffix(""))
-    x, present = read_epochs(site_edf, PreprocessParams(modalities=tuple(cfg.modalities)))
+    x, present, side = read_epochs(site_edf, PreprocessParams(modalities=tuple(cfg.modalities)))
     # the tiny random model calls every epoch one stage: give the 16 epochs three predicted stages
     # (checked against score in the test above), 3 of them too few to count
     stages = np.array([1] * 3 + [2] * 10 + [4] * 3)
@@ -167,11 +167,11 @@ def test_stage_balanced_statistics_mix_each_predicted_stage_by_the_training_mix(
     want_mean, want_sq = 0.0, 0.0
     for c, wc in zip(seen, w):  # each stage's statistics alone, by plain AdaBN on its epochs
         alone = copy.deepcopy(model)
-        reestimate_batchnorm(alone, [(x[stages == c], present[stages == c])])
+        reestimate_batchnorm(alone, [(x[stages == c], present[stages == c], side[stages == c])])
         bn = next(m for m in alone.encoders["eeg"].modules() if isinstance(m, torch.nn.BatchNorm1d))
         want_mean = want_mean + wc * bn.running_mean
         want_sq = want_sq + wc * (bn.running_var + bn.running_mean ** 2)
-    stats = reestimate_batchnorm(model, [(x, present)], stage_mix=mix.tolist())
+    stats = reestimate_batchnorm(model, [(x, present, side)], stage_mix=mix.tolist())
     assert stats["predicted_stage_epochs"] == [0, 3, 10, 0, 3] and stats["epochs"] == 16
     assert stats["stage_weights"] == pytest.approx([0, w[0], w[1], 0, w[2]], abs=1e-4)
     eeg_bn = next(m for m in model.encoders["eeg"].modules() if isinstance(m, torch.nn.BatchNorm1d))
@@ -180,8 +180,8 @@ def test_stage_balanced_statistics_mix_each_predicted_stage_by_the_training_mix(
     assert stats["kept"] > 0  # the EMG encoder saw nothing and kept its statistics
     monkeypatch.setattr(adapt_mod, "MIN_STAGE_EPOCHS", 4)  # now only N2 counts: its statistics alone
     alone = copy.deepcopy(model)
-    reestimate_batchnorm(alone, [(x[stages == 2], present[stages == 2])])
-    stats = reestimate_batchnorm(model, [(x, present)], stage_mix=mix.tolist())
+    reestimate_batchnorm(alone, [(x[stages == 2], present[stages == 2], side[stages == 2])])
+    stats = reestimate_batchnorm(model, [(x, present, side)], stage_mix=mix.tolist())
     assert stats["stage_weights"] == [0, 0, 1, 0, 0]
     for a, b in zip(adapt_mod._encoder_batchnorms(model), adapt_mod._encoder_batchnorms(alone)):
         torch.testing.assert_close(a.running_mean, b.running_mean, atol=1e-5, rtol=1e-4)

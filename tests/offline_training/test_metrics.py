@@ -129,12 +129,13 @@ def test_evaluate_cli_with_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixt
     x = rng.standard_normal((26, 4, 3000)).astype(np.float32)
     present = np.ones((26, 4), bool)
     present[:, 3] = False
-    carried = pred.carried(x, present)
+    side = rng.standard_normal((26, 7)).astype(np.float32)
+    carried = pred.carried(x, present, side)
     pred.chunk = 64  # chunking must not change the carried result (state passed between chunks)
-    whole = pred.carried(x, present)
+    whole = pred.carried(x, present, side)
     for a, b in zip(carried, whole):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    win = pred.windows(x, present, window=10)
+    win = pred.windows(x, present, side, window=10)
     np.testing.assert_allclose(win[0][:10], whole[0][:10], rtol=1e-4, atol=1e-5)  # first window = carried
     assert not np.allclose(win[0][10:], whole[0][10:], atol=1e-6)  # later windows restart from zero
 
@@ -169,8 +170,11 @@ def test_onnx_predictor_matches_checkpoint(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     x = rng.standard_normal((23, 4, 3000)).astype(np.float32)
     present = rng.random((23, 4)) > 0.2
+    present[::3] = False
+    present[::3, 0] = True  # EEG alone: the EEG-alone readout and its side features in both
+    side = (3.0 + rng.standard_normal((23, 7))).astype(np.float32)
     for mode in ("carried", "windows"):
-        args = (x, present) if mode == "carried" else (x, present, 10)
+        args = (x, present, side) if mode == "carried" else (x, present, side, 10)
         a, b = getattr(onnx_pred, mode)(*args), getattr(torch_pred, mode)(*args)
         for u, v in zip(a, b):
             np.testing.assert_allclose(u, v, rtol=1e-3, atol=1e-4)

@@ -18,8 +18,10 @@ from synthsleep.offline_training.prepare import (
     split_subjects,
     subject_night_ids,
 )
+from synthsleep.offline_training.shards import read_shard
 from synthsleep.psg import recording
-from synthsleep.psg.preprocess import PreprocessParams
+from synthsleep.psg.montage import resolve_channels
+from synthsleep.psg.preprocess import PreprocessParams, iter_recording_epochs
 
 MODS = ("eeg", "eog", "emg", "ecg")
 PARAMS = PreprocessParams(modalities=MODS)
@@ -106,6 +108,14 @@ def test_prepare_synthetic_folder(tmp_path: Path) -> None:
     assert sig.shape == (3000,) and sig.dtype == np.float32 and np.std(sig) > 0.1
     assert all(t.column(f"present_{mod}").to_pylist() == [True] * 12 for mod in MODS)
     assert set(t.column("subject").to_pylist()) == {"synth-s1"}
+    # the shard holds exactly what preprocessing made, log scales (ln uV) included
+    with recording.open_recording(src / "synth-s1-n1.edf") as rec:
+        chmap = resolve_channels([c.label for c in rec.channels], wanted=MODS)
+        eps = list(iter_recording_epochs(rec, chmap, PARAMS))
+    night = read_shard(out / f["shard"], MODS, np.float32)
+    np.testing.assert_array_equal(night.log_scale, np.stack([ep.log_scale for ep in eps]))
+    np.testing.assert_array_equal(night.x, np.stack([ep.data for ep in eps]))
+    assert night.log_scale.dtype == np.float32 and (night.log_scale[:, 0] > 2.0).all()  # EEG ~ 20-30 uV
     # the manifest on disk is the same, and nothing temporary survives
     assert load_manifest(out).files == m.files
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
@@ -121,6 +131,14 @@ def test_prepare_synthetic_folder(tmp_path: Path) -> None:
     t2 = pq.read_table(out / "shards" / "synth-s2-n1.parquet", columns=["stage"])
     assert t2.column("stage").to_pylist() == [2] * 6 + [3] * 4
     assert m2.split == m.split
+
+    # shards of an older schema (no log_scale columns) are never reused: every file is redone
+    old = json.loads((out / "manifest.json").read_text())
+    old["schema_version"] = 1
+    (out / "manifest.json").write_text(json.dumps(old))
+    m3 = prepare(src, out, params=PARAMS, workers=1, seed=0)
+    assert m3.extra["summary"]["skipped"] == 0 and m3.extra["summary"]["ok"] == 4
+    assert m3.schema_version == 2 and load_manifest(out).schema_version == 2
 
 
 def test_bad_files_reported_not_fatal(tmp_path: Path) -> None:

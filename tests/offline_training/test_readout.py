@@ -9,7 +9,7 @@ from _train_fixtures import TINY_MODEL, shared_shards
 
 from synthsleep.model import SleepModel, load_config, load_model, save_model
 from synthsleep.offline_training.augment import montage_mask
-from synthsleep.offline_training.night_trainer import embed_nights, night_presents
+from synthsleep.offline_training.night_trainer import embed_nights, night_presents, night_sides
 from synthsleep.offline_training.readout import eeg_alone_features, fit_eeg_readout, fit_logistic
 from synthsleep.offline_training.selection import predict_embedded
 from synthsleep.offline_training.shards import load_nights
@@ -48,17 +48,26 @@ def test_readout_fitted_on_train_chosen_on_val_and_saved(tmp_path_factory, tmp_p
     val = [n for n in load_nights(shards, "val", cfg2.modalities) if n.labelled]
     keep = montage_mask(("eeg",), tuple(cfg2.modalities))
     right = total = 0
-    for n, e, pr in zip(val, embed_nights(model, val, torch.device("cpu"), keep=keep), night_presents(val, keep)):
-        st, _, _ = predict_embedded(model, e, "carried", present=pr)
+    presents = night_presents(val, keep)
+    sides = night_sides(val, [p.numpy() for p in presents], tuple(cfg2.modalities))
+    blind = []
+    for n, e, pr, sd in zip(val, embed_nights(model, val, torch.device("cpu"), keep=keep), presents, sides):
+        assert torch.isfinite(sd).all() and sd[:, -1].abs().sum() > 0  # the shards carry log scales
+        st, _, _ = predict_embedded(model, e, "carried", present=pr, side=sd)
+        blind.append(predict_embedded(model, e, "carried", present=pr, side=sd * 0)[0])
         ok = n.stage >= 0
         right += int((st.argmax(1)[ok] == n.stage[ok]).sum())
         total += int(ok.sum())
     assert right / total == pytest.approx(rep["val_accuracy"], abs=1.5 / total)
+    # the readout reads the side features: zeroing them changes its output
+    st_all = np.concatenate([predict_embedded(model, e, "carried", present=pr, side=sd)[0] for e, pr, sd in
+                             zip(embed_nights(model, val, torch.device("cpu"), keep=keep), presents, sides)])
+    assert np.abs(st_all - np.concatenate(blind)).max() > 1e-3
     # with every sensor the shared head reads them, as before the fit
     h, _ = eeg_alone_features(model, val[:1], "check")
     full, _, _ = predict_embedded(model, embed_nights(model, val[:1], torch.device("cpu"))[0], "carried",
                                   present=night_presents(val[:1])[0])
     plain, _, _ = predict_embedded(before, embed_nights(before, val[:1], torch.device("cpu"))[0], "carried")
     np.testing.assert_allclose(full, plain, atol=1e-5)
-    assert h.shape[1] == cfg2.fusion_dim
+    assert h.shape[1] == cfg2.fusion_dim + 7  # [h, side]
 

@@ -34,10 +34,15 @@ def _value(night_no: int, epoch: int) -> float:
     return night_no * 1000.0 + epoch
 
 
+def _log_scale(night_no: int, epoch: int) -> np.ndarray:
+    """log_scale of (eeg, eog, emg) written for epoch e of the i-th night (emg 0 when absent)."""
+    return np.array([night_no + 0.25, epoch * 0.5, 1.5 if epoch % 2 == 0 else 0.0], np.float32)
+
+
 def make_shards(root: Path, nights: dict[str, tuple[str, int]], split: dict[str, list[str]] | None = None,
                 row_group: int = 5) -> Path:
     """Write fake shards: sig_eeg of epoch e of the i-th night is filled with i*1000+e, stage = e % 5,
-    apnea = e % 2, hypopnea = (e+1) % 2; emg absent (FLAT) on odd epochs."""
+    apnea = e % 2, hypopnea = (e+1) % 2; emg absent (FLAT) on odd epochs; log_scale ``_log_scale``."""
     (root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     files = []
     for i, (night, (subject, n)) in enumerate(nights.items()):
@@ -48,7 +53,7 @@ def make_shards(root: Path, nights: dict[str, tuple[str, int]], split: dict[str,
                 data[1] = -1.0
                 qual = np.array([0, int(Quality.CLIPPED), int(Quality.FLAT) if e % 2 else 0], np.uint8)
                 pres = np.array([True, True, e % 2 == 0])
-                w.add(e, 30.0 * e, data, qual, pres, e % 5, e % 2, (e + 1) % 2)
+                w.add(e, 30.0 * e, data, qual, pres, _log_scale(i, e), e % 5, e % 2, (e + 1) % 2)
             w.commit()
         files.append({"path": f"/x/{night}.edf", "sha256": "0", "size": 1, "subject": subject, "night": night,
                       "shard": f"{SHARD_DIR}/{night}.parquet", "n_epochs": n, "status": "ok", "error": None})
@@ -80,6 +85,8 @@ def test_read_shard_every_epoch_in_order(shards: Path) -> None:
         assert n.apnea.tolist() == [e % 2 for e in range(len(n))]
         assert n.present[:, 2].tolist() == [e % 2 == 0 for e in range(len(n))]
         assert n.present[:, :2].all()
+        assert n.log_scale.dtype == np.float32 and n.log_scale.shape == (len(n), 3)
+        np.testing.assert_array_equal(n.log_scale, [_log_scale(k[n.night], e) for e in range(len(n))])
     # training keeps float16 (half the memory); the values are the same epochs
     f16 = read_shard(shards / SHARD_DIR / "a2.parquet", MODS)
     assert f16.x.dtype == np.float16 and f16.x[3, 0, 0] == np.float16(_value(1, 3))
@@ -100,6 +107,18 @@ def test_modality_order_and_missing_modality(shards: Path) -> None:
     assert n.x.shape == (12, 3, 3000)
     assert n.x[4, 2, 0] == _value(2, 4) and not n.present[:, 1].any() and not n.x[:, 1].any()
     assert n.present[:, 0].tolist() == [e % 2 == 0 for e in range(12)]
+    np.testing.assert_array_equal(n.log_scale[:, 2], [_log_scale(2, e)[0] for e in range(12)])  # eeg
+    np.testing.assert_array_equal(n.log_scale[:, 0], [_log_scale(2, e)[2] for e in range(12)])  # emg
+    assert not n.log_scale[:, 1].any()  # a modality the shard lacks: absent, 0
+
+
+def test_shards_written_before_log_scale_read_as_nan(shards: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = shards / SHARD_DIR / "c1.parquet"
+    t = pq.read_table(path)
+    pq.write_table(t.drop([f"log_scale_{m}" for m in MODS]), path)
+    n = read_shard(path, ("eeg", "airflow"), np.float32)
+    assert np.isnan(n.log_scale[:, 0]).all() and not n.log_scale[:, 1].any()
+    assert "predates log_scale" in caplog.text and "re-run prepare" in caplog.text
 
 
 def test_present_inferred_for_shards_without_present_columns(shards: Path) -> None:
@@ -157,12 +176,12 @@ def test_evaluation_reads_what_training_reads(tmp_path: Path) -> None:
         modalities = ("eeg", "emg")
         thresholds: dict[str, float] = {}
 
-        def carried(self, x, present):
+        def carried(self, x, present, side):
             n = len(x)
             return np.tile(x[:, :1, 0], (1, 5)), present[:, 1].astype(float), np.zeros(n)
 
-        def windows(self, x, present, window):
-            return self.carried(x, present)
+        def windows(self, x, present, side, window):
+            return self.carried(x, present, side)
 
     root = make_shards(tmp_path, {"a": ("A", 9), "b": ("B", 5)},
                        split={"train": ["A"], "val": [], "test": ["A", "B"]})

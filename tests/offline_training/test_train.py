@@ -108,7 +108,7 @@ def test_embed_nights_keep_equals_a_recording_without_those_sensors(shards):
     night = load_nights(shards, "val", cfg.modalities)[0]
     keep = montage_mask(("eeg",), tuple(cfg.modalities))
     stripped = Night(night.night, night.subject, night.x * keep[None, :, None], night.present & keep[None],
-                     night.stage, night.apnea, night.hypopnea)
+                     night.log_scale * keep[None], night.stage, night.apnea, night.hypopnea)
     a = embed_nights(model, [night], torch.device("cpu"), keep=keep)[0]
     b = embed_nights(model, [stripped], torch.device("cpu"))[0]
     full = embed_nights(model, [night], torch.device("cpu"))[0]

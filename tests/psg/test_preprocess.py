@@ -1,12 +1,19 @@
+import math
+
 import numpy as np
 import pytest
 
 from synthsleep.psg.epoch import EPOCH_SAMPLES, Quality
+from synthsleep.psg.montage import MODALITIES
 from synthsleep.psg.preprocess import (
     EpochAssembler,
     NormaliserState,
     PreprocessError,
     PreprocessParams,
+    _band_sos,
+    _resample,
+    _robust_stats,
+    _sosfiltfilt,
     preprocess_modality,
 )
 
@@ -156,26 +163,27 @@ def test_flat_nan_clipped_implausible_flags():
     norm = NormaliserState()
     n = 256 * 30
     flat = np.full(n, 3.0)
-    y, q, present = preprocess_modality("eeg", flat, None, 256.0, norm, params)
+    y, q, present, _ = preprocess_modality("eeg", flat, None, 256.0, norm, params)
     assert q & Quality.FLAT and not present and not y.any()
     x = rng.normal(0, 30, n)
     x[:500] = np.nan  # 6.5 %: present, the NaN stretch zeroed
-    y, q, present = preprocess_modality("eeg", x, None, 256.0, norm, params)
+    y, q, present, _ = preprocess_modality("eeg", x, None, 256.0, norm, params)
     assert q & Quality.NONFINITE and present and np.isfinite(y).all()
     assert np.all(y[:190] == 0.0)
     x[:2000] = np.nan  # 26 % bad: absent, never zero-filled into the model
-    y, q, present = preprocess_modality("eeg", x, None, 256.0, norm, params)
+    y, q, present, _ = preprocess_modality("eeg", x, None, 256.0, norm, params)
     assert q & Quality.NONFINITE and not present and not y.any()
     x = rng.normal(0, 100, n)
     x = np.clip(x, -80, 80)
-    y, q, present = preprocess_modality("eeg", x, None, 256.0, norm, params)
+    y, q, present, _ = preprocess_modality("eeg", x, None, 256.0, norm, params)
     assert q & Quality.CLIPPED and present
     volts_as_uv = rng.normal(0, 30e6, n)  # a reader that took uV for V
-    _, q, present = preprocess_modality("eeg", volts_as_uv, None, 256.0, NormaliserState(), params)
+    _, q, present, _ = preprocess_modality("eeg", volts_as_uv, None, 256.0, NormaliserState(), params)
     assert q & Quality.IMPLAUSIBLE and not present
-    _, q, present = preprocess_modality("emg", rng.normal(0, 5, 50 * 30), None, 50.0, NormaliserState(), params)
+    _, q, present, _ = preprocess_modality("emg", rng.normal(0, 5, 50 * 30), None, 50.0, NormaliserState(),
+                                           params)
     assert q & Quality.LOW_RATE and not present
-    _, q, present = preprocess_modality("eeg", None, None, 256.0, NormaliserState(), params)
+    _, q, present, _ = preprocess_modality("eeg", None, None, 256.0, NormaliserState(), params)
     assert q == Quality.MISSING and not present
 
 
@@ -259,3 +267,51 @@ def test_params_of_older_artifacts_keep_running_normalisation():
     assert PreprocessParams.from_dict(d).epoch_norm == ()
     with pytest.raises(PreprocessError, match="epoch_norm"):
         PreprocessParams(epoch_norm=("eeg", "brainwaves"))
+
+
+def test_log_scale_carries_the_amplitude_the_running_normaliser_takes_out():
+    """The same signal 3x louder, after a history 3x louder: the same data, log scale + ln 3."""
+    params = PreprocessParams()
+    rng = np.random.default_rng(5)
+    quiet, loud = NormaliserState(), NormaliserState()
+    for _ in range(4):
+        h = rng.normal(0, 20, 256 * 30)
+        preprocess_modality("eeg", h, None, 256.0, quiet, params)
+        preprocess_modality("eeg", 3.0 * h, None, 256.0, loud, params)
+    x = rng.normal(0, 30, 256 * 30)
+    ya, qa, pa, la = preprocess_modality("eeg", x, None, 256.0, quiet, params)
+    yb, qb, pb, lb = preprocess_modality("eeg", 3.0 * x, None, 256.0, loud, params)
+    assert pa and pb and qa == qb == 0
+    np.testing.assert_allclose(ya, yb, atol=1e-5)
+    assert lb - la == pytest.approx(np.log(3.0), abs=1e-9)
+    assert la == quiet.log_scale["eeg"] and 2.0 < la < 4.0  # the running scale after this epoch, ln uV
+
+
+def test_log_scale_of_per_epoch_fixed_and_absent_modalities():
+    params = PreprocessParams(epoch_norm=("eeg",))
+    rng = np.random.default_rng(6)
+    x = rng.normal(0, 30, 256 * 30)
+    y, _, present, ls = preprocess_modality("eeg", x, None, 256.0, NormaliserState(), params)
+    band = _band_sos(*MODALITIES["eeg"].band, params.target_rate, params.filter_order)
+    filtered = _sosfiltfilt(band, _resample(x, 256.0, params))  # uV
+    center, scale = _robust_stats(filtered)
+    assert present and ls == math.log(scale)  # the epoch's own robust scale
+    np.testing.assert_allclose(y * np.exp(ls) + center, filtered, atol=1e-4 * scale)  # uV recovered
+    _, _, present, ls = preprocess_modality("spo2", 96 + rng.normal(0, 0.5, 30), None, 1.0, NormaliserState(),
+                                            params)
+    assert present and ls == pytest.approx(np.log(5.0))  # fixed: ln(spec.scale)
+    norm = NormaliserState()
+    preprocess_modality("eeg", x, None, 256.0, norm, PreprocessParams())
+    for raw in (None, np.zeros(256 * 30), np.full(256 * 30, np.nan)):  # missing, flat, non-finite
+        y, _, present, ls = preprocess_modality("eeg", raw, None, 256.0, norm, PreprocessParams())
+        assert not present and ls == 0.0 and not y.any()
+
+
+def test_epochs_carry_the_log_scale():
+    sig = _signals(120)
+    eps = _feed(sig, lambda n: [n])
+    for ep in eps:
+        assert ep.log_scale.dtype == np.float32 and ep.log_scale.shape == (len(ep.modalities),)
+        np.testing.assert_array_equal(ep.log_scale == 0, ~ep.present)
+    i = eps[0].modalities.index("spo2")
+    assert eps[-1].log_scale[i] == np.float32(np.log(5.0))

@@ -23,6 +23,7 @@ def _assert_same(a, b):
         assert x.start == y.start and x.modalities == y.modalities
         np.testing.assert_array_equal(x.quality, y.quality)
         np.testing.assert_array_equal(x.present, y.present)
+        np.testing.assert_array_equal(x.log_scale, y.log_scale)
         np.testing.assert_array_equal(x.data, y.data)  # bit for bit
 
 
@@ -77,10 +78,12 @@ def test_rows_equal_per_epoch_calls_with_the_normaliser_in_order():
     raw[9, :400] = np.nan  # 13 %: absent
     params = PreprocessParams()
     n1, n2 = NormaliserState(), NormaliserState()
-    data, quality, present = preprocess_modality_epochs("eeg", raw, 100.0, n1, params)
+    data, quality, present, log_scale = preprocess_modality_epochs("eeg", raw, 100.0, n1, params)
+    assert log_scale.dtype == np.float32 and log_scale.shape == (30,)
     for i in range(30):
-        d, q, p = preprocess_modality("eeg", raw[i], None, 100.0, n2, params)
+        d, q, p, ls = preprocess_modality("eeg", raw[i], None, 100.0, n2, params)
         np.testing.assert_array_equal(data[i], d)
-        assert (quality[i], present[i]) == (q, p)
+        assert (quality[i], present[i], log_scale[i]) == (q, p, np.float32(ls))
     assert n1.to_dict() == n2.to_dict()
-    assert present[7] and quality[7] & Quality.NONFINITE and not present[9]
+    assert present[7] and quality[7] & Quality.NONFINITE and not present[9] and log_scale[9] == 0.0
+    assert (log_scale[present] != 0).all()

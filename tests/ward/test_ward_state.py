@@ -18,7 +18,7 @@ MODS = ("eeg", "eog", "airflow")
 def _epoch(i: int, present=(True, True, True), quality=None) -> Epoch:
     bits = quality if quality is not None else [0 if p else 2 for p in present]  # 2: FLAT
     return Epoch(i, 1000.0 + 30.0 * i, MODS, np.zeros((3, EPOCH_SAMPLES), np.float32),
-                 np.array(bits, np.uint8), np.array(present, bool))
+                 np.array(bits, np.uint8), np.array(present, bool), np.zeros(3, np.float32))
 
 
 def _feed(ward: WardState, session: BedSession, i: int, stage: int, apnea: float, present=(True, True, True),
