@@ -106,13 +106,6 @@ class SleepModel(nn.Module):
         self._check_epochs(x, present, (x.shape[0],), "encode_epochs")
         return self.fusion.embed(self.neuronet_tokens(x, present), present)
 
-    def eeg_alone(self, present: Tensor) -> Tensor | None:
-        """present bool [N, M] -> bool [N]: EEG is the only present modality (the epochs the
-        EEG-alone stage readout reads); None when the model has no such readout."""
-        if not self.cfg.eeg_stage_head:
-            return None
-        return present[:, self.cfg.modalities.index("eeg")] & (present.to(torch.int32).sum(-1) == 1)
-
     # ------------------------------------------------------------------ temporal
     def allocate_state(self, batch: int, device: torch.device | str | None = None) -> State:
         """Zero state: conv [L, B, conv_dim, d_conv], ssm [L, B, nheads, headdim, d_state]."""
@@ -148,8 +141,8 @@ class SleepModel(nn.Module):
         """x [B, T, M, 3000], present bool [B, T, M] -> (SleepOutputs, new state).
 
         ``side`` float [B, T, N_SIDE]: the epochs' EEG side features (``psg.side_features``),
-        read by the EEG-alone stage readout (``cfg.eeg_stage_head``); None or a NaN row: unknown,
-        the shared stage head reads the epoch.
+        read by the stage readouts (``cfg.eeg_stage_head``, ``cfg.montage_stage_head``); None or a
+        NaN row: unknown, the shared stage head reads the epoch.
 
         Training mode applies modality dropout (cfg.modality_dropout). Detach the returned state
         (``detach_state``) before feeding it to the next chunk of a night.
@@ -184,7 +177,7 @@ class SleepModel(nn.Module):
         e = self.fusion.embed(tokens, flat_present).reshape(b, t, -1)
         h, new_state = self.temporal(e, state)
         flat_side = None if side is None else side.reshape(b * t, -1)
-        stage, apnea, hyp = self.heads(h.reshape(b * t, -1), self.eeg_alone(flat_present), flat_side)
+        stage, apnea, hyp = self.heads(h.reshape(b * t, -1), flat_present, flat_side)
         return SleepOutputs(stage.reshape(b, t, -1), apnea.reshape(b, t),
                             hyp.reshape(b, t)), new_state
 
@@ -204,7 +197,7 @@ class SleepModel(nn.Module):
                       side: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """The stateful part of ``step``: fused embeddings e [B, fusion_dim] (``encode_epochs``),
         the sensor set they came from (present bool [B, M]: picks the stage readout), the EEG
-        side features (side [B, N_SIDE]: read by the EEG-alone readout only) and states
+        side features (side [B, N_SIDE]: read by the stage readouts only) and states
         -> (stage_prob [B, 5], apnea_prob [B], hypopnea_prob [B], conv_state, ssm_state).
         ``step(x, present, ...) == temporal_step(encode_epochs(x, present), present, ...)``:
         offline scoring runs ``encode_epochs`` batched over a whole night, then this per epoch.
@@ -216,7 +209,7 @@ class SleepModel(nn.Module):
             h = h + y
             convs.append(c)
             ssms.append(s)
-        stage, apnea, hyp = self.heads(h, self.eeg_alone(present), side)
+        stage, apnea, hyp = self.heads(h, present, side)
         return (torch.softmax(stage, dim=-1), torch.sigmoid(apnea), torch.sigmoid(hyp),
                 torch.stack(convs), torch.stack(ssms))
 

@@ -13,8 +13,9 @@ Stages (each timed; a summary table is printed at the end and stored in eval_rep
 5. fine-tune all tasks: end-to-end windows, then whole-night truncated BPTT with the state
    carried; model selection and apnea/hypopnea thresholds on the VALIDATION split; the thresholds
    are then folded into the heads' output biases so that probability 0.5 is the decision point;
-   with ``eeg_stage_head`` in the model config the EEG-alone stage readout is refitted on frozen
-   features of the train nights, its L2 strength chosen on val (``readout.py``);
+   with ``eeg_stage_head`` in the model config the stage readouts (EEG alone; EEG with other
+   sensors) are fitted on frozen features of the train nights, their L2 strengths chosen on val
+   (``readout.py``);
 6. evaluate on the held-out TEST subjects, (a) 20-epoch windows from a zero state and (b) the
    state carried all night (PyTorch), then the ONNX artifact through ONNX Runtime;
 7. export ``model.onnx`` and copy ``model.safetensors``,
@@ -49,7 +50,7 @@ from .finetune import finetune
 from .metrics import jsonable
 from .night_trainer import embed_nights, night_presents, night_sides
 from .pretrain import pretrain_multimodal, pretrain_unimodal
-from .readout import fit_eeg_readout
+from .readout import fit_stage_readouts
 from .selection import evaluate_embedded, predict_embedded, short_metrics
 from .shards import load_nights, stage_mix
 from .trainer import setup_threads
@@ -285,7 +286,8 @@ def make_model(out: Path, work: Path, rc: RunConfig, subjects: int, two_night: i
     timer.run("fold val thresholds into heads", fold_thresholds, work / "finetune", thresholds)
     readout = None
     if cfg.eeg_stage_head:
-        readout = timer.run("fit EEG-alone stage readout", fit_eeg_readout, work / "finetune", shards)
+        readout = timer.run("fit stage readouts (EEG alone, EEG + more)", fit_stage_readouts,
+                            work / "finetune", shards)
     window = rc.finetune.eval_window
     confidence = timer.run("stage confidence threshold on val", stage_confidence_threshold,
                            work / "finetune", shards)
@@ -303,7 +305,7 @@ def make_model(out: Path, work: Path, rc: RunConfig, subjects: int, two_night: i
         "run_config": rc.to_dict(), "metrics": {"test_carried": short_metrics(test["carried"]),
                                                  f"test_window{window}": short_metrics(test[f"window{window}"]),
                                                  "val": short_metrics(ft["val"])},
-        "thresholds_folded": thresholds, "stage_confidence": confidence, "eeg_readout": readout,
+        "thresholds_folded": thresholds, "stage_confidence": confidence, "stage_readouts": readout,
         "train_stage_mix": stage_mix(shards, "train"),  # what synthsleep adapt balances to
     }
     onnx_rep = timer.run("export ONNX + evaluate artifact (ORT)", export_and_check, work / "finetune", out,

@@ -118,13 +118,13 @@ def temporal_heads(model: nn.Module, e: Tensor, state: State | None = None, pres
     -> (stage_logits [B, T, 5], apnea_logit [B, T], hypopnea_logit [B, T], new state).
 
     ``present`` bool [B, T, M]: the sensor set each embedding came from (it picks the stage
-    readout, ``SleepModel.eeg_alone``); None reads every epoch with the shared heads. ``side``
+    readouts, ``model.heads``); None reads every epoch with the shared heads. ``side``
     float [B, T, 7]: the EEG side features that readout reads (None: unknown, the shared heads).
     """
     b, t, _ = e.shape
     h, new_state = model.temporal(e, state)
-    alone = None if present is None else model.eeg_alone(present.reshape(b * t, -1))
-    st, ap, hy = model.heads(h.reshape(b * t, -1), alone, None if side is None else side.reshape(b * t, -1))
+    st, ap, hy = model.heads(h.reshape(b * t, -1), None if present is None else present.reshape(b * t, -1),
+                             None if side is None else side.reshape(b * t, -1))
     return st.reshape(b, t, -1), ap.reshape(b, t), hy.reshape(b, t), new_state
 
 

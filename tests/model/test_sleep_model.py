@@ -182,6 +182,40 @@ def test_eeg_alone_epochs_read_their_own_stage_readout(make_cfg):
         make_cfg(modalities=["eog", "ecg"])
 
 
+def test_every_other_sensor_set_reads_the_montage_readout(make_cfg):
+    """With ``montage_stage_head`` each epoch that is not EEG alone takes its stage from
+    ``stage_montage`` (on [h, side, present]); EEG alone keeps its own readout; unknown side
+    features keep the shared head; apnea/hypopnea never change."""
+    cfg = make_cfg(montage_stage_head=True)
+    model = SleepModel(cfg)
+    _warm_bn(model, cfg)
+    m = cfg.n_modalities
+    with torch.no_grad():  # EEG alone says N3, every other set says N2 unless its EOG is present (REM)
+        model.heads.stage_eeg.weight.zero_()
+        model.heads.stage_eeg.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 30.0, 0.0]))
+        model.heads.stage_montage.weight.zero_()
+        model.heads.stage_montage.bias.copy_(torch.tensor([0.0, 0.0, 30.0, 0.0, 0.0]))
+        model.heads.stage_montage.weight[4, cfg.fusion_dim + N_SIDE + 1] = 60.0  # present[eog]
+    x = torch.randn(4, m, 3000)
+    present = torch.ones(4, m, dtype=torch.bool)
+    present[1, 1:] = False  # EEG alone
+    present[2, 1] = False  # every sensor but the EOG
+    present[3, 0] = present[3, 2:] = False  # EOG alone
+    plain = SleepModel(make_cfg(eeg_stage_head=False))
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith(("heads.stage_eeg",
+                                                                                            "heads.stage_montage"))})
+    plain.eval()
+    side = torch.full((4, N_SIDE), 3.0)
+    with torch.no_grad():
+        sp, ap, *_ = model.step(x, present, *model.allocate_state(4), side)
+        shared, ap_plain, *_ = plain.step(x, present, *plain.allocate_state(4), side)
+        unknown, *_ = model.step(x, present, *model.allocate_state(4), torch.full((4, N_SIDE), float("nan")))
+    assert sp[[0, 1, 2], [4, 3, 2]].min() > 0.999  # full: REM (its EOG), EEG alone: N3, without EOG: N2
+    torch.testing.assert_close(sp[3], shared[3], atol=TOL, rtol=TOL)  # no EEG: the shared head
+    torch.testing.assert_close(ap, ap_plain, atol=TOL, rtol=TOL)
+    torch.testing.assert_close(unknown, shared, atol=TOL, rtol=TOL)
+
+
 def test_skipping_encoders_of_absent_modalities_changes_nothing(tiny_cfg):
     """In eval mode a modality absent from every row is not encoded: the same embeddings as when
     another row in the batch makes it run."""

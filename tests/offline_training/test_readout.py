@@ -10,7 +10,7 @@ from _train_fixtures import TINY_MODEL, shared_shards
 from synthsleep.model import SleepModel, load_config, load_model, save_model
 from synthsleep.offline_training.augment import montage_mask
 from synthsleep.offline_training.night_trainer import embed_nights, night_presents, night_sides
-from synthsleep.offline_training.readout import eeg_alone_features, fit_eeg_readout, fit_logistic
+from synthsleep.offline_training.readout import fit_logistic, fit_stage_readouts, readout_features
 from synthsleep.offline_training.selection import predict_embedded
 from synthsleep.offline_training.shards import load_nights
 
@@ -34,12 +34,14 @@ def test_readout_fitted_on_train_chosen_on_val_and_saved(tmp_path_factory, tmp_p
     before = SleepModel(cfg).eval()
     save_model(before, cfg, tmp_path / "model", metadata={"kept": 1})
 
-    rep = fit_eeg_readout(tmp_path, shards, cs=(0.01, 1.0))
+    reps = fit_stage_readouts(tmp_path, shards, cs=(0.01, 1.0))
+    rep = reps["eeg"]
 
     model, cfg2 = load_model(tmp_path / "model")
-    assert cfg2.eeg_stage_head and not cfg.eeg_stage_head
-    assert rep["C"] in (0.01, 1.0) and rep["val_accuracy"] == max(t["val_accuracy"] for t in rep["tried"])
-    assert rep["train_epochs"] > 0 and rep["val_epochs"] > 0
+    assert cfg2.eeg_stage_head and cfg2.montage_stage_head and not cfg.eeg_stage_head
+    for r in (rep, reps["montage"]):
+        assert r["C"] in (0.01, 1.0) and r["val_accuracy"] == max(t["val_accuracy"] for t in r["tried"])
+        assert r["train_epochs"] > 0 and r["val_epochs"] > 0
     # everything but the readout is the model it started from
     for k, v in before.state_dict().items():
         torch.testing.assert_close(model.state_dict()[k], v)
@@ -63,11 +65,18 @@ def test_readout_fitted_on_train_chosen_on_val_and_saved(tmp_path_factory, tmp_p
     st_all = np.concatenate([predict_embedded(model, e, "carried", present=pr, side=sd)[0] for e, pr, sd in
                              zip(embed_nights(model, val, torch.device("cpu"), keep=keep), presents, sides)])
     assert np.abs(st_all - np.concatenate(blind)).max() > 1e-3
-    # with every sensor the shared head reads them, as before the fit
-    h, _ = eeg_alone_features(model, val[:1], "check")
-    full, _, _ = predict_embedded(model, embed_nights(model, val[:1], torch.device("cpu"))[0], "carried",
-                                  present=night_presents(val[:1])[0])
+    # with every sensor the montage readout reads them (its own fit, reproduced through the
+    # evaluation path), and without side features the shared head, as before the fit
+    feats, _ = readout_features(model, val[:1], keep, "check", False)
+    assert feats.shape[1] == cfg2.fusion_dim + 7  # [h, side]
+    full_present = night_presents(val[:1])[0]
+    e_full = embed_nights(model, val[:1], torch.device("cpu"))[0]
+    full, _, _ = predict_embedded(model, e_full, "carried", present=full_present,
+                                  side=night_sides(val[:1], [full_present.numpy()], tuple(cfg2.modalities))[0])
+    f_full, _ = readout_features(model, val[:1], None, "check", True)
+    with torch.no_grad():
+        np.testing.assert_allclose(full, torch.softmax(model.heads.stage_montage(f_full), -1).numpy(), atol=1e-5)
+    blind, _, _ = predict_embedded(model, e_full, "carried", present=full_present)
     plain, _, _ = predict_embedded(before, embed_nights(before, val[:1], torch.device("cpu"))[0], "carried")
-    np.testing.assert_allclose(full, plain, atol=1e-5)
-    assert h.shape[1] == cfg2.fusion_dim + 7  # [h, side]
+    np.testing.assert_allclose(blind, plain, atol=1e-5)
 
