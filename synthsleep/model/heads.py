@@ -42,11 +42,9 @@ class Heads(nn.Module):
         self.stage_montage = (nn.Linear(d + N_SIDE + cfg.n_modalities, cfg.n_stages)
                               if cfg.montage_stage_head else None)
 
-    def eeg_alone(self, present: Tensor) -> Tensor:
-        """present bool [N, M] -> bool [N]: EEG is the epoch's only present modality."""
-        if self.eeg_row < 0:
-            return torch.zeros_like(present[:, 0])
-        return present[:, self.eeg_row] & (present.to(torch.int32).sum(-1) == 1)
+    def has_eeg(self, present: Tensor) -> Tensor:
+        """present bool [N, M] -> bool [N]: the epoch's EEG is present."""
+        return present[:, self.eeg_row] if self.eeg_row >= 0 else torch.zeros_like(present[:, 0])
 
     def forward(self, h: Tensor, present: Tensor | None = None, side: Tensor | None = None
                 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -57,9 +55,9 @@ class Heads(nn.Module):
             return stage, self.apnea(h)[:, 0], self.hypopnea(h)[:, 0]
         known = torch.isfinite(side).all(-1)
         s = torch.where(known[:, None], side, torch.zeros_like(side)).to(h.dtype)
-        alone = self.eeg_alone(present)
+        with_eeg = self.has_eeg(present)
+        alone = with_eeg & (present.to(torch.int32).sum(-1) == 1)
         if self.stage_montage is not None:  # with the EEG and something more (it was fitted on those)
-            with_eeg = present[:, self.eeg_row] if self.eeg_row >= 0 else torch.zeros_like(alone)
             readout = self.stage_montage(torch.cat([h, s, present.to(h.dtype)], -1))
             stage = torch.where((with_eeg & ~alone & known)[:, None], readout, stage)
         if self.stage_eeg is not None:

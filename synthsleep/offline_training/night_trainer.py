@@ -163,7 +163,6 @@ class NightTrainer:
                 seg = self.embeds[self.labelled[i]][s:s + c]
                 e[j, : len(seg)] = seg
                 pr[j, : len(seg)] = self.presents[self.labelled[i]][s:s + c]
-                side[j, : len(seg)] = self.sides[self.labelled[i]][s:s + c]
         else:  # encoder trained through the chunk
             from synthsleep.model import drop_modalities
 
@@ -181,17 +180,14 @@ class NightTrainer:
                 flat = drop_modalities(flat, self.model.cfg.modality_dropout)
             e = self.model.encode_epochs(x.reshape(b * c, m, 3000).to(self.device), flat)
             e, pr = e.reshape(b, c, -1), flat.reshape(b, c, m)
-            for j, (i, s, _) in enumerate(items):
-                if i < 0:
-                    continue
-                n = self.nights[self.labelled[i]]
-                k = min(c, len(n) - s)
-                side[j, :k] = torch.from_numpy(side_features_for_rows(
-                    n.x[s:s + k], pr[j, :k].cpu().numpy(), n.log_scale[s:s + k], tuple(self.model.cfg.modalities)))
+        # labels, and side features: the readouts read them only where the EEG is present, so
+        # the night's own (computed once) serve whatever modality dropout removed
         for j, (i, s, _) in enumerate(items):
             if i < 0:
                 continue
             n = self.nights[self.labelled[i]]
+            sd = self.sides[self.labelled[i]][s:s + c]
+            side[j, : len(sd)] = sd
             for k in TASKS:
                 seg = torch.from_numpy(getattr(n, k)[s:s + c].astype(np.int64))
                 labels[k][j, : len(seg)] = seg
