@@ -1,6 +1,7 @@
 """How models do on the only real recordings here (DREAMS, expert-scored), side by side.
 
     python benchmarks/bench_real_transfer.py [--model A.onnx --model B.onnx ...] [--adapt] [--synthetic]
+                                             [--no-stage-filter]
 
 For each model (default: the bundled one), every number from ``synthsleep score``'s own path
 (``score_recording``: same preprocessing, artifact and state sequence as the monitor):
@@ -20,6 +21,9 @@ For each model (default: the bundled one), every number from ``synthsleep score`
    read), then the 8th is scored; excerpt3.edf (all channels) is scored with the model adapted
    on the 7 excerpts other than excerpt3. The test excerpt is
    never in its own adaptation set.
+
+Stages are picked after the causal stage filter (``psg.stage_filter``), as ``score`` and the
+monitor pick them; ``--no-stage-filter``: the model's most probable stage (the ablation).
 
 Accuracy counts an epoch left ``unknown`` (no usable signal, or below the artifact's stage
 confidence) as wrong; "staged" is the fraction of epochs that got a stage. The DREAMS labels are
@@ -75,12 +79,12 @@ class Scored:
     coverage: float
 
 
-def agreement(model: Path, edf: Path, truth: np.ndarray) -> Scored:
+def agreement(model: Path, edf: Path, truth: np.ndarray, stage_filter: bool = True) -> Scored:
     from synthsleep.export.runtime import StepRuntime
     from synthsleep.report import stage_agreement
     from synthsleep.score import score_recording
 
-    scored, _, _ = score_recording(edf, StepRuntime(model, threads=1))
+    scored, _, _ = score_recording(edf, StepRuntime(model, threads=1), stage_filter=stage_filter)
     ours = np.array([s.stage for s in scored], int)
     n = min(len(ours), len(truth))
     ours, ref = ours[:n], np.asarray(truth[:n], int)
@@ -138,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic", action="store_true", help="also held-out synthetic nights of 1/4/8 h, "
                     "plain and domain-randomised generator")
     ap.add_argument("--nights-per-length", type=int, default=2, help="synthetic subjects per length (default 2)")
+    ap.add_argument("--no-stage-filter", dest="stage_filter", action="store_false",
+                    help="pick the model's most probable stage, without the causal stage filter")
     args = ap.parse_args(argv)
     if not (args.dreams / "excerpt3.edf").exists():
         print(f"no DREAMS data at {args.dreams}: nothing to measure")
@@ -165,26 +171,27 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((model_name, what, acc, kap, cov))
         print(f"{model_name:28s} {what:52s} accuracy {acc:.3f}  kappa {kap:.3f}  staged {cov:.2f}", flush=True)
 
+    sf = args.stage_filter
     for model in models:
-        name = f"{model.parent.name}/{model.name}"
-        add(name, "excerpt3.edf, all channels", [agreement(model, edf3, truth3)])
-        add(name, "excerpt3.edf, EEG only", [agreement(model, eeg3, truth3)])
-        per = [agreement(model, p, st) for p, st in excerpts]
+        name = f"{model.parent.name}/{model.name}" + ("" if sf else " (no filter)")
+        add(name, "excerpt3.edf, all channels", [agreement(model, edf3, truth3, sf)])
+        add(name, "excerpt3.edf, EEG only", [agreement(model, eeg3, truth3, sf)])
+        per = [agreement(model, p, st, sf) for p, st in excerpts]
         print("   per excerpt: " + " ".join(f"{a.accuracy:.2f}" for a in per))
         add(name, "8 EEG-only excerpts (mean)", per)
         for label, nights in synth:
-            add(name, f"{label}, full montage", [agreement(model, full, st) for full, _, st in nights])
-            add(name, f"{label}, EEG only", [agreement(model, only, st) for _, only, st in nights])
+            add(name, f"{label}, full montage", [agreement(model, full, st, sf) for full, _, st in nights])
+            add(name, f"{label}, EEG only", [agreement(model, only, st, sf) for _, only, st in nights])
         if args.adapt:
             per_a = []
             for k, (path, st) in enumerate(excerpts):
                 others = [p for j, (p, _) in enumerate(excerpts) if j != k]
                 out = work / f"adapted-{model.stem}-loo{k + 1}.onnx"
                 adapt(others, model, out, method=args.adapt_method)
-                per_a.append(agreement(out, path, st))
+                per_a.append(agreement(out, path, st, sf))
                 if k == 2:  # the model adapted without excerpt3 also scores excerpt3.edf (all channels)
                     add(name, f"excerpt3.edf, all channels, adapted (LOO, {args.adapt_method})",
-                        [agreement(out, edf3, truth3)])
+                        [agreement(out, edf3, truth3, sf)])
             print("   per excerpt, adapted: " + " ".join(f"{a.accuracy:.2f}" for a in per_a))
             add(name, f"8 EEG-only excerpts, adapted (LOO, {args.adapt_method}, mean)", per_a)
     print(f"\n{'model':28s} {'set':52s} {'accuracy':>8s} {'kappa':>7s} {'staged':>7s}")

@@ -29,7 +29,7 @@ class ScoredEpoch:
     index: int
     onset: float
     stage: int  # 0..4, -1 when not scored (no usable EEG/EOG: see EventDetector)
-    stage_prob: np.ndarray  # float32 [5]
+    stage_prob: np.ndarray  # float32 [5], after the stage filter (what ``stage`` was picked from)
     apnea_prob: float
     hypopnea_prob: float
     present: np.ndarray  # bool [M]
@@ -48,14 +48,16 @@ class BedSession:
         thresholds: apnea/hypopnea decision thresholds.
         rules: alert rules (``alerts.rules.load_rules``).
         recorded: modalities the bed has a channel for (``EventDetector``'s ``recorded``).
+        stage_filter: the detector picks stages after the causal stage filter (``EventDetector``).
     """
 
     def __init__(self, bed: str, modalities: Sequence[str], model_state: Any, model_hash: str = "",
                  thresholds: Mapping[str, float] | None = None, rules: Sequence[Rule] = (),
-                 recorded: Sequence[str] | None = None) -> None:
+                 recorded: Sequence[str] | None = None, stage_filter: bool = True) -> None:
         self.bed = str(bed)
         self.model_state = model_state
-        self.detector = EventDetector(self.bed, modalities, model_hash, thresholds, recorded=recorded)
+        self.detector = EventDetector(self.bed, modalities, model_hash, thresholds, recorded=recorded,
+                                      stage_filter=stage_filter)
         self.alerts = AlertEngine(self.bed, rules, model_hash)
         self.scored: list[ScoredEpoch] = []
         self.keep_history = True
@@ -83,10 +85,11 @@ class BedSession:
         if self.detector.summary is not None:
             events += self.alerts.update(self.detector.summary, now)
         if self.keep_history:
-            scored = self.detector.summary is not None and self.detector.summary.scored
+            summary = self.detector.summary
+            code = STAGES.index(summary.stage) if summary is not None and summary.scored else -1
             self.scored.append(ScoredEpoch(
-                epoch.index, epoch.start, int(np.argmax(stage_prob)) if scored else -1,
-                np.asarray(stage_prob, np.float32), float(apnea_prob), float(hypopnea_prob),
+                epoch.index, epoch.start, code,
+                np.asarray(self.detector.stage_prob, np.float32), float(apnea_prob), float(hypopnea_prob),
                 epoch.present.copy(), epoch.quality.copy(), self.clock_time(epoch.start)))
         return self.stamp(events)
 

@@ -32,7 +32,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 2
+STATE_VERSION = 3  # 3: the side context (StepState.side_context)
 #: a saved state older than this is another night's: the bed starts a new session instead of
 #: filling the hours in between with empty epochs
 RESUME_WITHIN_S = 3600.0
@@ -52,6 +52,7 @@ class SavedState:
     session_id: str
     conv_state: np.ndarray
     ssm_state: np.ndarray
+    side_context: np.ndarray  # StepState.side_context
     session: dict[str, Any]  # BedSession.state_dict()
     stream: dict[str, Any]  # StreamEpochs.state_dict()
 
@@ -116,11 +117,12 @@ class StateStore:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 conv, ssm = np.array(z["conv_state"]), np.array(z["ssm_state"])
+                context = np.array(z["side_context"]) if "side_context" in z.files else None
             session_id = str(meta["session_id"]) if meta.get("version") == STATE_VERSION else ""
         except Exception as exc:  # noqa: BLE001 - any unreadable file (BadZipFile, EOF, JSON...) is moved aside
             self._move_aside(bed, path, exc)
             return None
-        if meta.get("version") != STATE_VERSION or meta.get("model_hash") != self.model_hash:
+        if meta.get("version") != STATE_VERSION or meta.get("model_hash") != self.model_hash or context is None:
             log.warning("bed %s: saved state %s is from another model or state version (model %s, version "
                         "%s); starting a new session", bed, path, str(meta.get("model_hash"))[:40],
                         meta.get("version"))
@@ -137,7 +139,7 @@ class StateStore:
                         "since?); starting a new session", bed, path)
             return None
         try:
-            return SavedState(session_id, conv, ssm, dict(meta["session"]), dict(meta["stream"]))
+            return SavedState(session_id, conv, ssm, context, dict(meta["session"]), dict(meta["stream"]))
         except (KeyError, TypeError, ValueError) as exc:
             self._move_aside(bed, path, exc)
             return None
@@ -152,7 +154,7 @@ class StateStore:
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, meta=np.array(json.dumps(meta)), conv_state=state.conv_state,
-                         ssm_state=state.ssm_state)
+                         ssm_state=state.ssm_state, side_context=state.side_context)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)

@@ -11,7 +11,11 @@ Conventions (all times in seconds on the bed's stream clock):
   sink can tell exactly which epochs are already recorded. For an apnea/hypopnea episode (emitted
   when it ends) that is the first negative epoch after it; ``onset``/``duration`` describe the
   episode itself and ``value`` holds its first/last epoch index.
-* An epoch is *scored* when the model is confident enough (its top stage probability reaches the
+* The stage of an epoch is the most probable one after the causal stage filter
+  (``psg.stage_filter.StageFilter``: the model's probabilities weighed with how stages follow each
+  other), fed every epoch with a usable EEG/EOG; the ``stage`` event's ``prob`` holds the filtered
+  probabilities, ``model_prob`` the model's own.
+* An epoch is *scored* when the model is confident enough (its own top stage probability reaches the
   artifact's ``stage_confidence`` threshold, 0 when it has none) and an EEG-class modality is
   present: EEG, or EOG as the fallback (EOG
   carries the slow waves, eye movements and alpha that stage sleep; EMG, ECG or respiratory
@@ -28,7 +32,7 @@ Conventions (all times in seconds on the bed's stream clock):
   predicted sleep (every scored epoch whose stage is not W). An episode counts when it starts.
 
 This module is on the live path: numpy and the standard library only (no torch).
-Why one module (~430 lines): the detector's rules (stage, episodes, gating, signal loss) share one
+Why one module (~460 lines): the detector's rules (stage, episodes, gating, signal loss) share one
 per-bed state that must be saved and restored as a whole; ``Event`` is their output format.
 """
 
@@ -47,6 +51,7 @@ import numpy as np
 from synthsleep.psg.clinical import events_per_hour
 from synthsleep.psg.epoch import EPOCH_SECONDS, STAGES, Quality
 from synthsleep.psg.montage import RESPIRATORY_MODALITIES
+from synthsleep.psg.stage_filter import StageFilter
 
 #: modalities that can stage sleep, in order of preference (EOG is EEG's fallback)
 STAGE_MODALITIES: tuple[str, ...] = ("eeg", "eog")
@@ -65,7 +70,7 @@ EVENT_TYPES: tuple[str, ...] = (
 STAGE_NAMES: tuple[str, ...] = STAGES
 UNKNOWN_STAGE = "unknown"
 DEFAULT_THRESHOLDS: dict[str, float] = {"apnea": 0.5, "hypopnea": 0.5}
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the stage filter's belief
 
 
 class EventError(ValueError):
@@ -208,11 +213,14 @@ class EventDetector:
         recorded: the modalities this bed has a sensor for; only those can be "lost" (None = all).
             A montage without, say, SpO2 gets no signal_lost events or alerts for it. Settable
             later (``detector.recorded = ...``) when the channels are known only on connection.
+        stage_filter: pick the stage after the causal stage filter (default; False: the model's
+            most probable stage, for comparison).
     """
 
     def __init__(self, bed: str | int, modalities: Sequence[str], model_hash: str = "",
                  thresholds: Mapping[str, float] | None = None, epoch_seconds: float = EPOCH_SECONDS,
-                 stage_names: Sequence[str] = STAGE_NAMES, recorded: Sequence[str] | None = None) -> None:
+                 stage_names: Sequence[str] = STAGE_NAMES, recorded: Sequence[str] | None = None,
+                 stage_filter: bool = True) -> None:
         self.bed = str(bed)
         self.modalities = tuple(modalities)
         self.recorded = None if recorded is None else frozenset(recorded)
@@ -224,6 +232,7 @@ class EventDetector:
         self.thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
         self.epoch_seconds = float(epoch_seconds)
         self.stage_names = tuple(stage_names)
+        self.stage_filter = StageFilter() if stage_filter else None
         self.reset()
 
     def reset(self) -> None:
@@ -237,6 +246,10 @@ class EventDetector:
         self.scored_seconds = 0.0
         self.lost_since: dict[str, float] = {}
         self.summary: EpochSummary | None = None
+        #: the last epoch's stage probabilities the stage was picked from (after the filter)
+        self.stage_prob: np.ndarray | None = None
+        if self.stage_filter is not None:
+            self.stage_filter.reset()
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -289,6 +302,13 @@ class EventDetector:
         qual = _as_mask("quality", quality, self.modalities) or {}
         staging = self.stage_modalities or self.modalities
         usable = any(bool(pres.get(m, False)) for m in staging)
+        filtered = probs
+        if self.stage_filter is not None:
+            gap = 0 if self.last_index is None else epoch_index - self.last_index - 1
+            self.stage_filter.skip(gap + (not usable))  # epochs it did not see
+            if usable:
+                filtered = self.stage_filter.update(probs)
+        self.stage_prob = filtered
         confidence = float(probs.max())
         # a stage the model is this unsure of is said to be unknown (the artifact's threshold,
         # chosen on validation nights: below it the model was wrong more often than right)
@@ -324,10 +344,11 @@ class EventDetector:
                                           {"modality": m, "lost_seconds": onset - since}, epoch_index))
 
         # stage and stage change
-        code = int(np.argmax(probs)) if scored else -1
+        code = int(np.argmax(filtered)) if scored else -1
         stage = self.stage_names[code] if scored else UNKNOWN_STAGE
         value: dict[str, Any] = {"stage": stage, "code": code,
-                                 "prob": {n: round(float(p), 6) for n, p in zip(self.stage_names, probs)},
+                                 "prob": {n: round(float(p), 6) for n, p in zip(self.stage_names, filtered)},
+                                 "model_prob": {n: round(float(p), 6) for n, p in zip(self.stage_names, probs)},
                                  "confidence": round(confidence, 6), "resp_scored": resp}
         if not usable:
             value["reason"] = "no usable " + "/".join(m.upper() for m in staging) + " signal (" + ", ".join(
@@ -408,6 +429,7 @@ class EventDetector:
             "scored_seconds": self.scored_seconds,
             "lost_since": dict(self.lost_since),
             "summary": asdict(self.summary) if self.summary is not None else None,
+            "stage_filter": self.stage_filter.state_dict() if self.stage_filter is not None else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -427,6 +449,11 @@ class EventDetector:
         self.lost_since = {k: float(v) for k, v in state["lost_since"].items()}
         s = state.get("summary")
         self.summary = EpochSummary(**s) if s is not None else None
+        if self.stage_filter is not None:
+            try:
+                self.stage_filter.load_state_dict(state["stage_filter"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise EventError(f"detector state has no usable stage filter belief ({exc})") from None
 
 
 def _describe_quality(bits: int) -> str:

@@ -257,12 +257,16 @@ class Monitor:
         if saved is not None:
             fresh = self.runtime.new_state(1)
             try:
-                if saved.conv_state.shape != fresh.conv_state.shape or saved.ssm_state.shape != fresh.ssm_state.shape:
-                    raise ValueError(f"model state shapes {saved.conv_state.shape}/{saved.ssm_state.shape} "
-                                     f"!= the model's {fresh.conv_state.shape}/{fresh.ssm_state.shape}")
+                shapes = [(a.shape, b.shape) for a, b in ((saved.conv_state, fresh.conv_state),
+                                                          (saved.ssm_state, fresh.ssm_state),
+                                                          (saved.side_context, fresh.side_context))]
+                if any(a != b for a, b in shapes):
+                    raise ValueError(f"model state shapes {[a for a, _ in shapes]} != the model's "
+                                     f"{[b for _, b in shapes]}")
                 bed.session.load_state_dict(saved.session)
                 bed.session.model_state = StepState(saved.conv_state.astype(np.float32),
-                                                    saved.ssm_state.astype(np.float32))
+                                                    saved.ssm_state.astype(np.float32),
+                                                    saved.side_context.astype(np.float64))
             except (EventError, KeyError, TypeError, ValueError) as exc:
                 log.warning("bed %s: saved state does not fit this bed (%s); starting a new session",
                             name, _short(str(exc)))
@@ -281,7 +285,7 @@ class Monitor:
         if self.store is None or bed.stream is None:
             return
         st = bed.session.model_state
-        self.store.save(bed.spec.bed, SavedState(bed.session_id, st.conv_state, st.ssm_state,
+        self.store.save(bed.spec.bed, SavedState(bed.session_id, st.conv_state, st.ssm_state, st.side_context,
                                                  bed.session.state_dict(), bed.stream.state_dict()))
 
     # -- faults ----------------------------------------------------------------------------------
@@ -453,8 +457,8 @@ class Monitor:
                 step_seconds: float) -> None:
         """One bed's share of a batched step: events, state, console row, metrics."""
         bed.session.model_state = new_state.take(i)
-        probs = out.stage_prob[i]
-        events = bed.session.handle(ep, probs, float(out.apnea_prob[i]), float(out.hypopnea_prob[i]))
+        events = bed.session.handle(ep, out.stage_prob[i], float(out.apnea_prob[i]), float(out.hypopnea_prob[i]))
+        probs = bed.session.detector.stage_prob  # after the stage filter: what the stage was picked from
         self._emit(bed, events, ep.index)
         self._save_state(bed)
         self._recovered(bed)

@@ -41,8 +41,12 @@ def score_recording(edf: str | Path, runtime: StepRuntime, overrides: dict[str, 
                     bed: str | None = None, rules_path: str | None = None,
                     progress: bool = False, on_mapping: Callable[[str], None] | None = None,
                     split: SplitRuntime | None | bool = True, batch: int = DEFAULT_BATCH,
-                    vectorised: bool = True, prefetch: bool = True) -> tuple[list[ScoredEpoch], list[Any], Any]:
+                    vectorised: bool = True, prefetch: bool = True, stage_filter: bool = True
+                    ) -> tuple[list[ScoredEpoch], list[Any], Any]:
     """Score one recording with the artifact; returns (scored epochs, events, recording).
+
+    ``stage_filter``: stages are picked after the causal stage filter, as the monitor does
+    (``psg.stage_filter``); False: the model's most probable stage (for comparison).
 
     ``on_mapping`` receives one line saying which channels were mapped and which were left out
     (``montage.describe_mapping``; the CLI prints it).
@@ -71,7 +75,7 @@ def score_recording(edf: str | Path, runtime: StepRuntime, overrides: dict[str, 
         split = load_split(runtime)
     session = BedSession(bed or Path(edf).stem, params.modalities, runtime.new_state(1),
                          runtime.model_hash, runtime.thresholds, load_rules(rules_path),
-                         recorded=list(channel_map))
+                         recorded=list(channel_map), stage_filter=stage_filter)
     session.time_origin = recording_start(rec)  # EDF onsets count from the recording's start
     events: list[Any] = []
     n_total = int(rec.duration // params.epoch_seconds)

@@ -46,7 +46,8 @@ def test_stage_every_epoch_and_changes():
     evs = run(det, [(0, 0, 0, None), (0, 0, 0, None), (2, 0, 0, None), (4, 0, 0, None)])
     stages = [e for e in evs if e.type == "stage"]
     assert [e.value["stage"] for e in stages] == ["W", "W", "N2", "REM"]
-    assert stages[2].value["prob"]["N2"] == pytest.approx(0.9)
+    assert stages[2].value["model_prob"]["N2"] == pytest.approx(0.9)  # the model's own
+    assert sum(stages[2].value["prob"].values()) == pytest.approx(1.0, abs=1e-5)  # after the stage filter
     assert all(e.model_hash == "h" and e.bed == "1" and e.duration == 30.0 for e in stages)
     changes = [(e.value["from"], e.value["to"], e.epoch_index) for e in evs if e.type == "stage_change"]
     assert changes == [("W", "N2", 2), ("N2", "REM", 3)]

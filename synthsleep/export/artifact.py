@@ -6,12 +6,14 @@ Metadata keys (values are strings; ``*`` = JSON):
 key                   value
 ====================  ==========================================================================
 format                ``synthsleep-step``
-schema_version        ``2`` (1: before the ``side`` input; re-export such an artifact)
+schema_version        ``3`` (1: before the ``side`` input, 2: ``side`` without its context;
+                      re-export such an artifact)
 montage*              modality names, the row order of input ``x`` / ``present``
 preprocess*           ``PreprocessParams.to_dict()`` the model was trained with
 class_names*          ``{"stage": ["W", "N1", "N2", "N3", "REM"], "apnea": ..., "hypopnea": ...}``
 inputs*               ``{name: {"dtype", "shape"}}`` with -1 for the batch axis; ``present`` is bool,
-                      ``side`` float32 [B, 7] (NaN row: unknown)
+                      ``side`` float32 [B, 21] (``psg.side_features.SIDE_NAMES``;
+                      NaN row: unknown)
 outputs*              likewise for the outputs
 states*               ``[{"name", "input", "output", "shape", "dtype", "batch_axis"}]``
 thresholds*           decision thresholds, e.g. ``{"apnea": 0.5, "hypopnea": 0.5}``
@@ -36,7 +38,7 @@ import onnx
 log = logging.getLogger(__name__)
 
 FORMAT = "synthsleep-step"
-SCHEMA_VERSION = 2  # 2: input ``side`` (EEG side features, psg.side_features)
+SCHEMA_VERSION = 3  # 2: input ``side`` (EEG side features, psg.side_features); 3: with their context
 HASH_KEY = "content_hash"
 JSON_KEYS = ("montage", "preprocess", "class_names", "inputs", "outputs", "states", "thresholds",
              "provenance")

@@ -162,10 +162,10 @@ def _calibration_reader(src: Path, x: np.ndarray, present: np.ndarray, side: np.
     state = rt.new_state(1)
     for i in range(x.shape[0]):
         xi, pi = rt.check_inputs(x[i:i + 1], present[i:i + 1])
-        si = rt.check_side(side[i:i + 1], 1)
+        graph_side, _ = rt.side_input(side[i:i + 1], pi, state.side_context)
         feeds.append({"x": xi, "present": pi, "conv_state": state.conv_state, "ssm_state": state.ssm_state,
-                      "side": si})
-        _, state = rt.step(xi, pi, state, si)
+                      "side": graph_side})
+        _, state = rt.step(xi, pi, state, side[i:i + 1])
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:

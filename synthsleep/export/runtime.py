@@ -25,7 +25,14 @@ import onnxruntime as ort
 
 from synthsleep.export.artifact import ArtifactError, ArtifactInfo, info_from_proto, load_proto
 from synthsleep.psg.epoch import stack_for_model
-from synthsleep.psg.side_features import N_SIDE, side_features_for_rows
+from synthsleep.psg.side_features import (
+    N_EPOCH_SIDE,
+    N_SIDE,
+    SIDE_CONTEXT_STATE,
+    new_side_context,
+    side_context_step,
+    side_features_for_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +47,13 @@ class RuntimeInputError(ValueError):
 @dataclass
 class StepState:
     """Recurrent state of B beds: conv_state [L, B, conv_dim, d_conv], ssm_state [L, B, H, P, N]
-    (float32; the batch axis is 1)."""
+    (float32; the batch axis is 1), and side_context float64 [B, SIDE_CONTEXT_STATE] (the moving
+    averages of the EEG side features, ``psg.side_features.side_context_step``; kept here, outside
+    the graph, because the features are computed here too)."""
 
     conv_state: np.ndarray
     ssm_state: np.ndarray
+    side_context: np.ndarray
 
     @property
     def batch(self) -> int:
@@ -52,13 +62,15 @@ class StepState:
     def take(self, beds: Sequence[int] | int) -> StepState:
         """The state of some beds (an int keeps the batch axis with size 1)."""
         idx = [beds] if isinstance(beds, int) else list(beds)
-        return StepState(self.conv_state[:, idx].copy(), self.ssm_state[:, idx].copy())
+        return StepState(self.conv_state[:, idx].copy(), self.ssm_state[:, idx].copy(),
+                         self.side_context[idx].copy())
 
     @staticmethod
     def concatenate(states: Sequence[StepState]) -> StepState:
         """Stack beds' states along the batch axis (to step several beds in one call)."""
         return StepState(np.concatenate([s.conv_state for s in states], axis=1),
-                         np.concatenate([s.ssm_state for s in states], axis=1))
+                         np.concatenate([s.ssm_state for s in states], axis=1),
+                         np.concatenate([s.side_context for s in states], axis=0))
 
 
 @dataclass
@@ -177,7 +189,8 @@ class StepRuntime:
         if batch < 1:
             raise RuntimeInputError(f"batch must be >= 1, got {batch}")
         c, s = self._states["conv_state"], self._states["ssm_state"]
-        return StepState(np.zeros(c.shape_for(batch), np.float32), np.zeros(s.shape_for(batch), np.float32))
+        return StepState(np.zeros(c.shape_for(batch), np.float32), np.zeros(s.shape_for(batch), np.float32),
+                         new_side_context(batch))
 
     def check_inputs(self, x: Any, present: Any) -> tuple[np.ndarray, np.ndarray]:
         """Validate and normalise (x [B, M, 3000] float32, present bool [B, M]); [M, 3000] and
@@ -217,23 +230,35 @@ class StepRuntime:
             if tuple(arr.shape) != want:
                 raise RuntimeInputError(f"{name} has shape {tuple(arr.shape)}; expected {want} "
                                         f"for a batch of {batch}")
+        if state.side_context.shape != (batch, SIDE_CONTEXT_STATE):
+            raise RuntimeInputError(f"side_context has shape {state.side_context.shape}; expected "
+                                    f"{(batch, SIDE_CONTEXT_STATE)} for a batch of {batch}")
 
     def _check(self, x: Any, present: Any, state: StepState) -> tuple[np.ndarray, np.ndarray]:
         x, present = self.check_inputs(x, present)
         self.check_state(state, x.shape[0])
         return x, present
 
-    def check_side(self, side: Any, batch: int) -> np.ndarray:
-        """EEG side features float32 [batch, N_SIDE] (``psg.side_features``) as fed to the graph;
-        None: unknown for every bed (all NaN: the shared stage head reads the epochs)."""
+    def check_side(self, side: Any, batch: int, width: int = N_SIDE) -> np.ndarray:
+        """Side features float32 [batch, width] (``psg.side_features``; the graph's ``side`` input
+        by default, an epoch's own ``N_EPOCH_SIDE`` for ``step``); None: unknown for every bed
+        (all NaN: the shared stage head reads the epochs)."""
         if side is None:
-            return np.full((batch, N_SIDE), np.nan, np.float32)
+            return np.full((batch, width), np.nan, np.float32)
         side = np.asarray(side, np.float32)
         if side.ndim == 1:
             side = side[None]
-        if side.shape != (batch, N_SIDE):
-            raise RuntimeInputError(f"side has shape {side.shape}; expected {(batch, N_SIDE)}")
+        if side.shape != (batch, width):
+            raise RuntimeInputError(f"side has shape {side.shape}; expected {(batch, width)}")
         return np.ascontiguousarray(side)
+
+    def side_input(self, side: Any, present: np.ndarray, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The graph's ``side`` input for B beds' epochs and their next side context: (float32
+        [B, N_SIDE], float64 [B, SIDE_CONTEXT_STATE]) from their epoch features [B, N_EPOCH_SIDE]
+        (None: unknown), present bool [B, M] and ``StepState.side_context`` (not modified)."""
+        eeg = (present[:, self.modalities.index("eeg")] if "eeg" in self.modalities
+               else np.zeros(present.shape[0], bool))
+        return side_context_step(self.check_side(side, present.shape[0], N_EPOCH_SIDE), eeg, context)
 
     def step(self, x: Any, present: Any, state: StepState, side: Any = None) -> tuple[StepOutput, StepState]:
         """Score one epoch for each of B beds.
@@ -244,19 +269,21 @@ class StepRuntime:
             present: bool [B, M] (0/1 accepted).
             state: :class:`StepState` of the same B beds.
             side: float32 [B, 7] EEG side features (``inputs_from_epochs`` makes them from the
-                epochs' log scales); the EEG-alone stage readout reads them. None (or a NaN row):
-                unknown, that bed's epoch is read by the shared stage head.
+                epochs' log scales); the stage readouts read them with their moving averages,
+                which the state carries (``side_input``). None (or a NaN row): unknown, that bed's
+                epoch is read by the shared stage head and its averages stay as they were.
 
         Returns:
             (StepOutput, new StepState); the input state is not modified.
         """
         x, present = self._check(x, present, state)
+        side, context = self.side_input(side, present, state.side_context)
         outs = self.session.run(None, {"x": x, "present": present,
                                        "conv_state": state.conv_state.astype(np.float32, copy=False),
                                        "ssm_state": state.ssm_state.astype(np.float32, copy=False),
-                                       "side": self.check_side(side, x.shape[0])})
+                                       "side": side})
         stage, apnea, hyp, conv, ssm = outs
-        return StepOutput(stage, apnea, hyp), StepState(conv, ssm)
+        return StepOutput(stage, apnea, hyp), StepState(conv, ssm, context)
 
     def inputs_from_epochs(self, epochs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stack ``psg.epoch.Epoch`` objects (one per bed, or consecutive ones of a night) into

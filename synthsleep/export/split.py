@@ -9,8 +9,8 @@ export`` (``export_step``) writes, beside ``model.onnx``:
                         -> ``embedding`` float32 [N, D] (``SleepModel.encode_epochs``)
 ``model.temporal.onnx`` inputs ``embedding`` [B, D], ``present`` bool [B, M] (the sensor set the
                         embedding came from: it picks the stage readout), ``conv_state``,
-                        ``ssm_state``, ``side`` float32 [B, 7] (EEG side features, NaN row:
-                        unknown) -> the step graph's outputs (``SleepModel.temporal_step``)
+                        ``ssm_state``, ``side`` float32 [B, 21] (EEG side features and their
+                        context, NaN row: unknown) -> the step graph's outputs (``SleepModel.temporal_step``)
 
 Each carries ``metadata_props``: ``format`` (``synthsleep-encoder`` / ``synthsleep-temporal``),
 ``schema_version``, ``step_hash`` (content hash of the step artifact they were cut from),
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 ENCODER_FORMAT = "synthsleep-encoder"
 TEMPORAL_FORMAT = "synthsleep-temporal"
-SPLIT_SCHEMA_VERSION = 3  # 2: the temporal graph takes ``present``; 3: and ``side``
+SPLIT_SCHEMA_VERSION = 4  # 2: the temporal graph takes ``present``; 3: and ``side``; 4: side with context
 ENCODER_INPUTS = ("x", "present")
 ENCODER_OUTPUTS = ("embedding",)
 TEMPORAL_INPUTS = ("embedding", "present", "conv_state", "ssm_state", "side")
@@ -147,7 +147,7 @@ class SplitRuntime:
              side: np.ndarray | None = None) -> tuple[StepOutput, StepState]:
         """One temporal step for B beds: embedding float32 [B, D] (rows of :meth:`encode`), the
         present bool [B, M] they were encoded with, and their EEG side features [B, 7] (None:
-        unknown; see ``StepRuntime.step``)."""
+        unknown; see ``StepRuntime.step``). The state's side context moves as in ``StepRuntime.step``."""
         e = np.ascontiguousarray(embedding, dtype=np.float32)
         pr = np.ascontiguousarray(present, dtype=bool)
         if e.ndim == 1:
@@ -156,11 +156,12 @@ class SplitRuntime:
             raise ValueError(f"present must be bool [{e.shape[0]}, {len(self.step_runtime.modalities)}], "
                              f"got {pr.shape}")
         self.step_runtime.check_state(state, e.shape[0])
+        side, context = self.step_runtime.side_input(side, pr, state.side_context)
         stage, apnea, hyp, conv, ssm = self.temporal.run(self._outputs, {
             "embedding": e, "present": pr, "conv_state": state.conv_state.astype(np.float32, copy=False),
             "ssm_state": state.ssm_state.astype(np.float32, copy=False),
-            "side": self.step_runtime.check_side(side, e.shape[0])})
-        return StepOutput(stage, apnea, hyp), StepState(conv, ssm)
+            "side": side})
+        return StepOutput(stage, apnea, hyp), StepState(conv, ssm, context)
 
 
 def load_split(step: StepRuntime, threads: int = 1, providers: str | Sequence[str] = "auto"

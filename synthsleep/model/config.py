@@ -104,7 +104,7 @@ class ModelConfig:
     #: real recording and the one the shared head, trained mostly on fuller montages, reads worst.
     eeg_stage_head: bool = False
     #: a third stage readout for every other epoch with an EEG (EEG + any other sensors): one Linear on
-    #: [h, EEG side features, present as 0/1] [d + 7 + M] -> [n_stages]. Off while training (the
+    #: [h, EEG side features, present as 0/1] [d + N_SIDE + M] -> [n_stages]. Off while training (the
     #: shared head learns); ``make_model`` fits it last on frozen features of training nights read
     #: with several sensor sets (``offline_training.readout``) and turns it on. An epoch whose side
     #: features are unknown (NaN) keeps the shared head.

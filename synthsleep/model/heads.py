@@ -24,7 +24,8 @@ class Heads(nn.Module):
     With ``cfg.eeg_stage_head`` the epochs whose only present modality is EEG take their stage logits from
     ``stage_eeg`` instead of the shared ``stage`` MLP: one Linear on [h, side] [d + N_SIDE] ->
     [n_stages], where side [N, N_SIDE] are the epoch's EEG side features (absolute log band
-    powers and the running log scale, ``psg.side_features``), which the normalised input hides.
+    powers and the running log scale, ``psg.side_features``), which the normalised input hides,
+    and their moving averages over the past epochs.
     With ``cfg.montage_stage_head`` every other epoch with an EEG takes them from ``stage_montage``,
     one Linear on [h, side, present as 0/1] [d + N_SIDE + M]; epochs without an EEG, and epochs
     whose side features are unknown (NaN, or no ``side`` given), keep the shared head.

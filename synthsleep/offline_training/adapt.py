@@ -67,7 +67,7 @@ from ..psg.epoch import stack_for_model
 from ..psg.montage import parse_overrides, resolve_channels
 from ..psg.preprocess import PreprocessParams, iter_recording_epochs
 from ..psg.recording import open_recording
-from ..psg.side_features import side_features_for_rows
+from ..psg.side_features import night_side_features
 from .prepare import sha256_of
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def find_recordings(inputs: Sequence[str | Path]) -> list[Path]:
 def read_epochs(path: Path, params: PreprocessParams, overrides: dict[str, str] | None = None,
                 modalities: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One recording's preprocessed epochs: (x float32 [T, M, 3000], present bool [T, M], side
-    float32 [T, 7] EEG side features, ``psg.side_features``), rows in the order of ``modalities``
+    float32 [T, N_SIDE] EEG side features with their context, ``psg.side_features``), rows in the order of ``modalities``
     (the model's; default: the preprocessing's)."""
     with open_recording(path) as rec:
         chmap = resolve_channels([c.label for c in rec.channels], overrides, required=("eeg",),
@@ -112,7 +112,7 @@ def read_epochs(path: Path, params: PreprocessParams, overrides: dict[str, str] 
         raise ValueError(f"{path}: no complete 30-s epoch")
     mods = tuple(modalities or params.modalities)
     x, present, log_scale = stack_for_model(eps, mods)
-    return x, present, side_features_for_rows(x, present, log_scale, mods)
+    return x, present, night_side_features(x, present, log_scale, mods)
 
 
 def _encoder_batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -156,7 +156,7 @@ def embed_epochs(model: nn.Module, x: np.ndarray, present: np.ndarray, batch: in
 
 def predict_stages(model: nn.Module, x: np.ndarray, present: np.ndarray, side: np.ndarray,
                    batch: int = 64) -> np.ndarray:
-    """The model's stage per epoch of one recording (x [T, M, 3000], present [T, M], side [T, 7]:
+    """The model's stage per epoch of one recording (x [T, M, 3000], present [T, M], side [T, N_SIDE]:
     ``read_epochs``), the temporal state carried from its start, as ``score`` runs it: int [T] (0-4)."""
     from .selection import predict_embedded
 
@@ -198,7 +198,7 @@ def reestimate_batchnorm(model: nn.Module, nights: Sequence[tuple[np.ndarray, np
 
     Args:
         model: a ``SleepModel``.
-        nights: per recording (x float32 [T, M, 3000], present bool [T, M], side [T, 7]) as
+        nights: per recording (x float32 [T, M, 3000], present bool [T, M], side [T, N_SIDE]) as
             ``read_epochs`` gives them (side is read by the balanced method's stage predictions).
         batch: epochs per forward pass.
         stage_mix: weights of the stages W, N1, N2, N3, REM, or None.

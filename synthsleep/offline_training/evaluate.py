@@ -11,7 +11,7 @@ whole nights twice:
   SynthSleepNet evaluation), for comparison.
 
 Nights come from ``shards.iter_nights`` (the reader training uses); plots are in ``plots``.
-Why one module (~400 lines): the metrics core, the two predictors and the CLI table share the
+Why one module (~420 lines): the metrics core, the two predictors and the CLI table share the
 report's format; each part alone is small.
 """
 
@@ -24,12 +24,15 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..psg.epoch import STAGES
+from ..psg.side_features import add_side_context
+from ..psg.stage_filter import filter_night
 from .metrics import ahi_agreement, binary_metrics, jsonable, predicted_ahi, staging_metrics, true_ahi
 from .plots import plot_confusion, plot_hypnogram
 
@@ -56,16 +59,23 @@ class NightTruth:
 
 @dataclass
 class NightPredictions:
-    """Model output for one night: stage_prob float [n, 5], apnea_prob / hypopnea_prob float [n]."""
+    """Model output for one night: stage_prob float [n, 5], apnea_prob / hypopnea_prob float [n].
+    ``window``: the model ran over windows of this many epochs, each from a zero state (None: the
+    whole night, state carried)."""
 
     night: str
     stage_prob: np.ndarray
     apnea_prob: np.ndarray
     hypopnea_prob: np.ndarray
+    window: int | None = None
 
-    @property
+    @cached_property
     def stage(self) -> np.ndarray:
-        return np.argmax(self.stage_prob, axis=-1)
+        """The stage per epoch as the monitor picks it: after the causal stage filter
+        (``psg.stage_filter``), run over the whole night or each window from its start."""
+        n = len(self.stage_prob)
+        parts = [slice(0, n)] if self.window is None else _window_slices(n, self.window)
+        return np.concatenate([filter_night(self.stage_prob[s]).argmax(-1) for s in parts]).astype(np.int64)
 
 
 def _by_night(items: Iterable[Any] | Mapping[str, Any]) -> dict[str, Any]:
@@ -161,7 +171,8 @@ def write_report(report: Mapping[str, Any], out_dir: Path | str, name: str = "re
 
 class Predictor(Protocol):
     """Runs a model over one night. x float32 [n, M, 3000], present bool [n, M], side float32
-    [n, 7] (EEG side features, ``psg.side_features``; NaN rows: unknown) →
+    [n, 7] (each epoch's EEG side features, ``psg.side_features``; NaN rows: unknown; the
+    predictor adds their context, carried like the state) →
     (stage_prob [n, 5], apnea_prob [n], hypopnea_prob [n]). ``thresholds``: the model's own
     apnea/hypopnea decision thresholds (empty: 0.5)."""
 
@@ -205,6 +216,7 @@ class TorchPredictor:
         t = self.torch
         state = None
         parts = []
+        side = add_side_context(side, present, self.modalities)
         with t.inference_mode():
             for sl in _window_slices(x.shape[0], self.chunk):
                 out, state = self.model(t.from_numpy(x[None, sl]), t.from_numpy(present[None, sl]), state,
@@ -218,6 +230,8 @@ class TorchPredictor:
         n = x.shape[0]
         full = n // window
         parts: list[tuple[np.ndarray, ...]] = []
+        side = np.concatenate([add_side_context(side[sl], present[sl], self.modalities)  # each from zero
+                               for sl in _window_slices(n, window)])
         with t.inference_mode():
             for b0 in range(0, full, self.batch):
                 b1 = min(b0 + self.batch, full)
@@ -317,7 +331,7 @@ def run_split(predictor: Predictor, shard_dir: Path | str, split: str = "test", 
                                 n.hypopnea.astype(np.int64), n.events, n.subject))
         side = side_features_for_rows(n.x, n.present, n.log_scale, tuple(predictor.modalities))
         carried.append(NightPredictions(n.night, *predictor.carried(n.x, n.present, side)))
-        windows.append(NightPredictions(n.night, *predictor.windows(n.x, n.present, side, window)))
+        windows.append(NightPredictions(n.night, *predictor.windows(n.x, n.present, side, window), window))
     return truth, carried, windows
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..psg.side_features import N_SIDE, side_features_for_rows
+from ..psg.side_features import N_SIDE, night_side_features
 from .config import FinetuneConfig, RunConfig
 from .lanes import LaneItem, plan_lanes, rank_lanes
 from .shards import Night
@@ -101,11 +101,12 @@ def night_presents(nights: Sequence[Night], keep: Sequence[np.ndarray] | np.ndar
 
 def night_sides(nights: Sequence[Night], presents: Sequence[np.ndarray], modalities: tuple[str, ...]
                 ) -> list[Tensor]:
-    """The EEG side features (``psg.side_features``) of each night's epochs read with sensor sets
-    ``presents`` (bool [T, M] per night): list of float32 [T, 7], zeros where the EEG is not
+    """What the stage readouts read (``psg.side_features.night_side_features``: EEG side features
+    and their context from the night's start) for each night's epochs read with sensor sets
+    ``presents`` (bool [T, M] per night): list of float32 [T, N_SIDE], zeros where the EEG is not
     present, NaN rows for shards written before ``log_scale`` (the readout then leaves them to
     the shared head)."""
-    return [torch.from_numpy(side_features_for_rows(n.x, np.asarray(pr), n.log_scale, modalities))
+    return [torch.from_numpy(night_side_features(n.x, np.asarray(pr), n.log_scale, modalities))
             for n, pr in zip(nights, presents)]
 
 
@@ -119,7 +120,7 @@ def temporal_heads(model: nn.Module, e: Tensor, state: State | None = None, pres
 
     ``present`` bool [B, T, M]: the sensor set each embedding came from (it picks the stage
     readouts, ``model.heads``); None reads every epoch with the shared heads. ``side``
-    float [B, T, 7]: the EEG side features that readout reads (None: unknown, the shared heads).
+    float [B, T, N_SIDE]: the EEG side features that readout reads (None: unknown, the shared heads).
     """
     b, t, _ = e.shape
     h, new_state = model.temporal(e, state)
@@ -149,7 +150,7 @@ class NightTrainer:
 
     def _embed_chunk(self, items: list[LaneItem]) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         """e [B, chunk, d], the sensor set it came from (bool [B, chunk, M]), its EEG side
-        features [B, chunk, 7] and labels [B, chunk] (padding: zeros / False / zeros / -1)."""
+        features [B, chunk, N_SIDE] and labels [B, chunk] (padding: zeros / False / zeros / -1)."""
         c, b = self.chunk, len(items)
         d, m = self.model.cfg.fusion_dim, self.model.cfg.n_modalities
         labels = {k: torch.full((b, c), -1, dtype=torch.long) for k in TASKS}

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..psg.clinical import count_runs, events_per_hour, predicted_ahi, sleep_hours
+from ..psg.stage_filter import filter_night
 from .metrics import binary_metrics, staging_metrics
 from .night_trainer import night_sides, temporal_heads
 from .shards import Night
@@ -55,7 +56,8 @@ def predict_embedded(model: nn.Module, e: Tensor, mode: str = "carried", window:
     loop); ``window``: consecutive non-overlapping windows of ``window`` epochs, each from a zero
     state (the original SynthSleepNet protocol). ``present`` bool [T, M]: the sensor set the
     embeddings came from (picks the stage readout as the live step does; None: the shared heads);
-    ``side`` float [T, 7]: the epochs' EEG side features the readout reads (None: unknown, shared heads).
+    ``side`` float [T, N_SIDE]: what the readouts read (``night_sides``: EEG side features and their
+    context from the night's start, also in window mode; None: unknown, shared heads).
     Returns (stage [T,5], apnea [T], hypopnea [T]).
     """
     was = model.training
@@ -91,6 +93,9 @@ def evaluate_embedded(model: nn.Module, embeds: Sequence[Tensor], nights: Sequen
     readout, see ``predict_embedded``; the readout's side features are computed from the night's
     EEG and log scale, ``night_sides``); None: the shared heads for every epoch.
 
+    Stages are picked after the causal stage filter (``psg.stage_filter``), as the monitor picks
+    them: over the whole night (``carried``) or each window from its start.
+
     ``tune``: choose the apnea/hypopnea thresholds maximising F1 on these nights (validation only).
     AHI: predicted = runs of consecutive positive epochs (apnea + hypopnea) per hour of predicted
     sleep; true = scored events per hour of scored sleep. MAE over nights, events/h.
@@ -102,22 +107,25 @@ def evaluate_embedded(model: nn.Module, embeds: Sequence[Tensor], nights: Sequen
         pr = None if presents is None else presents[i]
         sd = None if pr is None else night_sides([n], [pr.numpy()], tuple(model.cfg.modalities))[0]
         sprob, aprob, hprob = predict_embedded(model, e, mode, window, pr, sd)
-        ys.append(n.stage), ps.append(sprob.argmax(1))
+        parts = [slice(0, len(sprob))] if mode == "carried" else [
+            slice(a, a + window) for a in range(0, len(sprob), window)]
+        stages = np.concatenate([filter_night(sprob[s]).argmax(1) for s in parts])
+        ys.append(n.stage), ps.append(stages)
         ya.append(n.apnea), pa.append(aprob)
         yh.append(n.hypopnea), ph.append(hprob)
-        per_night.append((n, sprob, aprob, hprob))
+        per_night.append((n, stages, aprob, hprob))
     thr = dict(thresholds or {"apnea": 0.5, "hypopnea": 0.5})
     y_a, p_a, y_h, p_h = map(np.concatenate, (ya, pa, yh, ph))
     if tune:
         thr = {"apnea": best_threshold(y_a, p_a), "hypopnea": best_threshold(y_h, p_h)}
-    for n, sprob, aprob, hprob in per_night:
+    for n, stages, aprob, hprob in per_night:
         true_events = n.n_apnea_events + n.n_hypopnea_events
         if true_events == 0 and (n.apnea >= 0).any():  # no events column: runs of labels
             true_events = count_runs(n.apnea == 1) + count_runs(n.hypopnea == 1)
         if not (n.stage >= 0).any():
             continue
         t_ahi = events_per_hour(true_events, sleep_hours(n.stage))
-        p_ahi = predicted_ahi(aprob >= thr["apnea"], hprob >= thr["hypopnea"], sprob.argmax(1))
+        p_ahi = predicted_ahi(aprob >= thr["apnea"], hprob >= thr["hypopnea"], stages)
         if t_ahi is not None and p_ahi is not None:
             ahi_err.append(abs(p_ahi - t_ahi))
             ahi_rows.append({"night": n.night, "true_ahi": round(t_ahi, 2), "pred_ahi": round(p_ahi, 2)})

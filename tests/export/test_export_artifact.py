@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_metadata_round_trip(tiny, artifact):
     model, cfg = tiny
     info = check_artifact(artifact)
-    assert info.schema_version == 2 and info.hash_ok
+    assert info.schema_version == 3 and info.hash_ok
     assert info.modalities == ("eeg", "eog", "emg")
     assert info.stage_names == ("W", "N1", "N2", "N3", "REM")
     assert info.thresholds == THRESHOLDS

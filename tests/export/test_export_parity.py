@@ -29,8 +29,9 @@ def test_ort_equals_torch_over_20_steps(tiny, artifact, batch):
     tstate = (torch.zeros(state.conv_state.shape), torch.zeros(state.ssm_state.shape))
     worst = 0.0
     for x, present, side in random_epochs(cfg.n_modalities, 20, batch, seed=batch):
+        graph_side, _ = rt.side_input(side, present, state.side_context)  # the epoch's features and their context
         out, state = rt.step(x, present, state, side)
-        ref = torch_step(model, x, present, tstate, side)
+        ref = torch_step(model, x, present, tstate, graph_side)
         tstate = (ref[3], ref[4])
         got = (out.stage_prob, out.apnea_prob, out.hypopnea_prob, state.conv_state, state.ssm_state)
         for a, b in zip(got, ref):
@@ -49,7 +50,7 @@ def test_state_matters_and_a_copied_state_resumes_exactly(tiny, artifact):
     state = rt.new_state(1)
     for x, p, sd in seq[:3]:
         _, state = rt.step(x, p, state, sd)
-    loaded = StepState(state.conv_state.copy(), state.ssm_state.copy())  # as the monitor restores it
+    loaded = StepState(state.conv_state.copy(), state.ssm_state.copy(), state.side_context.copy())  # as the monitor restores it
     a, b = state, loaded
     for x, p, sd in seq[3:]:
         oa, a = rt.step(x, p, a, sd)
@@ -63,7 +64,8 @@ def test_state_matters_and_a_copied_state_resumes_exactly(tiny, artifact):
     two = StepState.concatenate([state, rt.new_state(1)])
     assert two.batch == 2
     np.testing.assert_array_equal(two.take(0).ssm_state, state.ssm_state)
-    assert not two.take(1).ssm_state.any()
+    np.testing.assert_array_equal(two.take(0).side_context, state.side_context)
+    assert state.side_context[0, -1] > 0 and not two.take(1).ssm_state.any() and not two.take(1).side_context.any()
 
 
 def test_bad_inputs_are_named(artifact):

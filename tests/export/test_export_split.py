@@ -11,7 +11,7 @@ import pytest
 from synthsleep.export.artifact import seal
 from synthsleep.export.runtime import StepRuntime
 from synthsleep.export.split import SplitRuntime, load_split, split_paths
-from synthsleep.psg.side_features import N_SIDE
+from synthsleep.psg.side_features import N_EPOCH_SIDE
 
 
 def _inputs(rt: StepRuntime, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -22,7 +22,7 @@ def _inputs(rt: StepRuntime, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
     present[:, 0] |= ~present.any(axis=1)
     present[::5] = False
     present[::5, 0] = True  # EEG alone: the epochs the EEG-alone stage readout reads
-    side = (2.0 + rng.standard_normal((n, N_SIDE))).astype(np.float32)
+    side = (2.0 + rng.standard_normal((n, N_EPOCH_SIDE))).astype(np.float32)
     return x, present, side
 
 
@@ -46,6 +46,8 @@ def test_encoder_then_temporal_equals_step_graph(which, artifact, tiny_artifact)
         np.testing.assert_allclose(out.hypopnea_prob, ref.hypopnea_prob, atol=1e-5)
     np.testing.assert_allclose(s_split.ssm_state, s_step.ssm_state, atol=1e-4)
     np.testing.assert_allclose(s_split.conv_state, s_step.conv_state, atol=1e-5)
+    np.testing.assert_array_equal(s_split.side_context, s_step.side_context)
+    assert s_step.side_context[0, -1] == present[:, rt.modalities.index("eeg")].sum()  # EEG epochs averaged
 
 
 def test_temporal_graph_takes_present_even_without_an_eeg_readout(tmp_path):

@@ -13,6 +13,7 @@ from synthsleep.offline_training.night_trainer import embed_nights, night_presen
 from synthsleep.offline_training.readout import fit_logistic, fit_stage_readouts, readout_features
 from synthsleep.offline_training.selection import predict_embedded
 from synthsleep.offline_training.shards import load_nights
+from synthsleep.psg.side_features import N_EPOCH_SIDE, N_SIDE
 
 
 def test_fit_logistic_separates_classes_and_l2_shrinks_the_weights():
@@ -39,9 +40,13 @@ def test_readout_fitted_on_train_chosen_on_val_and_saved(tmp_path_factory, tmp_p
 
     model, cfg2 = load_model(tmp_path / "model")
     assert cfg2.eeg_stage_head and cfg2.montage_stage_head and not cfg.eeg_stage_head
-    for r in (rep, reps["montage"]):
+    d = cfg2.fusion_dim
+    for r, linear in ((rep, model.heads.stage_eeg), (reps["montage"], model.heads.stage_montage)):
         assert r["C"] in (0.01, 1.0) and r["val_accuracy"] == max(t["val_accuracy"] for t in r["tried"])
         assert r["train_epochs"] > 0 and r["val_epochs"] > 0
+        assert {t["context"] for t in r["tried"]} == {True, False}  # with and without the moving averages
+        context_weights = linear.weight[:, d + N_EPOCH_SIDE:d + N_SIDE]
+        assert bool(context_weights.abs().sum() > 0) == r["context"]  # not chosen: not read
     # everything but the readout is the model it started from
     for k, v in before.state_dict().items():
         torch.testing.assert_close(model.state_dict()[k], v)
@@ -68,7 +73,7 @@ def test_readout_fitted_on_train_chosen_on_val_and_saved(tmp_path_factory, tmp_p
     # with every sensor the montage readout reads them (its own fit, reproduced through the
     # evaluation path), and without side features the shared head, as before the fit
     feats, _ = readout_features(model, val[:1], keep, "check", False)
-    assert feats.shape[1] == cfg2.fusion_dim + 7  # [h, side]
+    assert feats.shape[1] == cfg2.fusion_dim + N_SIDE  # [h, side]
     full_present = night_presents(val[:1])[0]
     e_full = embed_nights(model, val[:1], torch.device("cpu"))[0]
     full, _, _ = predict_embedded(model, e_full, "carried", present=full_present,

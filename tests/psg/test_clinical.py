@@ -93,14 +93,16 @@ def test_batch_ahi_equals_the_running_ahi_epoch_for_epoch():
         pa = np.repeat(rng.random(n // 4) < 0.2, 4) * 0.9  # episodes of 4+ epochs
         ph = (rng.random(n) < 0.1) * 0.8
         det = EventDetector("b", mods, thresholds={"apnea": 0.5, "hypopnea": 0.5, "stage_confidence": 0.6})
+        shown = np.full(n, -1)  # the stages the detector called (after its stage filter)
         for i in range(n):
             probs = np.full(5, 0.05)
             probs[stage[i]] = 0.8 if confident[i] else 0.2  # top share 0.8 or 0.5 (threshold 0.6)
             probs /= probs.sum()
             present = np.array([True, bool(resp[i])])
             quality = np.array([0, 0 if resp[i] else int(Quality.MISSING)], np.uint8)
-            det.update(i, 30.0 * i, probs, float(pa[i]), float(ph[i]), present, quality)
-        shown = np.where(confident, stage, -1)
+            evs = det.update(i, 30.0 * i, probs, float(pa[i]), float(ph[i]), present, quality)
+            shown[i] = next(e.value["code"] for e in evs if e.type == "stage")
+        assert ((shown >= 0) == confident).all()  # unknown exactly where the model was unsure
         want = predicted_ahi(pa >= 0.5, ph >= 0.5, shown, resp=resp)
         assert (det.ahi is None) == (want is None)
         if want is not None:

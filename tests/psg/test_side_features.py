@@ -18,7 +18,17 @@ from synthsleep.psg.preprocess import (
     _sosfiltfilt,
     preprocess_modality,
 )
-from synthsleep.psg.side_features import N_SIDE, SIDE_BANDS, eeg_side_features, side_features_for_rows
+from synthsleep.psg.side_features import (
+    CONTEXT_EPOCHS,
+    N_EPOCH_SIDE,
+    N_SIDE,
+    SIDE_BANDS,
+    add_side_context,
+    eeg_side_features,
+    new_side_context,
+    side_context_step,
+    side_features_for_rows,
+)
 
 PARAMS = PreprocessParams()
 
@@ -43,7 +53,7 @@ def test_band_powers_are_those_of_the_filtered_signal_in_uv() -> None:
     filtered = _sosfiltfilt(band, _resample(raw, TARGET_RATE, PARAMS))  # uV
     f, p = signal.welch(filtered, fs=TARGET_RATE, nperseg=400)
     want = [math.log(p[(f >= lo) & (f < hi)].mean() + 1e-12) for lo, hi in SIDE_BANDS]
-    assert feats.shape == (N_SIDE,) and feats.dtype == np.float32
+    assert feats.shape == (N_EPOCH_SIDE,) and feats.dtype == np.float32
     np.testing.assert_allclose(feats[:-1], want, atol=1e-3)
     assert feats[0] > feats[1] + 3.0  # the 1-Hz sine is in the slow band
 
@@ -69,3 +79,44 @@ def test_absent_rows_are_zero_and_rows_are_picked_by_name() -> None:
     got = side_features_for_rows(x, present, log_scale, mods)
     np.testing.assert_array_equal(got, eeg_side_features(x[:, 1], ls, present[:, 1]))
     assert not side_features_for_rows(x, present, log_scale, ("eog", "emg")).any()
+
+
+def test_context_is_the_running_then_exponential_mean_of_eeg_epochs():
+    rng = np.random.default_rng(3)
+    side = rng.standard_normal((50, N_EPOCH_SIDE))
+    eeg = np.ones(50, bool)
+    eeg[[10, 11, 30]] = False  # epochs without an EEG neither read nor move the context
+    side[20] = np.nan  # unknown features: likewise
+    present = np.zeros((50, 2), bool)
+    present[:, 1] = eeg
+    got = add_side_context(side, present, ("ecg", "eeg"))
+    assert got.shape == (50, N_SIDE) and got.dtype == np.float32
+    for j, k in enumerate(CONTEXT_EPOCHS):  # the reference: a plain loop over the usable epochs
+        m, n = None, 0
+        for t in range(50):
+            if not eeg[t]:
+                assert not got[t].any()
+                continue
+            if t == 20:
+                assert np.isnan(got[t]).all()
+                continue
+            n += 1
+            m = side[t].copy() if m is None else m + max(1.0 / k, 1.0 / n) * (side[t] - m)
+            np.testing.assert_allclose(got[t, N_EPOCH_SIDE * (j + 1):N_EPOCH_SIDE * (j + 2)], m, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got[t, :N_EPOCH_SIDE], side[t], rtol=1e-6)
+    # the short average follows a step change within a few epochs, the long one lags behind
+    step = np.concatenate([np.zeros((60, N_EPOCH_SIDE)), np.ones((8, N_EPOCH_SIDE))])
+    ctx = add_side_context(step, np.ones((68, 1), bool), ("eeg",))[-1]
+    assert ctx[N_EPOCH_SIDE] > 0.85 and ctx[2 * N_EPOCH_SIDE] < 0.3
+
+
+def test_context_stepped_bed_by_bed_equals_the_whole_night():
+    rng = np.random.default_rng(4)
+    side = rng.standard_normal((2, 40, N_EPOCH_SIDE))
+    eeg = rng.random((2, 40)) > 0.2
+    state = new_side_context(2)
+    for t in range(40):
+        out, state = side_context_step(side[:, t], eeg[:, t], state)
+        for b in range(2):
+            whole = add_side_context(side[b, :t + 1], eeg[b, :t + 1, None], ("eeg",))
+            np.testing.assert_array_equal(out[b], whole[-1])
