@@ -6,8 +6,9 @@
     out, state = rt.step(x, present, state, side)  # x float32 [B, M, 3000], present bool [B, M]
     out.stage_prob [B, 5], out.apnea_prob [B], out.hypopnea_prob [B]
 
-The recurrent state is explicit (:class:`StepState`, numpy arrays) and serialisable without
-pickle (``to_bytes``/``from_bytes``, ``save``/``load``: ``np.savez``, ``allow_pickle=False``).
+The recurrent state is explicit (:class:`StepState`: the Mamba's conv/ssm states and the EEG
+side features' moving averages, numpy arrays); the monitor saves it without pickle
+(``bed_state``: ``np.savez``, loaded with ``allow_pickle=False``).
 """
 
 from __future__ import annotations
