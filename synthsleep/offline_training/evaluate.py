@@ -73,9 +73,7 @@ class NightPredictions:
     def stage(self) -> np.ndarray:
         """The stage per epoch as the monitor picks it: after the causal stage filter
         (``psg.stage_filter``), run over the whole night or each window from its start."""
-        n = len(self.stage_prob)
-        parts = [slice(0, n)] if self.window is None else _window_slices(n, self.window)
-        return np.concatenate([filter_night(self.stage_prob[s]).argmax(-1) for s in parts]).astype(np.int64)
+        return filter_night(self.stage_prob, self.window).argmax(-1)
 
 
 def _by_night(items: Iterable[Any] | Mapping[str, Any]) -> dict[str, Any]:

@@ -107,9 +107,7 @@ def evaluate_embedded(model: nn.Module, embeds: Sequence[Tensor], nights: Sequen
         pr = None if presents is None else presents[i]
         sd = None if pr is None else night_sides([n], [pr.numpy()], tuple(model.cfg.modalities))[0]
         sprob, aprob, hprob = predict_embedded(model, e, mode, window, pr, sd)
-        parts = [slice(0, len(sprob))] if mode == "carried" else [
-            slice(a, a + window) for a in range(0, len(sprob), window)]
-        stages = np.concatenate([filter_night(sprob[s]).argmax(1) for s in parts])
+        stages = filter_night(sprob, None if mode == "carried" else window).argmax(1)
         ys.append(n.stage), ps.append(stages)
         ya.append(n.apnea), pa.append(aprob)
         yh.append(n.hypopnea), ph.append(hprob)

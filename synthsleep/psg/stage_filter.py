@@ -89,8 +89,14 @@ class StageFilter:
         self.belief = belief
 
 
-def filter_night(stage_prob: np.ndarray) -> np.ndarray:
-    """The filtered probabilities of one night's epochs in order, from its start: [T, 5] -> [T, 5]
-    (``StageFilter.update`` epoch by epoch, as live)."""
+def filter_night(stage_prob: np.ndarray, window: int | None = None) -> np.ndarray:
+    """The filtered probabilities of one night's epochs in order: [T, 5] -> [T, 5]
+    (``StageFilter.update`` epoch by epoch, as live), from the night's start, or (``window``)
+    from the start of each run of ``window`` epochs, as a model run over windows from zero."""
+    out = np.zeros((len(stage_prob), 5))
     f = StageFilter()
-    return np.stack([f.update(p) for p in np.asarray(stage_prob)]) if len(stage_prob) else np.zeros((0, 5))
+    for t, p in enumerate(np.asarray(stage_prob)):
+        if window is not None and t % window == 0:
+            f.reset()
+        out[t] = f.update(p)
+    return out

@@ -102,3 +102,11 @@ def test_epochs_without_eeg_do_not_feed_the_filter():
     sure = det.stage_filter.belief[N3]
     assert stage_value(det, 5, probs((W, 0.99)), {"eeg": False, "ecg": True})["stage"] == "unknown"
     assert det.stage_filter.belief[N3] < sure and det.stage_filter.belief[W] < 0.1  # drifted, W not read
+
+
+def test_windows_restart_the_filter():
+    rng = np.random.default_rng(5)
+    p = rng.dirichlet(np.ones(5), 25)
+    got = filter_night(p, window=10)
+    for a in (0, 10, 20):
+        np.testing.assert_array_equal(got[a:a + 10], filter_night(p[a:a + 10]))
