@@ -1,7 +1,7 @@
 """How models do on the only real recordings here (DREAMS, expert-scored), side by side.
 
     python benchmarks/bench_real_transfer.py [--model A.onnx --model B.onnx ...] [--adapt] [--synthetic]
-                                             [--no-stage-filter]
+                                             [--no-stage-filter] [--gain 0.5 --gain 2]
 
 For each model (default: the bundled one), every number from ``synthsleep score``'s own path
 (``score_recording``: same preprocessing, artifact and state sequence as the monitor):
@@ -21,6 +21,14 @@ For each model (default: the bundled one), every number from ``synthsleep score`
    read), then the 8th is scored; excerpt3.edf (all channels) is scored with the model adapted
    on the 7 excerpts other than excerpt3. The test excerpt is
    never in its own adaptation set.
+
+5. ``--gain G`` (repeatable): the EEG-only sets again with the EEG multiplied by ``G`` before
+   scoring (an amplifier's calibration, a derivation that reads the same brain at another
+   amplitude: Cz-A1 against C3-A2, a child against an adult); the synthetic EEG-only rows too
+   with ``--synthetic``. These rows are a robustness check and stay out of the selection rule.
+
+After the 8 EEG-only excerpts, their pooled confusion matrix (reference rows, stages picked
+columns, then ``unknown``) says where the errors are.
 
 Stages are picked after the causal stage filter (``psg.stage_filter``), as ``score`` and the
 monitor pick them; ``--no-stage-filter``: the model's most probable stage (the ablation).
@@ -42,6 +50,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+
+from synthsleep.psg.epoch import STAGES  # noqa: E402
 
 DREAMS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "dreams"
 TEXT_RATES = {1: 100.0, 3: 50.0}  # the others are 200 Hz (README of the data folder)
@@ -77,6 +87,8 @@ class Scored:
     accuracy: float
     kappa: float
     coverage: float
+    #: int [5, 6]: reference stage (rows) against the stage picked (columns), last column ``unknown``
+    confusion: np.ndarray
 
 
 def agreement(model: Path, edf: Path, truth: np.ndarray, stage_filter: bool = True) -> Scored:
@@ -90,7 +102,26 @@ def agreement(model: Path, edf: Path, truth: np.ndarray, stage_filter: bool = Tr
     ours, ref = ours[:n], np.asarray(truth[:n], int)
     keep = ref >= 0
     a = stage_agreement(ours, ref)
-    return Scored(accuracy(ours, ref), a.kappa if a else float("nan"), float((ours[keep] >= 0).mean()))
+    confusion = np.zeros((len(STAGES), len(STAGES) + 1), int)
+    np.add.at(confusion, (ref[keep], np.where(ours[keep] >= 0, ours[keep], len(STAGES))), 1)
+    return Scored(accuracy(ours, ref), a.kappa if a else float("nan"), float((ours[keep] >= 0).mean()), confusion)
+
+
+def print_confusion(confusion: np.ndarray) -> None:
+    """Print a pooled [5, 6] confusion matrix (``Scored.confusion``) as a small table."""
+    print("   reference \\ picked " + " ".join(f"{s:>5s}" for s in STAGES + ("unkn",)) + "   recall")
+    for stage, row in zip(STAGES, confusion):
+        recall = row[STAGES.index(stage)] / row.sum() if row.sum() else float("nan")
+        print(f"   {stage:20s}" + " ".join(f"{v:5d}" for v in row) + f"   {recall:6.2f}")
+
+
+def with_eeg_gain(edf: Path, gain: float, out: Path) -> Path:
+    """A copy of a single-EEG EDF with the signal multiplied by ``gain``."""
+    from synthsleep.psg.recording import Signal, open_recording, write_edf
+
+    with open_recording(edf) as rec:
+        ch = rec.channels[0]
+        return write_edf(out, [Signal(ch.label, ch.rate, rec.read(ch.label) * gain)])
 
 
 def accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -144,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nights-per-length", type=int, default=2, help="synthetic subjects per length (default 2)")
     ap.add_argument("--no-stage-filter", dest="stage_filter", action="store_false",
                     help="pick the model's most probable stage, without the causal stage filter")
+    ap.add_argument("--gain", type=float, action="append", default=[],
+                    help="also score the EEG-only sets with the EEG multiplied by this (repeatable)")
     args = ap.parse_args(argv)
     if not (args.dreams / "excerpt3.edf").exists():
         print(f"no DREAMS data at {args.dreams}: nothing to measure")
@@ -179,9 +212,17 @@ def main(argv: list[str] | None = None) -> int:
         per = [agreement(model, p, st, sf) for p, st in excerpts]
         print("   per excerpt: " + " ".join(f"{a.accuracy:.2f}" for a in per))
         add(name, "8 EEG-only excerpts (mean)", per)
+        print_confusion(sum(a.confusion for a in per))
+        for g in args.gain:
+            add(name, f"8 EEG-only excerpts, EEG x{g:g}",
+                [agreement(model, with_eeg_gain(p, g, work / f"gain-{p.name}"), st, sf) for p, st in excerpts])
         for label, nights in synth:
             add(name, f"{label}, full montage", [agreement(model, full, st, sf) for full, _, st in nights])
             add(name, f"{label}, EEG only", [agreement(model, only, st, sf) for _, only, st in nights])
+            for g in args.gain:
+                add(name, f"{label}, EEG only, EEG x{g:g}",
+                    [agreement(model, with_eeg_gain(only, g, work / f"gain-{only.name}"), st, sf)
+                     for _, only, st in nights])
         if args.adapt:
             per_a = []
             for k, (path, st) in enumerate(excerpts):
@@ -200,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if synth:
         print("\nselection rule: mean accuracy over the synthetic rows (lights-off rows only in brackets)")
         for model in dict.fromkeys(r[0] for r in rows):
-            syn = [(w, a) for m, w, a, _, _ in rows if m == model and w.startswith("synthetic")]
+            syn = [(w, a) for m, w, a, _, _ in rows if m == model and w.startswith("synthetic") and " x" not in w]
             lights_off = [a for w, a in syn if "mid-night" not in w]
             print(f"{model:28s} {np.mean([a for _, a in syn]):.3f}  ({np.mean(lights_off):.3f})")
     return 0
