@@ -20,6 +20,7 @@ from synthsleep.psg.synthetic import (
     write_night,
 )
 from synthsleep.psg.synthetic.features import subject_feature_gains
+from synthsleep.psg.synthetic.hypnogram import with_wake_gain
 from synthsleep.psg.synthetic.subject import DOMAIN_FIELDS
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "hypnograms"
@@ -157,6 +158,29 @@ def test_hypnogram_model_shape_and_sampling():
     assert np.mean(rem_h) > np.mean(n3_h)  # REM late
     for s in nights:
         assert s[0] == 0  # the night starts awake
+
+
+def test_wake_gain_makes_a_sleeper_wake_more_often():
+    """``wake_gain`` multiplies each sleep stage's chance of waking up: more wake inside the sleep
+    period, bouts as long as before, N3 still early; at 1 (the default, every unrandomised
+    subject) the night is the one it was; a clinic-like share of randomised subjects wake more."""
+    model = load_hypnogram_model()
+    trans = with_wake_gain(np.asarray(model["transitions"]), 3.0)
+    np.testing.assert_allclose(trans.sum(axis=2), 1.0, atol=1e-5)  # the table is rounded to 1e-6
+    np.testing.assert_array_equal(trans[:, 0], np.asarray(model["transitions"])[:, 0])  # wake rows as fitted
+    stats = {g: [hypnogram_stats(sample_hypnogram(np.random.default_rng(i), 960, model, wake_gain=g))
+                 for i in range(12)] for g in (1.0, 3.0)}
+    mean = lambda g, k: np.nanmean([s[k] for s in stats[g]])  # noqa: E731
+    assert mean(3.0, "pct_W") > 1.8 * mean(1.0, "pct_W")
+    assert 0.7 < mean(3.0, "bout_W_min") / mean(1.0, "bout_W_min") < 1.3
+    assert mean(3.0, "n3_first_third") > 2 * mean(3.0, "n3_last_third")
+    np.testing.assert_array_equal(sample_hypnogram(np.random.default_rng(5), 960, model),
+                                  sample_hypnogram(np.random.default_rng(5), 960, model, wake_gain=1.0))
+    with pytest.raises(ValueError, match="wake_gain"):
+        with_wake_gain(np.asarray(model["transitions"]), 0.0)
+    gains = [SubjectParams.draw(np.random.default_rng(s), randomize=True).wake_gain for s in range(40)]
+    assert 0.1 < np.mean([g == 1.0 for g in gains]) < 0.6 and max(gains) > 2.5
+    assert SubjectParams.draw(np.random.default_rng(1)).wake_gain == 1.0
 
 
 @pytest.mark.skipif(not (REAL / "sleep-edf-sc-20nights.csv").exists(), reason="real hypnograms not available")

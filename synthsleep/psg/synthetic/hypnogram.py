@@ -180,17 +180,36 @@ def load_hypnogram_model(path: str | Path | None = None) -> dict:
     return model
 
 
-def sample_hypnogram(rng: np.random.Generator, n_epochs: int, model: dict | None = None) -> np.ndarray:
+def with_wake_gain(trans: np.ndarray, wake_gain: float) -> np.ndarray:
+    """Transition matrices [bins, 5, 5] with every sleep stage's chance of waking up (its row's
+    W entry) multiplied by ``wake_gain`` (capped at 0.5), the row's other entries scaled to keep
+    its sum at 1: a sleeper who wakes more often, bouts of wake as long as before. 1: unchanged."""
+    if wake_gain == 1.0:
+        return trans
+    if not (np.isfinite(wake_gain) and wake_gain > 0):
+        raise ValueError(f"wake_gain must be a positive number, got {wake_gain!r}")
+    out = trans.copy()
+    old = out[:, 1:, 0]
+    new = np.minimum(old * wake_gain, 0.5)
+    out[:, 1:, 1:] *= ((1.0 - new) / np.maximum(1.0 - old, 1e-12))[..., None]
+    out[:, 1:, 0] = new
+    return out
+
+
+def sample_hypnogram(rng: np.random.Generator, n_epochs: int, model: dict | None = None,
+                     wake_gain: float = 1.0) -> np.ndarray:
     """Draw a stage sequence of ``n_epochs`` 30-s epochs.
 
     Wake before sleep onset (lognormal latency, capped at 30 min), the Markov chain with
     hour-of-sleep dependent transitions, then a final wake stretch of up to 30 min.
+    ``wake_gain`` multiplies the chance of waking up from sleep (``with_wake_gain``; the
+    sleeper's ``SubjectParams.wake_gain``); the random numbers drawn do not depend on it.
 
     Returns:
         int8 [n_epochs] stage codes 0..4.
     """
     model = model if model is not None else load_hypnogram_model()
-    trans = np.asarray(model["transitions"], dtype=float)
+    trans = with_wake_gain(np.asarray(model["transitions"], dtype=float), wake_gain)
     cum = np.cumsum(trans, axis=2)
     first = np.asarray(model["first_sleep_stage"], dtype=float)
     sol = model["sleep_onset_latency_min"]

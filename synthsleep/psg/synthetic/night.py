@@ -160,7 +160,7 @@ def synthesize_night(seed: int, hours: float, subject: SubjectParams | None = No
         subject = SubjectParams.draw(rngs[0], ahi_range)
     if stages is None:
         n_epochs = max(1, int(hours * 3600 // EPOCH_S))
-        stages = sample_hypnogram(rngs[1], n_epochs)
+        stages = sample_hypnogram(rngs[1], n_epochs, wake_gain=subject.wake_gain)
     else:
         stages = np.asarray(stages, dtype=np.int8).reshape(-1)
         if stages.size == 0 or stages.min() < 0 or stages.max() > 4:

@@ -12,11 +12,12 @@ _AHI_CLASSES = ((0.0, 5.0, 0.35), (5.0, 15.0, 0.25), (15.0, 30.0, 0.2), (30.0, 6
 
 
 # Fields that exist for domain randomisation only: how a lab, montage or amplifier shows the
-# sleeper, not the sleeper (they leave the per-subject stage-feature gains alone);
+# sleeper, and how broken a clinic patient's sleep is beside the healthy nights the hypnogram
+# chain was fitted to (``wake_gain``); they leave the per-subject stage-feature gains alone;
 # ``draw(randomize=True)`` sets them and widens ``eye_leak``.
 DOMAIN_FIELDS = ("bg_exponent", "bg_knee_hz", "muscle_uv", "eeg_rate", "eeg_sign", "ecg_rate", "ecg_qrs_width",
                  "ecg_t_ratio", "ecg_noise_uv", "hr_stage_gain", "rsa_gain", "eog_frontal", "delta_hi_hz", "eog_central",
-                 "eog_noise_uv")
+                 "eog_noise_uv", "wake_gain")
 #: native EEG/EOG amplifier rates (Hz) drawn by ``draw(randomize=True)``, and how often: from the
 #: 50-Hz DREAMS PSG and 100-Hz Sleep-EDF to 200/256-Hz clinical systems
 EEG_RATES = ((50.0, 0.1), (100.0, 0.25), (128.0, 0.15), (200.0, 0.25), (256.0, 0.25))
@@ -76,6 +77,7 @@ class SubjectParams:
     delta_hi_hz: float = 2.0  # upper edge of the slow-wave (delta) band, Hz; its lower edge is 0.5
     eog_central: float = 0.0  # signed share of the whole central EEG (C4-M1) in both EOG leads
     eog_noise_uv: float = 0.0  # RMS of each EOG lead's own 2-30 Hz (1/f^2 power) activity (periorbital muscle, contact)
+    wake_gain: float = 1.0  # multiplies each sleep stage's chance per epoch of waking up (hypnogram.with_wake_gain)
 
     def to_dict(self) -> dict[str, float]:
         """JSON-able dict."""
@@ -104,7 +106,7 @@ class SubjectParams:
                 native EEG/EOG rate and the EEG polarity, the ECG's rate, morphology and noise,
                 how strongly stage moves the heart rate, the frontal EEG in the EOG, how high
                 the slow waves reach (2-4 Hz), how much of the whole EEG and
-                of their own fast activity the EOG leads see: what
+                of their own fast activity the EOG leads see, how often the sleeper wakes: what
                 differs between labs, derivations and people more than between stages;
                 ``make model --domain-randomisation``). Drawn after all others, so ``False`` (the
                 default, what the bundled model was trained on) gives the same subjects without them.
@@ -187,4 +189,9 @@ class SubjectParams:
             # correlate -0.30 / -0.14 with C3-A1; the generator's EOG 0.015 and +0.5 to +0.7
             eog_central=float(rng.uniform(-1.0, 1.0)),
             eog_noise_uv=float(rng.choice([0.0, 1.0], p=[0.3, 0.7]) * 12.0 * ln(0.0, 0.6)),
+            # the hypnogram chain is fitted to healthy Sleep-EDF nights (wake 6.8 % of the sleep
+            # period); sleep-clinic patients wake more (wake after sleep onset typically 10-25 %
+            # of it in older and apnoeic sleepers): 1-3x the awakenings in 70 % of subjects (wake 11 %
+            # of the sleep period at 1x, 17 % at 2x, 25 % at 3x; 20 sampled 8-h nights each)
+            wake_gain=float(np.exp(rng.uniform(0.0, np.log(3.0))) if rng.random() < 0.7 else 1.0),
         )
