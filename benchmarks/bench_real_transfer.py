@@ -51,10 +51,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from synthsleep.psg.clinical import confusion_matrix  # noqa: E402
 from synthsleep.psg.epoch import STAGES  # noqa: E402
 
 DREAMS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "dreams"
 TEXT_RATES = {1: 100.0, 3: 50.0}  # the others are 200 Hz (README of the data folder)
+GAIN_TAG = ", EEG x"  # in the name of every ``--gain`` row: those stay out of the selection rule
 SYNTH_SEED = 9999  # subjects no training run draws (make_model draws seed 0)
 
 
@@ -102,8 +104,8 @@ def agreement(model: Path, edf: Path, truth: np.ndarray, stage_filter: bool = Tr
     ours, ref = ours[:n], np.asarray(truth[:n], int)
     keep = ref >= 0
     a = stage_agreement(ours, ref)
-    confusion = np.zeros((len(STAGES), len(STAGES) + 1), int)
-    np.add.at(confusion, (ref[keep], np.where(ours[keep] >= 0, ours[keep], len(STAGES))), 1)
+    # ``unknown`` (-1) as a sixth predicted class, so the pooled table shows the abstentions too
+    confusion = confusion_matrix(ref, np.where(ours >= 0, ours, len(STAGES)), len(STAGES) + 1)[:len(STAGES)]
     return Scored(accuracy(ours, ref), a.kappa if a else float("nan"), float((ours[keep] >= 0).mean()), confusion)
 
 
@@ -214,13 +216,13 @@ def main(argv: list[str] | None = None) -> int:
         add(name, "8 EEG-only excerpts (mean)", per)
         print_confusion(sum(a.confusion for a in per))
         for g in args.gain:
-            add(name, f"8 EEG-only excerpts, EEG x{g:g}",
+            add(name, f"8 EEG-only excerpts{GAIN_TAG}{g:g}",
                 [agreement(model, with_eeg_gain(p, g, work / f"gain-{p.name}"), st, sf) for p, st in excerpts])
         for label, nights in synth:
             add(name, f"{label}, full montage", [agreement(model, full, st, sf) for full, _, st in nights])
             add(name, f"{label}, EEG only", [agreement(model, only, st, sf) for _, only, st in nights])
             for g in args.gain:
-                add(name, f"{label}, EEG only, EEG x{g:g}",
+                add(name, f"{label}, EEG only{GAIN_TAG}{g:g}",
                     [agreement(model, with_eeg_gain(only, g, work / f"gain-{only.name}"), st, sf)
                      for _, only, st in nights])
         if args.adapt:
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     if synth:
         print("\nselection rule: mean accuracy over the synthetic rows (lights-off rows only in brackets)")
         for model in dict.fromkeys(r[0] for r in rows):
-            syn = [(w, a) for m, w, a, _, _ in rows if m == model and w.startswith("synthetic") and " x" not in w]
+            syn = [(w, a) for m, w, a, _, _ in rows if m == model and w.startswith("synthetic") and GAIN_TAG not in w]
             lights_off = [a for w, a in syn if "mid-night" not in w]
             print(f"{model:28s} {np.mean([a for _, a in syn]):.3f}  ({np.mean(lights_off):.3f})")
     return 0
