@@ -36,7 +36,7 @@ test: $(STAMP) test-tools
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests
 
 model: $(STAMP)
-	$(BIN)/python -m synthsleep.offline_training.make_model --out synthsleep/assets --domain-randomisation --budget-scale 1.3 --late-start 0.5 --subject delta_hi_hz=2 --subject eog_central=0 --subject eog_noise_uv=0 --subject wake_gain=1
+	$(BIN)/python -m synthsleep.offline_training.make_model --out synthsleep/assets --domain-randomisation --budget-scale 1.3 --late-start 0.5 --subject delta_hi_hz=2 --subject eog_central=0 --subject eog_noise_uv=0 --subject wake_gain=1 --subject quiet_wake=0
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done

@@ -74,6 +74,13 @@ def subject_feature_gains(subject: SubjectParams) -> np.ndarray:
     return g
 
 
+#: relaxed, still wake (``SubjectParams.quiet_wake``): each feature's weight multiplied by a factor
+#: drawn per epoch from [low, high): a quieter background, hardly any blinks, eye movements, slow
+#: activity or muscle, the alpha left as it was
+_QUIET_WAKE = (("bg", 0.25, 0.6), ("beta", 0.2, 0.6), ("delta", 0.1, 0.5), ("theta", 0.5, 1.0),
+               ("blink", 0.0, 0.15), ("saccade", 0.0, 0.15), ("emg", 0.2, 0.6))
+
+
 def epoch_features(rng: np.random.Generator, stages: np.ndarray, subject: SubjectParams) -> np.ndarray:
     """Per-epoch feature weights.
 
@@ -114,6 +121,10 @@ def epoch_features(rng: np.random.Generator, stages: np.ndarray, subject: Subjec
         w[wk[drowsy], _IDX["alpha"]] *= rng.uniform(0.2, 0.7, drowsy.sum())
         w[wk[drowsy], _IDX["theta"]] += rng.uniform(0.2, 0.6, drowsy.sum())
         w[wk[drowsy], _IDX["sem"]] += rng.uniform(0.2, 0.8, drowsy.sum())
+        if subject.quiet_wake > 0:  # relaxed and still: no draw at 0, so those nights stay as they were
+            quiet = wk[rng.random(wk.size) < subject.quiet_wake]
+            for name, lo, hi in _QUIET_WAKE:
+                w[quiet, _IDX[name]] *= rng.uniform(lo, hi, quiet.size)
     return np.clip(w, 0.0, None)
 
 

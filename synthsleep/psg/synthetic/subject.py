@@ -17,7 +17,7 @@ _AHI_CLASSES = ((0.0, 5.0, 0.35), (5.0, 15.0, 0.25), (15.0, 30.0, 0.2), (30.0, 6
 # ``draw(randomize=True)`` sets them and widens ``eye_leak``.
 DOMAIN_FIELDS = ("bg_exponent", "bg_knee_hz", "muscle_uv", "eeg_rate", "eeg_sign", "ecg_rate", "ecg_qrs_width",
                  "ecg_t_ratio", "ecg_noise_uv", "hr_stage_gain", "rsa_gain", "eog_frontal", "delta_hi_hz", "eog_central",
-                 "eog_noise_uv", "wake_gain")
+                 "eog_noise_uv", "wake_gain", "quiet_wake")
 #: native EEG/EOG amplifier rates (Hz) drawn by ``draw(randomize=True)``, and how often: from the
 #: 50-Hz DREAMS PSG and 100-Hz Sleep-EDF to 200/256-Hz clinical systems
 EEG_RATES = ((50.0, 0.1), (100.0, 0.25), (128.0, 0.15), (200.0, 0.25), (256.0, 0.25))
@@ -78,6 +78,7 @@ class SubjectParams:
     eog_central: float = 0.0  # signed share of the whole central EEG (C4-M1) in both EOG leads
     eog_noise_uv: float = 0.0  # RMS of each EOG lead's own 2-30 Hz (1/f^2 power) activity (periorbital muscle, contact)
     wake_gain: float = 1.0  # multiplies each sleep stage's chance per epoch of waking up (hypnogram.with_wake_gain)
+    quiet_wake: float = 0.0  # share of wake epochs relaxed and still: alpha over little else (features.epoch_features)
 
     def to_dict(self) -> dict[str, float]:
         """JSON-able dict."""
@@ -106,7 +107,8 @@ class SubjectParams:
                 native EEG/EOG rate and the EEG polarity, the ECG's rate, morphology and noise,
                 how strongly stage moves the heart rate, the frontal EEG in the EOG, how high
                 the slow waves reach (2-4 Hz), how much of the whole EEG and
-                of their own fast activity the EOG leads see, how often the sleeper wakes: what
+                of their own fast activity the EOG leads see, how often the sleeper wakes and how
+                much of its wake is relaxed and still: what
                 differs between labs, derivations and people more than between stages;
                 ``make model --domain-randomisation``). Drawn after all others, so ``False`` (the
                 default, what the bundled model was trained on) gives the same subjects without them.
@@ -194,4 +196,10 @@ class SubjectParams:
             # of it in older and apnoeic sleepers): 1-3x the awakenings in 70 % of subjects (wake 11 %
             # of the sleep period at 1x, 17 % at 2x, 25 % at 3x; 20 sampled 8-h nights each)
             wake_gain=float(np.exp(rng.uniform(0.0, np.log(3.0))) if rng.random() < 0.7 else 1.0),
+            # relaxed, still wake (eyes closed, chin slack): the real excerpts' alpha-dominant epochs
+            # (8-12 Hz band power above 4-8 Hz by 0.3 ln; 2.9 % of their epochs, no label read) have
+            # a median ln 0.5-2 Hz power density of 2.1 (uV^2/Hz) and 16-30 Hz of -1.1, the
+            # generator's wake 4.3 (10th percentile 3.5) and +0.1: its wake always blinks, moves its
+            # eyes and tenses the scalp, so beta alone told wake from sleep and real quiet wake read N2
+            quiet_wake=float(rng.uniform(0.0, 0.6)),
         )
