@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -58,6 +57,7 @@ from .export.runtime import StepRuntime, StepState
 from .psg.epoch import STAGES, Epoch
 from .psg.montage import parse_overrides
 from .psg.preprocess import PreprocessParams
+from .stop_flag import StopFlag, stop_on_signals
 from .stream.assembler import StreamEpochs
 from .stream.lsl_inlet import (
     DEFAULT_BUFLEN_S,
@@ -517,7 +517,7 @@ class Monitor:
             self.metrics.set_lag(bed.spec.bed, max(lags))
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def run(self, stop: threading.Event, idle_exit: float | None = None, poll_interval: float = 0.02,
+    def run(self, stop: threading.Event | StopFlag, idle_exit: float | None = None, poll_interval: float = 0.02,
             on_round: Callable[[Monitor], None] | None = None) -> None:
         """Poll until ``stop`` is set, or (``idle_exit``) once data flowed and then no sample
         arrived for ``idle_exit`` s (after a stream ends, epochs without data keep closing on the
@@ -761,9 +761,7 @@ def run(args: argparse.Namespace) -> int:
             server.stop()
         print(f"synthsleep monitor: error: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     t0 = time.monotonic()
     reported: set[str] = set()
 

@@ -137,9 +137,10 @@ def test_sigterm_stops_cleanly_with_state_saved(tiny_artifact, synthetic_edf, tm
     with socket.socket() as s:  # a free port for the ward view
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # PYTHONFAULTHANDLER: a monitor that ignores SIGTERM is sent SIGABRT below and prints where it hung
     proc = subprocess.Popen(_monitor_cmd(tiny_artifact, name, events, state) + ["--http", str(port)], cwd=REPO,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     player.start()
     try:
         deadline = time.monotonic() + 60
@@ -150,7 +151,12 @@ def test_sigterm_stops_cleanly_with_state_saved(tiny_artifact, synthetic_edf, tm
             ward = json.loads(r.read())
         assert [b["bed"] for b in ward["beds"]] == ["b1"] and ward["beds"][0]["epoch"] >= 2
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            out, err = proc.communicate(timeout=30)
+            pytest.fail(f"the monitor did not stop within 60 s of SIGTERM; its threads:\n{err[-6000:]}")
     finally:
         player.stop()
         if proc.poll() is None:  # a failed check above: do not leave the monitor running
