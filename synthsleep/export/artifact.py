@@ -7,7 +7,7 @@ key                   value
 ====================  ==========================================================================
 format                ``synthsleep-step``
 schema_version        ``3`` (1: before the ``side`` input, 2: ``side`` without its context;
-                      re-export such an artifact)
+                      re-export such an artifact: ``synthsleep export --like``)
 montage*              modality names, the row order of input ``x`` / ``present``
 preprocess*           ``PreprocessParams.to_dict()`` the model was trained with
 class_names*          ``{"stage": ["W", "N1", "N2", "N3", "REM"], "apnea": ..., "hypopnea": ...}``
@@ -144,8 +144,11 @@ def load_proto(source: str | Path | bytes) -> onnx.ModelProto:
 
 
 def info_from_proto(model: onnx.ModelProto, path: str | Path = "<bytes>",
-                    verify_hash: bool = True) -> ArtifactInfo:
+                    verify_hash: bool = True, any_schema: bool = False) -> ArtifactInfo:
     """Validate a parsed artifact's metadata and hash.
+
+    ``any_schema``: read an artifact of an older (or newer) schema version too, for its record
+    only (provenance, preprocessing, thresholds: ``synthsleep export --like``); it cannot be run.
 
     Raises:
         ArtifactError: not a synthsleep artifact, missing/invalid keys, external data, or (with
@@ -162,7 +165,7 @@ def info_from_proto(model: onnx.ModelProto, path: str | Path = "<bytes>",
         version = int(meta["schema_version"])
     except ValueError:
         raise ArtifactError(f"{path}: schema_version {meta['schema_version']!r} is not an integer") from None
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION and not any_schema:
         raise ArtifactError(f"{path}: schema_version {version} unsupported (this code reads {SCHEMA_VERSION}; "
                             f"re-export the model: synthsleep export MODEL --like {path} --out NEW.onnx)")
     parsed: dict[str, Any] = {}
@@ -177,7 +180,7 @@ def info_from_proto(model: onnx.ModelProto, path: str | Path = "<bytes>",
                                 f"must be one self-contained file")
     graph_in = [i.name for i in model.graph.input]
     graph_out = [o.name for o in model.graph.output]
-    if tuple(graph_in) != INPUT_NAMES or tuple(graph_out) != OUTPUT_NAMES:
+    if not any_schema and (tuple(graph_in) != INPUT_NAMES or tuple(graph_out) != OUTPUT_NAMES):
         raise ArtifactError(f"{path}: graph inputs {graph_in} / outputs {graph_out}, expected "
                             f"{list(INPUT_NAMES)} / {list(OUTPUT_NAMES)}")
     try:
@@ -199,9 +202,10 @@ def info_from_proto(model: onnx.ModelProto, path: str | Path = "<bytes>",
         provenance=parsed["provenance"], content_hash=meta[HASH_KEY], hash_ok=hash_ok, extra=extra)
 
 
-def read_artifact(path: str | Path, verify_hash: bool = True) -> ArtifactInfo:
-    """Read and validate an artifact's metadata (and, by default, its content hash)."""
-    return info_from_proto(load_proto(path), path, verify_hash)
+def read_artifact(path: str | Path, verify_hash: bool = True, any_schema: bool = False) -> ArtifactInfo:
+    """Read and validate an artifact's metadata (and, by default, its content hash; ``any_schema``:
+    see ``info_from_proto``)."""
+    return info_from_proto(load_proto(path), path, verify_hash, any_schema)
 
 
 def check_artifact(path: str | Path) -> ArtifactInfo:

@@ -451,7 +451,7 @@ def run(args: argparse.Namespace) -> int:
     cfg, meta = load_config_json(args.checkpoint)
     model, cfg = load_model(args.checkpoint)
     if args.like is not None:  # the same model again, with the artifact's own record
-        like = read_artifact(args.like)
+        like = read_artifact(args.like, any_schema=True)  # an older schema's record re-exported is the point
         if like.modalities != tuple(cfg.modalities):
             raise ValueError(f"--like {args.like}: its montage {list(like.modalities)} is not the "
                              f"checkpoint's {list(cfg.modalities)}")

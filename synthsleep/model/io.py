@@ -62,17 +62,24 @@ def load_config_json(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
     return ModelConfig.from_dict(doc["config"], source=str(js)), doc.get("metadata", {})
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu"
+def load_model(path: str | Path, map_location: str | torch.device = "cpu", skip: tuple[str, ...] = ()
                ) -> tuple[SleepModel, ModelConfig]:
-    """Load ``path.safetensors`` + ``path.json`` -> (SleepModel in eval mode, config)."""
+    """Load ``path.safetensors`` + ``path.json`` -> (SleepModel in eval mode, config).
+
+    ``skip``: name prefixes of weights that are about to be refitted (e.g. the stage readouts,
+    ``offline_training.readout``): neither read nor required, left at their initial values, so a
+    checkpoint whose readouts predate the current side features still loads for that refit.
+    """
     base = _base(path)
     cfg, _ = load_config_json(base)
     st = base.with_suffix(".safetensors")
     if not st.is_file():
         raise FileNotFoundError(f"model weights {st} not found")
-    tensors = load_file(str(st), device=str(map_location))
+    tensors = {k: v for k, v in load_file(str(st), device=str(map_location)).items() if not k.startswith(skip)}
     model = SleepModel(cfg)
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    init = model.state_dict()
+    tensors.update({k: v for k, v in init.items() if k.startswith(skip)})
+    want = {k: tuple(v.shape) for k, v in init.items()}
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     missing = sorted(set(want) - set(got))
     unexpected = sorted(set(got) - set(want))

@@ -149,7 +149,8 @@ def fit_stage_readouts(model_dir: Path, shards: Path, cs: Sequence[float] = DEFA
     from synthsleep.model import SleepModel, load_model, save_model
     from synthsleep.model.io import load_config_json
 
-    old, cfg = load_model(model_dir / "model")
+    # the readouts are refitted: the checkpoint's (maybe of other side features) are not read
+    old, cfg = load_model(model_dir / "model", skip=("heads.stage_eeg.", "heads.stage_montage."))
     _, meta = load_config_json(model_dir / "model")
     cfg = dataclasses.replace(cfg, eeg_stage_head=True, montage_stage_head=montage or cfg.montage_stage_head)
     model = SleepModel(cfg)

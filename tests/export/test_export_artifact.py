@@ -13,7 +13,15 @@ import onnx
 import pytest
 from export_fixtures import PROVENANCE, THRESHOLDS, TINY, tiny_model
 
-from synthsleep.export.artifact import ArtifactError, check_artifact, compute_content_hash, read_artifact
+from synthsleep.export.artifact import (
+    SCHEMA_VERSION,
+    ArtifactError,
+    check_artifact,
+    compute_content_hash,
+    read_artifact,
+    seal,
+    set_metadata,
+)
 from synthsleep.export.runtime import StepRuntime
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_metadata_round_trip(tiny, artifact):
     model, cfg = tiny
     info = check_artifact(artifact)
-    assert info.schema_version == 3 and info.hash_ok
+    assert info.schema_version == SCHEMA_VERSION == 3 and info.hash_ok
     assert info.modalities == ("eeg", "eog", "emg")
     assert info.stage_names == ("W", "N1", "N2", "N3", "REM")
     assert info.thresholds == THRESHOLDS
@@ -147,6 +155,19 @@ def test_cli_export_and_verify(tmp_path, capsys):
     assert info2.thresholds == info.thresholds and info2.preprocess == info.preprocess
     assert info2.provenance["data_fingerprint"] == "sha256:0123"
     assert info2.provenance["reexported_from"] == info.content_hash
+    # an artifact of an older schema (other side features) does not run, and the remedy its error
+    # names works: --like reads the old record for the re-export
+    old = onnx.load(str(out))
+    set_metadata(old, {**{e.key: e.value for e in old.metadata_props}, "schema_version": str(SCHEMA_VERSION - 1)})
+    seal(old)
+    onnx.save(old, str(tmp_path / "old.onnx"))
+    with pytest.raises(ArtifactError, match=f"schema_version {SCHEMA_VERSION - 1} unsupported.*--like"):
+        StepRuntime(tmp_path / "old.onnx")
+    assert onnx_export.run(p.parse_args([str(tmp_path / "ckpt" / "model"), "--out", str(again),
+                                         "--like", str(tmp_path / "old.onnx"), "--exporter", "torchscript",
+                                         "--no-verify"])) == 0
+    info3 = read_artifact(again)
+    assert info3.schema_version == info.schema_version and info3.provenance["data_fingerprint"] == "sha256:0123"
     from synthsleep.model import SleepModel, load_config
 
     ocfg = load_config("small", overrides={**TINY, "modalities": ["eeg", "eog"]})

@@ -9,6 +9,7 @@ from export_fixtures import PROVENANCE, THRESHOLDS
 
 from synthsleep.export.runtime import RuntimeInputError, StepRuntime, StepState
 from synthsleep.export.verify import random_epochs, verify_artifact
+from synthsleep.psg.side_features import N_EPOCH_SIDE
 
 #: largest absolute difference allowed between ORT and PyTorch (probabilities and states)
 ATOL = 1e-5
@@ -112,7 +113,7 @@ def test_verify_on_real_epochs_from_an_edf(tiny, artifact, tmp_path):
     for x, present, side in seq:
         assert x.shape == (1, 3, 3000) and present.all()  # eeg, eog, emg found and usable
         assert 0.1 < float(x.std()) < 10.0  # normalised signal, not zeros
-        assert side.shape == (1, 7) and np.isfinite(side).all() and side[0, -1] > 1.0  # ln uV scale of the EEG
+        assert side.shape == (1, N_EPOCH_SIDE) and np.isfinite(side).all() and side[0, -1] > 1.0  # ln uV scale of the EEG
     model, _ = tiny
     report = verify_artifact(artifact, model=model, steps=4, batch=1, edf=edf)
     assert report.ok, report.summary()

@@ -85,3 +85,28 @@ def test_readout_fitted_on_train_chosen_on_val_and_saved(tmp_path_factory, tmp_p
     plain, _, _ = predict_embedded(before, embed_nights(before, val[:1], torch.device("cpu"))[0], "carried")
     np.testing.assert_allclose(blind, plain, atol=1e-5)
 
+
+
+def test_readouts_of_older_side_features_are_refitted(tmp_path_factory, tmp_path):
+    """A checkpoint whose readouts read fewer side features (an older ``SIDE_NAMES``) does not load
+    as it is (a clear error), and the readout refit, which reads everything else, makes it current."""
+    from safetensors.torch import load_file, save_file
+
+    from synthsleep.model.config import ConfigError
+
+    shards = shared_shards(tmp_path_factory)
+    torch.manual_seed(1)
+    cfg = load_config("small", {**TINY_MODEL, "eeg_stage_head": True, "montage_stage_head": True})
+    save_model(SleepModel(cfg).eval(), cfg, tmp_path / "model")
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    for name in ("heads.stage_eeg.weight", "heads.stage_montage.weight"):
+        tensors[name] = tensors[name][:, :-3].contiguous()  # three side features fewer
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ConfigError, match="wrong shapes.*stage_"):
+        load_model(tmp_path / "model")
+    fit_stage_readouts(tmp_path, shards, cs=(1.0,))
+    model, _ = load_model(tmp_path / "model")
+    assert model.heads.stage_eeg.weight.shape[1] == cfg.fusion_dim + N_SIDE
+    for k, v in tensors.items():  # all but the readouts as saved
+        if not k.startswith(("heads.stage_eeg.", "heads.stage_montage.")):
+            torch.testing.assert_close(model.state_dict()[k], v)
