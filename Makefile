@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-tools setup model bench lint clean
+.PHONY: demo test test-tools setup model model-pinned bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,8 +35,19 @@ test-tools:
 test: $(STAMP) test-tools
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests
 
+# The bundled model's recipe. Its phases are time-boxed (train_small.toml's max_minutes x 1.3), so
+# a slower CPU trains fewer steps: make model-pinned runs the same recipe with every phase pinned
+# to the step counts the bundled model reached: a build comparable across machines, taking as long
+# as the machine needs (~55 min on 2 idle cores of the machine that built it; an AVX2-only EPYC ran
+# multimodal pretraining at 1.42 s a step against its 0.55, so ~2.5 h there).
+MODEL_RECIPE := --domain-randomisation --budget-scale 1.3 --late-start 0.5 --subject delta_hi_hz=2 --subject eog_central=0 --subject eog_noise_uv=0 --subject wake_gain=1 --subject quiet_wake=0
+PINNED_STEPS := --set pretrain_unimodal.max_minutes=0 --set pretrain_unimodal.steps=360 --set pretrain_multimodal.max_minutes=0 --set finetune.window_max_minutes=0 --set finetune.window_steps=1175 --set finetune.night_max_minutes=0 --set finetune.night_passes=130
+
 model: $(STAMP)
-	$(BIN)/python -m synthsleep.offline_training.make_model --out synthsleep/assets --domain-randomisation --budget-scale 1.3 --late-start 0.5 --subject delta_hi_hz=2 --subject eog_central=0 --subject eog_noise_uv=0 --subject wake_gain=1 --subject quiet_wake=0
+	$(BIN)/python -m synthsleep.offline_training.make_model --out synthsleep/assets $(MODEL_RECIPE)
+
+model-pinned: $(STAMP)
+	$(BIN)/python -m synthsleep.offline_training.make_model --out runs/model_pinned/assets --work runs/model_pinned $(MODEL_RECIPE) $(PINNED_STEPS) --no-label-study
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
