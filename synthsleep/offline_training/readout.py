@@ -149,8 +149,9 @@ def fit_stage_readouts(model_dir: Path, shards: Path, cs: Sequence[float] = DEFA
     from synthsleep.model import SleepModel, load_model, save_model
     from synthsleep.model.io import load_config_json
 
-    # the readouts are refitted: the checkpoint's (maybe of other side features) are not read
-    old, cfg = load_model(model_dir / "model", skip=("heads.stage_eeg.", "heads.stage_montage."))
+    # the readouts refitted here are not read from the checkpoint (they may read other side features)
+    refitted = ("heads.stage_eeg.",) + (("heads.stage_montage.",) if montage else ())
+    old, cfg = load_model(model_dir / "model", skip=refitted)
     _, meta = load_config_json(model_dir / "model")
     cfg = dataclasses.replace(cfg, eeg_stage_head=True, montage_stage_head=montage or cfg.montage_stage_head)
     model = SleepModel(cfg)
@@ -167,7 +168,7 @@ def fit_stage_readouts(model_dir: Path, shards: Path, cs: Sequence[float] = DEFA
                                readout_features(model, train, eeg, "embed train, EEG alone", False),
                                readout_features(model, val, eeg, "embed val, EEG alone", False),
                                cs, "EEG-alone")}
-    if cfg.montage_stage_head:
+    if montage:  # --eeg-only leaves a montage readout the model has as it is
         sets = [None if s is None else montage_mask(s, mods) for s in MONTAGE_READOUT_SETS
                 if s is None or all(m in mods for m in s)]
         parts = [(readout_features(model, train[::2], k, "embed train, a sensor set", True),
@@ -176,7 +177,8 @@ def fit_stage_readouts(model_dir: Path, shards: Path, cs: Sequence[float] = DEFA
         report["montage"] = _fit_into(model.heads.stage_montage, model.heads.stage, pooled[0], pooled[1],
                                       cs, "sensor-set")
     report.update({"train_nights": len(train), "val_nights": len(val)})
-    save_model(model, cfg, model_dir / "model", metadata={**meta, "stage_readouts": report})
+    kept = {k: v for k, v in meta.get("stage_readouts", {}).items() if k == "montage" and not montage}
+    save_model(model, cfg, model_dir / "model", metadata={**meta, "stage_readouts": {**kept, **report}})
     return report
 
 

@@ -93,6 +93,7 @@ def test_readouts_of_older_side_features_are_refitted(tmp_path_factory, tmp_path
     from safetensors.torch import load_file, save_file
 
     from synthsleep.model.config import ConfigError
+    from synthsleep.model.io import load_config_json
 
     shards = shared_shards(tmp_path_factory)
     torch.manual_seed(1)
@@ -110,3 +111,10 @@ def test_readouts_of_older_side_features_are_refitted(tmp_path_factory, tmp_path
     for k, v in tensors.items():  # all but the readouts as saved
         if not k.startswith(("heads.stage_eeg.", "heads.stage_montage.")):
             torch.testing.assert_close(model.state_dict()[k], v)
+    # refitting the EEG-alone readout only keeps the montage readout as it was
+    montage_report = load_config_json(tmp_path / "model")[1]["stage_readouts"]["montage"]
+    fit_stage_readouts(tmp_path, shards, cs=(0.01,), montage=False)
+    again, _ = load_model(tmp_path / "model")
+    assert load_config_json(tmp_path / "model")[1]["stage_readouts"]["montage"] == montage_report
+    torch.testing.assert_close(again.heads.stage_montage.weight, model.heads.stage_montage.weight)
+    assert not torch.equal(again.heads.stage_eeg.weight, model.heads.stage_eeg.weight)
