@@ -177,8 +177,9 @@ def fit_stage_readouts(model_dir: Path, shards: Path, cs: Sequence[float] = DEFA
         report["montage"] = _fit_into(model.heads.stage_montage, model.heads.stage, pooled[0], pooled[1],
                                       cs, "sensor-set")
     report.update({"train_nights": len(train), "val_nights": len(val)})
-    kept = {k: v for k, v in meta.get("stage_readouts", {}).items() if k == "montage" and not montage}
-    save_model(model, cfg, model_dir / "model", metadata={**meta, "stage_readouts": {**kept, **report}})
+    # over the earlier report: a readout not refitted here (--eeg-only) keeps its entry
+    save_model(model, cfg, model_dir / "model",
+               metadata={**meta, "stage_readouts": {**meta.get("stage_readouts", {}), **report}})
     return report
 
 

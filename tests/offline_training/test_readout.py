@@ -86,7 +86,6 @@ def test_readout_fitted_on_train_chosen_on_val_and_saved(tmp_path_factory, tmp_p
     np.testing.assert_allclose(blind, plain, atol=1e-5)
 
 
-
 def test_readouts_of_older_side_features_are_refitted(tmp_path_factory, tmp_path):
     """A checkpoint whose readouts read fewer side features (an older ``SIDE_NAMES``) does not load
     as it is (a clear error), and the readout refit, which reads everything else, makes it current."""
