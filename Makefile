@@ -46,8 +46,11 @@ PINNED_STEPS := --set pretrain_unimodal.max_minutes=0 --set pretrain_unimodal.st
 model: $(STAMP)
 	$(BIN)/python -m synthsleep.offline_training.make_model --out synthsleep/assets $(MODEL_RECIPE)
 
+# SEED=1 (2, ...): the same recipe with other subjects and another initialisation, into its own
+# folder; recipes differ by less than builds of one recipe do, so compare them over seeds
+SEED ?= 0
 model-pinned: $(STAMP)
-	$(BIN)/python -m synthsleep.offline_training.make_model --out runs/model_pinned/assets --work runs/model_pinned $(MODEL_RECIPE) $(PINNED_STEPS) --no-label-study
+	$(BIN)/python -m synthsleep.offline_training.make_model --out runs/model_pinned_seed$(SEED)/assets --work runs/model_pinned_seed$(SEED) $(MODEL_RECIPE) $(PINNED_STEPS) --no-label-study --set seed=$(SEED)
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
