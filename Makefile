@@ -20,9 +20,10 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/synthsleep demo
 
-# Tools some tests drive (Debian's chromium + chromedriver for the ward view's browser test),
-# installed when missing and root; otherwise those tests skip and say why.
-TEST_TOOLS := chromium:chromium chromedriver:chromium-driver
+# Tools some tests drive (Debian's chromium + chromedriver for the ward view's browser test,
+# promtool from Debian's prometheus for the alert rules' own unit tests), installed when missing
+# and root; otherwise those tests skip and say why.
+TEST_TOOLS := chromium:chromium chromedriver:chromium-driver promtool:prometheus
 test-tools:
 	@missing=""; for t in $(TEST_TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
