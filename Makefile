@@ -48,10 +48,12 @@ model: $(STAMP)
 	$(BIN)/python -m synthsleep.offline_training.make_model --out synthsleep/assets $(MODEL_RECIPE)
 
 # SEED=1 (2, ...): the same recipe with other subjects and another initialisation, into its own
-# folder; recipes differ by less than builds of one recipe do, so compare them over seeds
+# folder; recipes differ by less than builds of one recipe do, so compare them over seeds. A variant:
+# make model-pinned SEED=0 MODEL_RECIPE="..." PINNED_DIR=runs/my_variant_seed0
 SEED ?= 0
+PINNED_DIR ?= runs/model_pinned_seed$(SEED)
 model-pinned: $(STAMP)
-	$(BIN)/python -m synthsleep.offline_training.make_model --out runs/model_pinned_seed$(SEED)/assets --work runs/model_pinned_seed$(SEED) $(MODEL_RECIPE) $(PINNED_STEPS) --no-label-study --set seed=$(SEED)
+	$(BIN)/python -m synthsleep.offline_training.make_model --out $(PINNED_DIR)/assets --work $(PINNED_DIR) $(MODEL_RECIPE) $(PINNED_STEPS) --no-label-study --set seed=$(SEED)
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done

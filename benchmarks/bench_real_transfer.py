@@ -27,6 +27,10 @@ For each model (default: the bundled one), every number from ``synthsleep score`
    amplitude: Cz-A1 against C3-A2, a child against an adult); the synthetic EEG-only rows too
    with ``--synthetic``. These rows are a robustness check and stay out of the selection rule.
 
+First, a reference that reads no signal: every epoch called N2 (kappa 0). The excerpts are
+mostly N2 (the 8: 288 of 480 scored epochs), so accuracy alone flatters a model that leans to N2:
+read a model's accuracy against this row, and its kappa against 0.
+
 After the 8 EEG-only excerpts, their pooled confusion matrix (reference rows, stages picked
 columns, then ``unknown``) says where the errors are.
 
@@ -198,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
              for s in synthetic_nights(work, rnd, args.nights_per_length, late)] if args.synthetic else []
     models = [Path(resolve_model_path(m)) for m in (args.model or [None])]
     rows: list[tuple[str, str, float, float, float]] = []
+    n2 = STAGES.index("N2")
+    print(f"{'every epoch N2 (reference)':28s} {'excerpt3.edf':52s} accuracy {accuracy(np.full(len(truth3), n2), truth3):.3f}"
+          "  kappa 0.000")
+    print(f"{'every epoch N2 (reference)':28s} {'8 EEG-only excerpts (mean)':52s} accuracy "
+          f"{np.mean([accuracy(np.full(len(st), n2), st) for _, st in excerpts]):.3f}  kappa 0.000", flush=True)
 
     def add(model_name: str, what: str, agreements: list[Scored]) -> None:
         acc = float(np.mean([a.accuracy for a in agreements]))
