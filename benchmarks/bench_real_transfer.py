@@ -70,18 +70,25 @@ def read_excerpt(dreams: Path, k: int) -> tuple[str, float, np.ndarray]:
     return lines[0].strip().strip("[]"), TEXT_RATES.get(k, 200.0), np.array([float(v) for v in lines[1:] if v.strip()])
 
 
-def excerpt_edfs(dreams: Path, work: Path) -> list[tuple[Path, np.ndarray]]:
-    """The 8 single-EEG text excerpts written as EDF, with their expert stages per 30-s epoch."""
+def read_excerpts(dreams: Path) -> list[tuple[str, float, np.ndarray, np.ndarray]]:
+    """The 8 single-EEG text excerpts: (channel label, rate Hz, samples in uV, expert stage per
+    30-s epoch) each."""
     from synthsleep.psg.annotations import epoch_labels, load_scoring
-    from synthsleep.psg.recording import Signal, write_edf
 
     out = []
     for k in range(1, 9):
         label, fs, x = read_excerpt(dreams, k)
-        path = write_edf(work / f"excerpt{k}.edf", [Signal(label, fs, x)])
         stages, _, _ = epoch_labels(load_scoring(dreams / f"Hypnogram_excerpt{k}.txt"), int(len(x) / fs // 30))
-        out.append((path, stages))
+        out.append((label, fs, x, stages))
     return out
+
+
+def excerpt_edfs(dreams: Path, work: Path) -> list[tuple[Path, np.ndarray]]:
+    """The 8 single-EEG text excerpts written as EDF, with their expert stages per 30-s epoch."""
+    from synthsleep.psg.recording import Signal, write_edf
+
+    return [(write_edf(work / f"excerpt{k}.edf", [Signal(label, fs, x)]), stages)
+            for k, (label, fs, x, stages) in enumerate(read_excerpts(dreams), start=1)]
 
 
 @dataclass

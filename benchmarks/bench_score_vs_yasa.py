@@ -18,6 +18,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from bench_yasa_dreams import YASA_STAGE  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,9 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     sls = yasa.SleepStaging(raw, eeg_name="EEG C4-M1", eog_name="EOG E1-M2", emg_name="EMG Chin")
     pred = sls.predict()
     t_yasa = time.perf_counter() - t0
-    letters = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4, "REM": 4}
     labels = getattr(pred, "hypno", pred)  # yasa >= 0.7 returns a Hypnogram object
-    yasa_codes = np.array([letters.get(str(p), -1) for p in list(labels)])
+    yasa_codes = np.array([YASA_STAGE[str(p)] for p in list(labels)])
 
     a_ours, a_yasa = stage_agreement(ours, truth), stage_agreement(yasa_codes, truth)
     print(f"{args.hours:g}-h synthetic night ({truth.size} epochs), 1 thread")

@@ -23,14 +23,16 @@ for scoring only. Needs ../shared/data/real/dreams and ``yasa`` (installed with 
 from __future__ import annotations
 
 import argparse
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
-from bench_real_transfer import DREAMS, accuracy, excerpt_edfs, print_confusion, read_excerpt
+from bench_real_transfer import DREAMS, accuracy, print_confusion, read_excerpts
 
-YASA_STAGE = {"W": 0, "WAKE": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4, "REM": 4}
+from synthsleep.psg.epoch import STAGES
+
+#: YASA's stage names (0.8 writes WAKE, older versions W; R for REM) -> our stage codes
+YASA_STAGE = {**{s: i for i, s in enumerate(STAGES)}, "WAKE": STAGES.index("W"), "R": STAGES.index("REM")}
 
 
 def yasa_stages(signals: dict[str, tuple[float, np.ndarray]], eeg: str, eog: str | None = None,
@@ -63,7 +65,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from synthsleep.psg.annotations import epoch_labels, find_scoring_for, load_scoring
     from synthsleep.psg.clinical import confusion_matrix
-    from synthsleep.psg.epoch import STAGES
     from synthsleep.psg.recording import open_recording
     from synthsleep.report import stage_agreement
 
@@ -76,11 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             print_confusion(sum(confusion_matrix(t[:len(p)], p[:len(t)], len(STAGES) + 1)[:len(STAGES)]
                                 for p, t in pairs))
 
-    work = Path(tempfile.mkdtemp(prefix="bench_yasa_"))
-    pairs = []
-    for k, (_, truth) in enumerate(excerpt_edfs(args.dreams, work), start=1):
-        label, fs, x = read_excerpt(args.dreams, k)
-        pairs.append((yasa_stages({label: (fs, x)}, label), truth))
+    pairs = [(yasa_stages({label: (fs, x)}, label), truth) for label, fs, x, truth in read_excerpts(args.dreams)]
     row("8 EEG-only excerpts (mean)", pairs)
 
     edf3 = args.dreams / "excerpt3.edf"
