@@ -137,6 +137,17 @@ def with_eeg_gain(edf: Path, gain: float, out: Path) -> Path:
         return write_edf(out, [Signal(ch.label, ch.rate, rec.read(ch.label) * gain)])
 
 
+def display_names(models: list[Path]) -> list[str]:
+    """Each model's name in the tables: the last two parts of its path (``assets/model.onnx``), or
+    as many more as it takes to tell the models apart (two builds' ``assets/model.onnx`` would
+    otherwise share one selection-rule line)."""
+    for depth in range(2, max(len(m.parts) for m in models) + 1):
+        names = ["/".join(m.parts[-depth:]) for m in models]
+        if len(set(names)) == len(names):
+            return names
+    return [str(m) for m in models]
+
+
 def accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
     """Fraction of the scored reference epochs (truth >= 0) where ``pred`` agrees, over the
     length both cover; a prediction of -1 (``unknown``) counts as wrong."""
@@ -223,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{model_name:28s} {what:52s} accuracy {acc:.3f}  kappa {kap:.3f}  staged {cov:.2f}", flush=True)
 
     sf = args.stage_filter
-    for model in models:
-        name = f"{model.parent.name}/{model.name}" + ("" if sf else " (no filter)")
+    for model, name in zip(models, display_names(models)):
+        name += "" if sf else " (no filter)"
         add(name, "excerpt3.edf, all channels", [agreement(model, edf3, truth3, sf)])
         add(name, "excerpt3.edf, EEG only", [agreement(model, eeg3, truth3, sf)])
         per = [agreement(model, p, st, sf) for p, st in excerpts]
